@@ -1,0 +1,1 @@
+"""Preference-heads workbench."""

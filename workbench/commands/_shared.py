@@ -1,0 +1,52 @@
+"""Conventions shared by every subcommand: the `--model` / `--device` options and clean errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Any, Callable
+
+import typer
+
+from workbench.errors import InputError
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Hugging Face name, local folder or .gguf file; default: the embedded SmolLM2-135M-Instruct."),
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+DtypeOption = Annotated[str | None, typer.Option("--dtype", help="float32 (default), float16 or bfloat16.")]
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Report bad input (`InputError`, missing files) as one line on stderr with exit status 2.
+
+    Anything else is a bug and keeps its traceback. Work already written stays on disk: every
+    output of the workbench is written atomically or checkpointed before the error can occur.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (InputError, FileNotFoundError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"error: {message}", file=sys.stderr)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' per-load progress bars and info chatter on the command line."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def load_lens(model: str | None, device: str = "auto", dtype: str | None = None):
+    from workbench.models import load_model
+
+    quiet_transformers()
+    return load_model(model, device=device, dtype=dtype)

@@ -1,0 +1,361 @@
+"""The lens: the one activation and intervention abstraction over a TransformerLens bridge.
+
+Every consumer (PCS scans, heatmaps, decoders, interactive studies) reads activations and applies
+head masks through a `Lens`. It knows the head geometry, tokenizes (chat template without a
+doubled BOS), captures per-head outputs (`blocks.{l}.attn.hook_z`), applies `HeadMask`s as hooks,
+runs KV-cached steps with the mask still active, and runs the *tail* of the network from a cached
+residual stream so that an intervention at layer l costs only layers >= l.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedTokenizerBase
+
+from workbench.masks import HeadGeometry, HeadMask
+from workbench.tensor_types import AttentionMask, HeadOutputs, Logits, Residual, TokenIds
+
+Hook = tuple[str, Callable[..., Any]]
+
+
+def z_hook_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+SITE_HOOKS: dict[str, Callable[[int], str]] = {
+    "head-output": z_hook_name,
+    "query-scale": lambda layer: f"blocks.{layer}.attn.hook_q",
+    "resid-slice": lambda layer: f"blocks.{layer}.attn.o.hook_out",
+}
+
+
+@dataclass
+class TailContext:
+    """What the tail runner needs to restart a clean forward at any layer: each block's input
+    residual and the keyword arguments (position embeddings, attention mask, ...) it received."""
+
+    residuals: list[Residual]
+    block_kwargs: list[dict[str, Any]]
+    logits: Logits
+
+
+class Lens:
+    """A TransformerLens bridge plus its tokenizer, head geometry and intervention machinery."""
+
+    def __init__(self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, name: str):
+        self.bridge = bridge
+        self.tokenizer = tokenizer
+        self.name = name
+        config = bridge.original_model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        n_heads = text_config.num_attention_heads
+        d_model = text_config.hidden_size
+        self.geometry = HeadGeometry(
+            n_layers=text_config.num_hidden_layers,
+            n_heads=n_heads,
+            n_kv_heads=getattr(text_config, "num_key_value_heads", None) or n_heads,
+            d_head=getattr(text_config, "head_dim", None) or d_model // n_heads,
+            d_model=d_model,
+            n_ctx=int(bridge.cfg.n_ctx),
+            d_vocab=text_config.vocab_size,
+        )
+        self.final_logit_softcap = getattr(text_config, "final_logit_softcapping", None)
+
+    @classmethod
+    def from_hf(cls, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str) -> Lens:
+        """Wrap a Hugging Face causal LM (in place) as a bridge; never touches the hub."""
+        overrides = None
+        if not getattr(hf_model.config, "architectures", None):
+            overrides = {"architectures": [type(hf_model).__name__]}
+        device = next(hf_model.parameters()).device
+        bridge = TransformerBridge.boot_transformers(
+            name,
+            hf_model=hf_model,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=next(hf_model.parameters()).dtype,
+            hf_config_overrides=overrides,
+        )
+        bridge.eval()
+        for parameter in bridge.parameters():
+            parameter.requires_grad_(False)
+        return cls(bridge, tokenizer, name)
+
+    # --- properties --------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bridge.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return self.geometry.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.geometry.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.geometry.n_kv_heads
+
+    @property
+    def d_head(self) -> int:
+        return self.geometry.d_head
+
+    @property
+    def stop_token_ids(self) -> set[int]:
+        """End-of-sequence and end-of-turn tokens (ChatML `<|im_end|>`, Llama-3 `<|eot_id|>`, ...)."""
+        ids = {self.tokenizer.eos_token_id}
+        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return {i for i in ids if i is not None}
+
+    # --- tokenization ------------------------------------------------------------------------
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def chat_text(self, user: str, system: str | None = None) -> str:
+        """The chat-template text of one user turn, ending where the assistant's reply begins."""
+        if not self.has_chat_template:
+            raise ValueError(f"model {self.name!r} has no chat template; use a plain (few-shot) prompt format")
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Token ids of `text`. Chat-template text already carries its own special tokens, so
+        `add_bos` defaults to False (the template must not get a second BOS)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        return ids
+
+    def encode_chat(self, user: str, system: str | None = None) -> list[int]:
+        return self.encode(self.chat_text(user, system))
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def pad_left(self, sequences: Sequence[Sequence[int]]) -> tuple[TokenIds, AttentionMask]:
+        """Left-pad token id lists into a batch with its attention mask (generation needs left)."""
+        if not sequences or any(len(s) == 0 for s in sequences):
+            raise ValueError("cannot build a batch from an empty token sequence")
+        width = max(len(s) for s in sequences)
+        if width > self.geometry.n_ctx:
+            raise ValueError(f"sequence of {width} tokens exceeds the model context of {self.geometry.n_ctx}")
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        tokens = torch.full((len(sequences), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            tokens[row, width - len(sequence) :] = torch.as_tensor(list(sequence), dtype=torch.long)
+            attention[row, width - len(sequence) :] = 1
+        return tokens.to(self.device), attention.to(self.device)
+
+    def as_batch(self, tokens: TokenIds | Sequence[int]) -> TokenIds:
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        tokens = tokens[None] if tokens.ndim == 1 else tokens
+        if tokens.shape[-1] == 0:
+            raise ValueError("empty token sequence")
+        if tokens.shape[-1] > self.geometry.n_ctx:
+            raise ValueError(f"sequence of {tokens.shape[-1]} tokens exceeds the model context of {self.geometry.n_ctx}")
+        return tokens
+
+    # --- interventions -----------------------------------------------------------------------
+
+    def mask_hooks(self, mask: HeadMask | None) -> list[Hook]:
+        """The forward hooks that apply `mask`, one per layer it changes."""
+        if mask is None:
+            return []
+        mask.check(self.geometry)
+        mask = mask.to(self.device)
+        return [(SITE_HOOKS[mask.site](layer), self._site_hook(mask, layer)) for layer in mask.active_layers()]
+
+    def _site_hook(self, mask: HeadMask, layer: int) -> Callable[..., torch.Tensor]:
+        scale_by_row = mask.scale[:, layer, :]  # [rows, head]
+        z_ref = None if mask.z_ref is None else mask.z_ref[layer]  # [head, d_head]
+        n_heads = self.geometry.n_heads
+
+        def rows_for(activation: torch.Tensor) -> torch.Tensor:
+            batch = activation.shape[0]
+            if scale_by_row.shape[0] not in (1, batch):
+                raise ValueError(f"head mask has {scale_by_row.shape[0]} rows but the batch has {batch}")
+            return scale_by_row.to(activation.dtype)
+
+        def per_head(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, head, d]
+            scale = rows_for(activation)[:, None, :, None]
+            if z_ref is None:
+                return activation * scale
+            reference = z_ref.to(activation.dtype)[None, None]
+            return reference + scale * (activation - reference)
+
+        def residual_slices(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, d_model]
+            batch, pos, d_model = activation.shape
+            sliced = activation.reshape(batch, pos, n_heads, d_model // n_heads)
+            return (sliced * rows_for(activation)[:, None, :, None]).reshape(batch, pos, d_model)
+
+        return residual_slices if mask.site == "resid-slice" else per_head
+
+    @contextmanager
+    def intervene(self, mask: HeadMask | None, extra_hooks: Sequence[Hook] = ()) -> Iterator[Lens]:
+        """Apply `mask` (and any extra hooks) to every forward run inside the block."""
+        with self.bridge.hooks(fwd_hooks=self.mask_hooks(mask) + list(extra_hooks)):
+            yield self
+
+    # --- forwards ----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: TokenIds | Sequence[int],
+        *,
+        attention_mask: AttentionMask | None = None,
+        mask: HeadMask | None = None,
+    ) -> Logits:
+        """Full-sequence logits with `mask` applied."""
+        tokens = self.as_batch(tokens)
+        with torch.no_grad(), self.intervene(mask):
+            return self.bridge(tokens, attention_mask=attention_mask, return_type="logits")
+
+    def step(
+        self,
+        tokens: TokenIds,
+        past: Any = None,
+        *,
+        attention_mask: AttentionMask | None = None,
+        mask: HeadMask | None = None,
+    ) -> tuple[Logits, Any]:
+        """One KV-cached forward (prefill when `past` is None) with `mask` active.
+
+        `attention_mask` spans the cached prefix and the new tokens. Returns the logits of the
+        new positions and the updated cache.
+        """
+        with torch.no_grad(), self.intervene(mask):
+            return self.bridge(
+                tokens,
+                attention_mask=attention_mask,
+                past_key_values=past,
+                use_cache=True,
+                return_type="logits_and_cache",
+            )
+
+    def capture(
+        self,
+        tokens: TokenIds | Sequence[int],
+        *,
+        attention_mask: AttentionMask | None = None,
+        mask: HeadMask | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> tuple[Logits, HeadOutputs]:
+        """Logits and per-head outputs `z` of `layers` (default all), stacked as
+        `[batch, pos, layer, head, d_head]`, with `mask` applied (captured after the mask)."""
+        tokens = self.as_batch(tokens)
+        layers = list(range(self.n_layers)) if layers is None else [int(layer) for layer in layers]
+        for layer in layers:
+            self.geometry.check_head(layer, 0)
+        store: dict[int, torch.Tensor] = {}
+
+        def recorder(layer: int) -> Callable[..., None]:
+            def record(z: torch.Tensor, hook: Any) -> None:
+                store[layer] = z.detach()
+
+            return record
+
+        # Recording hooks are added after the mask hooks, so they see the masked z.
+        recorders = [(z_hook_name(layer), recorder(layer)) for layer in layers]
+        with torch.no_grad(), self.intervene(mask, recorders):
+            logits = self.bridge(tokens, attention_mask=attention_mask, return_type="logits")
+        return logits, torch.stack([store[layer] for layer in layers], dim=2)
+
+    def mean_head_outputs(self, token_sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Mean `z` over all positions of the given sequences: `[layer, head, d_head]`, the
+        reference activation of mean ablation."""
+        total = torch.zeros(self.n_layers, self.n_heads, self.d_head, dtype=torch.float64, device=self.device)
+        count = 0
+        for sequence in token_sequences:
+            _, z = self.capture(sequence)
+            total += z[0].double().sum(dim=0)
+            count += z.shape[1]
+        if count == 0:
+            raise ValueError("mean activations need at least one non-empty sequence")
+        return (total / count).float()
+
+    # --- the tail runner ---------------------------------------------------------------------
+
+    def tail_context(self, tokens: TokenIds | Sequence[int], *, attention_mask: AttentionMask | None = None) -> TailContext:
+        """Run one clean forward and record every block's input residual and keyword arguments."""
+        tokens = self.as_batch(tokens)
+        residuals: list[Residual | None] = [None] * self.n_layers
+        block_kwargs: list[dict[str, Any] | None] = [None] * self.n_layers
+        handles = []
+
+        def recorder(layer: int) -> Callable[..., None]:
+            def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+                kwargs = dict(kwargs)
+                residuals[layer] = (args[0] if args else kwargs.pop("hidden_states")).detach()
+                # The tail reruns blocks; a KV cache would be appended to twice.
+                block_kwargs[layer] = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")}
+                block_kwargs[layer]["use_cache"] = False
+
+            return record
+
+        for layer, block in enumerate(self.bridge.blocks):
+            handles.append(block.register_forward_pre_hook(recorder(layer), with_kwargs=True))
+        try:
+            with torch.no_grad():
+                logits = self.bridge(tokens, attention_mask=attention_mask, use_cache=False, return_type="logits")
+        finally:
+            for handle in handles:
+                handle.remove()
+        return TailContext(residuals, block_kwargs, logits)  # type: ignore[arg-type]
+
+    def run_tail(
+        self,
+        context: TailContext,
+        start_layer: int,
+        *,
+        rows: int = 1,
+        mask: HeadMask | None = None,
+        positions: torch.Tensor | None = None,
+        residual: Residual | None = None,
+    ) -> Logits:
+        """Logits from running blocks `start_layer..L-1` on the recorded residual (or `residual`),
+        repeated over `rows` batch rows, with `mask` active; only at `positions` when given.
+
+        TransformerLens 4.3's `start_at_layer` still executes the lower blocks; this calls the
+        bridge's blocks directly, so hooks fire but blocks below `start_layer` cost nothing.
+        """
+        self.geometry.check_head(start_layer, 0)
+        hidden = context.residuals[start_layer] if residual is None else residual
+        if hidden.shape[0] == 1 and rows > 1:
+            hidden = hidden.expand(rows, -1, -1)
+        hidden = hidden.contiguous()
+        with torch.no_grad(), self.intervene(mask):
+            for layer in range(start_layer, self.n_layers):
+                output = self.bridge.blocks[layer](hidden, **context.block_kwargs[layer])
+                hidden = output[0] if isinstance(output, tuple) else output
+            if positions is not None:
+                hidden = hidden[:, positions]
+            return self.unembed(hidden)
+
+    def unembed(self, hidden: Residual) -> Logits:
+        """Final norm, unembedding and (where the model has one) the final logit soft-cap."""
+        logits = self.bridge.unembed(self.bridge.ln_final(hidden))
+        if self.final_logit_softcap:
+            logits = torch.tanh(logits / self.final_logit_softcap) * self.final_logit_softcap
+        return logits
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        return (
+            f"Lens({self.name!r}: {g.n_layers} layers, {g.n_heads} query heads, {g.n_kv_heads} key-value heads, "
+            f"d_head {g.d_head}, d_model {g.d_model}, context {g.n_ctx}, on {self.device})"
+        )
