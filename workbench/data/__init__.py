@@ -1,0 +1,1 @@
+"""Personalization data: examples, benchmark loaders, prompts, the bundled demo set."""
