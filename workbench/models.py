@@ -227,7 +227,7 @@ def _tiny_tokenizer_folder() -> str:
     return folder
 
 
-def tiny_model(
+def tiny_hf_model(
     *,
     n_layers: int = 3,
     n_heads: int = 4,
@@ -236,12 +236,12 @@ def tiny_model(
     n_ctx: int = 256,
     seed: int = 0,
     init_std: float = 0.2,
-    device: str | torch.device = "cpu",
-) -> Lens:
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A random-weight Llama with grouped-query attention and a character tokenizer (milliseconds).
 
-    `init_std` is large on purpose: with the usual 0.02, ablating a head changes the logits by
-    less than the tolerances the tests use, and the tests could not fail.
+    The same arguments always give the same weights, so tests can build an unwrapped twin of a
+    lens's model as an independent reference. `init_std` is large on purpose: with the usual
+    0.02, ablating a head moves the logits by less than the tolerances the tests use.
     """
     tokenizer = PreTrainedTokenizerFast.from_pretrained(_tiny_tokenizer_folder())
     d_model = n_heads * d_head
@@ -265,4 +265,12 @@ def tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         hf_model = LlamaForCausalLM(config).eval()
-    return Lens.from_hf(hf_model.to(resolve_device(device)), tokenizer, name=f"tiny-llama-{n_layers}x{n_heads}")
+    return hf_model, tokenizer
+
+
+def tiny_model(*, device: str | torch.device = "cpu", **shape) -> Lens:
+    """`tiny_hf_model(**shape)` wrapped as a lens (defaults: 3 layers, 4 query heads, 2 key-value
+    heads, d_head 8)."""
+    hf_model, tokenizer = tiny_hf_model(**shape)
+    geometry = f"{hf_model.config.num_hidden_layers}x{hf_model.config.num_attention_heads}"
+    return Lens.from_hf(hf_model.to(resolve_device(device)), tokenizer, name=f"tiny-llama-{geometry}")
