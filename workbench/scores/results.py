@@ -60,14 +60,8 @@ class PCSResult:
     def bootstrap_ci(self, *, level: float = 0.95, n_resamples: int = 2000, seed: int | None = None) -> tuple[HeadGrid, HeadGrid]:
         """Percentile bootstrap interval of the mean, resampling examples (seeded: the run's
         seed unless given)."""
-        if not 0 < level < 1:
-            raise InputError(f"confidence level must lie in (0, 1), got {level}")
         seed = self.metadata.get("seed", 0) if seed is None else seed
-        generator = torch.Generator().manual_seed(int(seed or 0))
-        draws = torch.randint(self.n_examples, (n_resamples, self.n_examples), generator=generator)
-        means = self.per_example[draws].mean(dim=1)  # [resample, layer, head]
-        alpha = (1 - level) / 2
-        return torch.quantile(means, alpha, dim=0), torch.quantile(means, 1 - alpha, dim=0)
+        return bootstrap_mean_ci(self.per_example, level=level, n_resamples=n_resamples, seed=int(seed or 0))
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy rows `example_id, user_id, layer, head, pcs, exact`."""
@@ -113,6 +107,20 @@ class PCSResult:
         per_example = torch.from_numpy(frame["pcs"].to_numpy(dtype=np.float64, copy=True).reshape(len(examples), n_layers, n_heads))
         exact = torch.from_numpy(frame["exact"].to_numpy(dtype=bool, copy=True)[: n_layers * n_heads].reshape(n_layers, n_heads))
         return cls(per_example, exact, list(examples["example_id"]), list(examples["user_id"]), metadata)
+
+
+def bootstrap_mean_ci(
+    values: Float[torch.Tensor, "example ..."], *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile bootstrap interval of the mean over the first axis (examples), seeded."""
+    if not 0 < level < 1:
+        raise InputError(f"confidence level must lie in (0, 1), got {level}")
+    values = torch.as_tensor(values, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(values.shape[0], (n_resamples, values.shape[0]), generator=generator)
+    means = values[draws].mean(dim=1)  # [resample, ...]
+    alpha = (1 - level) / 2
+    return torch.quantile(means, alpha, dim=0), torch.quantile(means, 1 - alpha, dim=0)
 
 
 def _in_order_of(ordered: pd.Series):

@@ -1,0 +1,147 @@
+"""The validation study: do the selected preference heads matter more than other heads, and is
+what they carry the profile?
+
+On held-out examples, each head set is ablated *together* and the rise of the reference output's
+NLL is measured, with the profile in the prompt and without it. Head sets: the top-K preference
+heads, `n_random` random K-head sets (optionally with the preference set's layer distribution),
+and the top-K retrieval and induction heads. The summary gives, per head set and condition
+(`profile`, `no-profile`, and their difference `profile-specific`), the mean ΔNLL with a
+bootstrap interval over examples and a permutation p-value against the random sets:
+`(1 + #{random sets with mean ≥ this set's mean}) / (1 + n_random)` (one-sided).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from workbench.data.tokenized import TokenizedExample
+from workbench.errors import InputError
+from workbench.heads import HeadWeights, ranked_heads
+from workbench.lens import Lens
+from workbench.masks import Head, HeadMask
+from workbench.scores.ablation import make_ablation
+from workbench.scores.nll import TargetSequence, mean_nll
+from workbench.scores.results import bootstrap_mean_ci
+from workbench.tensor_types import HeadGrid
+
+CONDITIONS = {"profile": "prompt_ids", "no-profile": "no_profile_prompt_ids"}
+
+
+def head_sets(
+    lens: Lens,
+    heads: HeadWeights,
+    *,
+    k: int | None = None,
+    n_random: int = 20,
+    match_layers: bool = False,
+    retrieval: HeadGrid | None = None,
+    induction: HeadGrid | None = None,
+    seed: int = 0,
+) -> list[tuple[str, int, list[Head]]]:
+    """`(head_set, draw, heads)` for the preference set, the random draws and the pattern-score sets."""
+    heads.check(lens.geometry)
+    preference = heads.heads()
+    k = len(preference) if k is None else int(k)
+    if not 1 <= k <= len(preference):
+        raise InputError(f"k must lie in 1..{len(preference)} (the heads with non-zero weight), got {k}")
+    if n_random < 1:
+        raise InputError(f"the validation study needs at least one random head set, got n_random={n_random}")
+    preference = preference[:k]
+    sets = [("preference", 0, preference)]
+    for draw in range(n_random):
+        sets.append(("random", draw, _random_set(lens, preference, match_layers, seed + draw)))
+    for name, grid in (("retrieval", retrieval), ("induction", induction)):
+        if grid is not None:
+            lens.geometry.check_grid(torch.as_tensor(grid), f"{name} scores")
+            sets.append((name, 0, ranked_heads(grid)[:k]))
+    return sets
+
+
+def _random_set(lens: Lens, preference: list[Head], match_layers: bool, seed: int) -> list[Head]:
+    """K random heads; with `match_layers`, as many in each layer as the preference set has."""
+    if not match_layers:
+        return HeadWeights.random_heads(lens.geometry, len(preference), seed=seed).heads()
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for layer in sorted({layer for layer, _ in preference}):
+        count = sum(1 for l, _ in preference if l == layer)
+        chosen += [(layer, int(h)) for h in torch.randperm(lens.n_heads, generator=generator)[:count]]
+    return chosen
+
+
+def validation_deltas(
+    lens: Lens,
+    examples: Sequence[TokenizedExample],
+    sets: list[tuple[str, int, list[Head]]],
+    *,
+    ablation: str = "zero",
+    max_rows: int = 64,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per example, condition and head set: clean NLL, NLL with the set ablated together, ΔNLL."""
+    if not examples:
+        raise InputError("no held-out examples to validate on")
+    for example in examples:
+        example.check_fits(lens.geometry.n_ctx)
+        if example.no_profile_prompt_ids is None:
+            raise InputError(f"example {example.example_id!r}: the validation study needs its prompt without the profile (prompt_no_profile)")
+    chosen = make_ablation(lens, ablation, [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples])
+    masks = [chosen.together(lens, heads) for _, _, heads in sets]
+    start = min(layer for _, _, heads in sets for layer, _ in heads)
+    rows = []
+    for example in tqdm(examples, desc="validation", unit="example", disable=not progress):
+        for condition, field in CONDITIONS.items():
+            sequence = TargetSequence(getattr(example, field), example.target_ids)
+            context = lens.tail_context(list(sequence.ids))
+            clean = float(mean_nll(context.logits[:, sequence.positions.to(context.logits.device)], sequence.targets)[0])
+            masked = []
+            for begin in range(0, len(masks), max_rows):
+                chunk = masks[begin : begin + max_rows]
+                logits = lens.run_tail(context, start, rows=len(chunk), mask=HeadMask.stack(chunk), positions=sequence.positions.to(lens.device))
+                masked += mean_nll(logits, sequence.targets).tolist()
+            for (name, draw, _), value in zip(sets, masked):
+                rows.append((example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
+    columns = ["example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize_validation(deltas: pd.DataFrame, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Mean ΔNLL per head set and condition, bootstrap interval over examples, permutation p-value."""
+    wide = deltas.pivot_table(index="example_id", columns=["condition", "head_set", "draw"], values="delta_nll", sort=False)
+    per_condition = {condition: wide[condition] for condition in CONDITIONS}
+    per_condition["profile-specific"] = wide["profile"] - wide["no-profile"]
+    records = []
+    for condition, table in per_condition.items():
+        random_means = torch.tensor(table["random"].mean(axis=0).to_numpy())  # one mean per draw
+        for name in dict.fromkeys(table.columns.get_level_values(0)):
+            values = torch.tensor(table[name].to_numpy()).mean(dim=1)  # per example (random: over draws)
+            low, high = bootstrap_mean_ci(values, level=level, n_resamples=n_resamples, seed=seed)
+            mean = float(values.mean())
+            p_value = float("nan") if name == "random" else (1 + int((random_means >= mean).sum())) / (1 + len(random_means))
+            records.append((name, condition, mean, float(low), float(high), p_value, len(values), len(random_means)))
+    columns = ["head_set", "condition", "mean_delta_nll", "ci_low", "ci_high", "p_value_vs_random", "n_examples", "n_random"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def validate_heads(
+    lens: Lens,
+    examples: Sequence[TokenizedExample],
+    heads: HeadWeights,
+    *,
+    k: int | None = None,
+    n_random: int = 20,
+    match_layers: bool = False,
+    retrieval: HeadGrid | None = None,
+    induction: HeadGrid | None = None,
+    ablation: str = "zero",
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The validation study's summary table (see the module docstring); `k` defaults to all
+    heads with a non-zero weight."""
+    sets = head_sets(lens, heads, k=k, n_random=n_random, match_layers=match_layers, retrieval=retrieval, induction=induction, seed=seed)
+    return summarize_validation(validation_deltas(lens, examples, sets, ablation=ablation, progress=progress), seed=seed)
