@@ -1,0 +1,49 @@
+"""One entry point for every data source: `load_examples(data, task, split)`.
+
+`data` is a LaMP folder (holding `{split}_questions.json` / `{split}_outputs.json`, or `{split}/`
+subfolders with them, as the official download unpacks), a LongLaMP export (`.parquet` /
+`.jsonl` for a LongLaMP task), a generic JSONL, or None for the bundled demo set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.data.examples import Example
+from workbench.data.generic import load_generic
+from workbench.data.lamp import lamp_files, load_lamp, read_styles
+from workbench.data.longlamp import load_longlamp
+from workbench.data.tasks import task_spec
+from workbench.errors import InputError
+
+DEMO_FOLDER = Path(__file__).parent / "demo"
+DEMO_TASKS = ("LaMP-4", "LaMP-7")
+STYLES_FILE = "styles.json"
+
+
+def demo_folder(task: str) -> Path:
+    """The bundled demo set of `task` (LaMP-4-like headlines or LaMP-7-like paraphrases)."""
+    name = task_spec(task).name
+    if name not in DEMO_TASKS:
+        raise InputError(f"the bundled demo set has tasks {', '.join(DEMO_TASKS)}, not {name}; pass --data")
+    return DEMO_FOLDER / name
+
+
+def load_examples(data: str | Path | None, task: str, split: str = "dev") -> list[Example]:
+    spec = task_spec(task)
+    path = demo_folder(spec.name) if data is None else Path(data)
+    if path.is_dir():
+        for candidate in (path / f"{split}.parquet", path / f"{split}.jsonl"):
+            if candidate.is_file() and spec.name.startswith("LongLaMP"):
+                return load_longlamp(candidate, spec.name)
+        questions, outputs = lamp_files(path, split)
+        styles_file = next((f for f in (path / STYLES_FILE, path.parent / STYLES_FILE) if f.is_file()), None)
+        styles = read_styles(styles_file) if styles_file else None
+        return load_lamp(questions, outputs, spec.name, styles)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if spec.name.startswith("LongLaMP"):
+        return load_longlamp(path, spec.name)
+    if spec.name == "generic":
+        return load_generic(path)
+    raise InputError(f"{path}: a single file is read as LongLaMP rows or a generic JSONL; task {spec.name} needs a LaMP folder")
