@@ -134,3 +134,13 @@ def test_unknown_reference_file(tmp_path):
     (tmp_path / "y.json").write_text("{oops")
     with pytest.raises(InputError, match="not valid JSON"):
         HeadWeights.from_reference(tmp_path / "y.json")
+
+
+def test_load_any_reads_both_formats(tmp_path):
+    ours = HeadWeights.from_scores(SCORES, top_k=2)
+    ours.save(tmp_path / "heads.json")
+    assert torch.equal(HeadWeights.load_any(tmp_path / "heads.json", geometry=GEOMETRY).weights, ours.weights)
+    theirs = write(tmp_path, "t_top_heads.json", {"preference_heads": [[1, 1]]})
+    assert HeadWeights.load_any(theirs, geometry=GEOMETRY).heads() == [(1, 1)]
+    with pytest.raises(InputError, match="this model has 2 x 4"):
+        HeadWeights.load_any(tmp_path / "heads.json", geometry=HeadGeometry(2, 4, 2, 8, 32, 64, 10))

@@ -213,6 +213,16 @@ class HeadWeights:
     def load(cls, path: str | Path) -> HeadWeights:
         return cls.from_json(_read_json_object(Path(path)), source=str(path))
 
+    @classmethod
+    def load_any(cls, path: str | Path, *, geometry: HeadGeometry | None = None) -> HeadWeights:
+        """A workbench head-weights file, or else one of the authors' formats (`from_reference`)."""
+        if _read_json_object(Path(path)).get("format") == FORMAT:
+            weights = cls.load(path)
+            if geometry is not None:
+                weights.check(geometry)
+            return weights
+        return cls.from_reference(path, geometry=geometry)
+
 
 def ranked_heads(scores: HeadGrid) -> list[Head]:
     """All heads, highest score first; ties go to the lower layer, then the lower head."""

@@ -20,6 +20,7 @@ from workbench.scores.attention import attention_rows, random_tokens
 from workbench.tensor_types import HeadGrid
 
 CUE = " The secret passphrase is:"
+DEFAULT_HAYSTACK = 200
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,18 @@ class Trial:
         return torch.arange(length - len(self.needle) - 1, length - 1)
 
 
-def haystack_trials(lens: Lens, n_trials: int, haystack_len: int, needle_len: int, seed: int) -> list[Trial]:
-    """Seeded trials: `[BOS] ‖ hay[:d] ‖ cue ‖ needle ‖ hay[d:] ‖ cue ‖ needle` at random depths d."""
+def haystack_trials(lens: Lens, n_trials: int, haystack_len: int | None, needle_len: int, seed: int) -> list[Trial]:
+    """Seeded trials: `[BOS] ‖ hay[:d] ‖ cue ‖ needle ‖ hay[d:] ‖ cue ‖ needle` at random depths d.
+    `haystack_len` None: `DEFAULT_HAYSTACK` tokens, or fewer if the model's context is shorter."""
+    bos = lens.tokenizer.bos_token_id
+    prefix = [] if bos is None else [bos]
+    cue = lens.encode(CUE)
+    if haystack_len is None:
+        haystack_len = min(DEFAULT_HAYSTACK, lens.geometry.n_ctx - len(prefix) - 2 * (len(cue) + needle_len))
     if n_trials < 1 or needle_len < 1 or haystack_len < 1:
         raise InputError(
             f"retrieval scores need positive n_trials, haystack_len and needle_len, got {n_trials}, {haystack_len}, {needle_len}"
         )
-    bos = lens.tokenizer.bos_token_id
-    prefix = [] if bos is None else [bos]
-    cue = lens.encode(CUE)
     length = len(prefix) + haystack_len + 2 * (len(cue) + needle_len)
     if length > lens.geometry.n_ctx:
         raise InputError(f"a retrieval trial of {length} tokens exceeds the model context of {lens.geometry.n_ctx}")
@@ -65,7 +69,7 @@ def retrieval_scores(
     lens: Lens,
     *,
     n_trials: int = 8,
-    haystack_len: int = 200,
+    haystack_len: int | None = None,
     needle_len: int = 8,
     seed: int = 0,
 ) -> HeadGrid:

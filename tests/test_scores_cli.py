@@ -1,0 +1,84 @@
+"""`workbench discover` and `workbench validate` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import workbench.commands.discover as discover_command
+import workbench.commands.validate as validate_command
+from workbench.cli import app
+from workbench.heads import HeadWeights
+from workbench.scores import PCSResult
+
+
+@pytest.fixture
+def cli(tiny, monkeypatch):
+    for module in (discover_command, validate_command):
+        monkeypatch.setattr(module, "load_lens", lambda *args: tiny)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "train.jsonl"
+    records = [
+        {"id": f"e{i}", "user_id": f"u{i}", "prompt": f"Profile: {t}. Write a title.", "target": f"{t} rules", "prompt_no_profile": "Write a title."}
+        for i, t in enumerate(["cats", "jazz"])
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_discover_writes_scores_and_heads_and_resumes_identically(cli, data, tmp_path):
+    out = tmp_path / "run"
+    result = cli("discover", "--data", data, "--out", out, "--method", "hybrid", "--top-k", 3, "--seed", 4)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out / "pcs.parquet")
+    assert {"example_id", "user_id", "layer", "head", "pcs", "exact"} <= set(frame.columns)
+    assert frame["exact"].sum() == 2 * 9  # top-m = 3 x top-k heads per example
+    weights = HeadWeights.load(out / "heads.json")
+    assert len(weights.heads()) <= 3 and weights.method == "hybrid" and weights.seed == 4
+    assert weights.heads() == HeadWeights.from_scores(PCSResult.load(out / "pcs.parquet"), top_k=3).heads()
+    first = (out / "pcs.parquet").read_bytes()
+    again = cli("discover", "--data", data, "--out", out, "--method", "hybrid", "--top-k", 3, "--seed", 4)
+    assert again.exit_code == 0 and (out / "pcs.parquet").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--task", "LaMP-9"], "unknown task 'LaMP-9'"),
+        (["--top-k", "13"], "--top-k must lie in 1..12"),
+        (["--method", "guess"], "unknown method 'guess'"),
+        (["--variant", "swap-contrast"], "prompt_swapped"),
+    ],
+)
+def test_discover_bad_input_is_one_line_and_exit_2(cli, data, tmp_path, arguments, message):
+    result = cli("discover", "--data", data, "--out", tmp_path / "o", *arguments)
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("\n") == 1
+
+
+def test_discover_refuses_folders_and_reused_checkpoints(cli, data, tmp_path):
+    folder = cli("discover", "--data", tmp_path, "--out", tmp_path / "o")
+    assert folder.exit_code == 2 and "LaMP folders: not supported yet" in folder.output
+    assert cli("discover", "--data", data, "--out", tmp_path / "o", "--method", "attribution").exit_code == 0
+    changed = cli("discover", "--data", data, "--out", tmp_path / "o", "--method", "attribution", "--ablation", "mean")
+    assert changed.exit_code == 2 and "other arguments" in changed.output
+
+
+def test_validate_writes_its_table(cli, tiny, data, tmp_path):
+    weights = HeadWeights.random_heads(tiny.geometry, 2, seed=1)
+    weights.save(tmp_path / "heads.json")
+    result = cli("validate", "--data", data, "--heads", tmp_path / "heads.json", "--out", tmp_path / "v", "--n-random", 3)
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "v" / "validation_summary.csv")
+    assert set(summary["head_set"]) == {"preference", "random", "retrieval", "induction"}
+    assert set(summary["condition"]) == {"profile", "no-profile", "profile-specific"}
+    per_example = pd.read_parquet(tmp_path / "v" / "validation.parquet")
+    assert len(per_example) == 2 * 2 * (1 + 3 + 2)

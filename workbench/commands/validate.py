@@ -1,0 +1,51 @@
+"""`workbench validate`: the validation study of selected heads on held-out examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands.discover import AblationOption, DataOption, OutOption, SeedOption, TaskOption, load_examples
+
+
+@friendly_errors
+def validate(
+    data: DataOption,
+    heads: Annotated[Path, typer.Option("--heads", help="heads.json from `workbench discover` (or a reference head file).")],
+    out: OutOption,
+    model: ModelOption = None,
+    task: TaskOption = None,
+    k: Annotated[int | None, typer.Option("--k", help="Ablate the top-k heads (default: all with non-zero weight).")] = None,
+    n_random: Annotated[int, typer.Option("--n-random", help="Random head sets drawn as the control.")] = 20,
+    match_layers: Annotated[bool, typer.Option("--match-layers", help="Random sets take the preference heads' layer distribution.")] = False,
+    pattern_heads: Annotated[bool, typer.Option("--pattern-heads/--no-pattern-heads", help="Also ablate the top-k retrieval and induction heads.")] = True,
+    ablation: AblationOption = "zero",
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
+) -> None:
+    """Mask the top-k preference heads together vs random, retrieval and induction heads, with
+    and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
+    from workbench import io
+    from workbench.heads import HeadWeights
+    from workbench.scores import induction_scores, retrieval_scores
+    from workbench.validation import head_sets, summarize_validation, validation_deltas
+
+    lens = load_lens(model, device, dtype)
+    examples = load_examples(lens, data, task)
+    weights = HeadWeights.load_any(heads, geometry=lens.geometry)
+    pattern_grids = {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
+    sets = head_sets(lens, weights, k=k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
+    deltas = validation_deltas(lens, examples, sets, ablation=ablation)
+    summary = summarize_validation(deltas, seed=seed)
+    io.write_parquet(out / "validation.parquet", deltas)
+    io.write_text(out / "validation_summary.csv", summary.to_csv(index=False))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {out / 'validation.parquet'} and {out / 'validation_summary.csv'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
