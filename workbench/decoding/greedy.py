@@ -1,0 +1,25 @@
+"""Plain decoding with the full model: the baseline every other decoder is compared against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.lens import Lens
+from workbench.tensor_types import StepLogits
+
+from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
+
+
+@dataclass(frozen=True)
+class Greedy(Decoder):
+    """The model's own next-token logits (argmax, or sampled when `generate` gets a `Sampling`)."""
+
+    name = "greedy"
+
+    def prepare(self, lens: Lens, prompts: Prompts, contrast_prompts: Prompts | None) -> DecoderRun:
+        return _GreedyRun()
+
+
+class _GreedyRun(DecoderRun):
+    def score(self, logits: StepLogits) -> StepScores:
+        return StepScores(scores=logits, full=logits)

@@ -1,0 +1,241 @@
+"""The one generation loop: every decoder runs on it, so comparisons are fair.
+
+Prompts (token-id lists, already chat-templated) are sorted by length and cut into batches.
+Each batch is left-padded; each prompt occupies `groups` rows (one per pass of its decoder),
+laid out group by group. The loop prefills once with every row's head mask active, then takes
+KV-cached one-token steps: the decoder turns the last-position logits into scores, a token is
+chosen (argmax or seeded sampling) and fed to all rows of its prompt. A prompt stops at a stop
+token of the model (end of turn / EOS), at a stop string, or after `max_new_tokens`; finished
+prompts leave the batch (their cache rows are dropped), so a long answer does not keep short
+ones computing.
+
+Token ids of a generation include its final stop token when it stopped on one; its text has
+special tokens removed and ends before the stop string when it stopped on one. Prompts must
+leave room for `max_new_tokens` within the model context (no silent truncation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.errors import InputError
+from workbench.lens import Hook, Lens
+from workbench.masks import HeadMask
+from workbench.tensor_types import AttentionMask, StepLogits, TokenIds
+
+from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
+from workbench.decoding.contrast import entropy
+from workbench.decoding.greedy import Greedy
+from workbench.decoding.sampling import Sampling, choose_tokens
+
+StopReason = Literal["eos", "stop_string", "max_new_tokens"]
+TOP_TOKENS = 5
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    stop_reason: StopReason
+    steps: list[dict[str, Any]] | None = None
+
+
+def generate(
+    lens: Lens,
+    prompts: Prompts,
+    decoder: Decoder | None = None,
+    contrast_prompts: Prompts | None = None,
+    max_new_tokens: int = 32,
+    sampling: Sampling | None = None,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 8,
+    diagnostics: bool = False,
+    progress: bool = False,
+    use_cache: bool = True,
+) -> list[Generation]:
+    """Continue every prompt with `decoder` (default `Greedy()`); one `Generation` per prompt, in order.
+
+    `contrast_prompts` are the prompts without the user's profile (CAD needs them; other decoders
+    ignore them). `diagnostics` records, per step, γ, entropies and the top tokens of each pass.
+    `use_cache=False` recomputes the whole sequence every step (a slow check of the cache).
+    """
+    decoder = Greedy() if decoder is None else decoder
+    prompts = _checked_prompts(lens, prompts, "prompts", max_new_tokens)
+    if contrast_prompts is not None:
+        contrast_prompts = _checked_prompts(lens, contrast_prompts, "contrast_prompts", max_new_tokens)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if any(not isinstance(stop, str) or not stop for stop in stop_strings):
+        raise InputError(f"stop_strings must be non-empty strings, got {list(stop_strings)!r}")
+    run = decoder.prepare(lens, prompts, contrast_prompts)
+    if run.shared_prefill and not use_cache:
+        raise InputError("shared_prefill needs the KV cache (use_cache=True)")
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[Generation | None] = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc=f"decoding ({decoder.name})", unit="prompt", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = _Batch(lens, run, indices, max_new_tokens, sampling, tuple(stop_strings), diagnostics)
+            contrasts = None if contrast_prompts is None else [contrast_prompts[i] for i in indices]
+            for index, generation in zip(indices, batch.decode([prompts[i] for i in indices], contrasts, use_cache)):
+                results[index] = generation
+            bar.update(len(indices))
+    return results  # type: ignore[return-value]
+
+
+def _checked_prompts(lens: Lens, prompts: Prompts, what: str, max_new_tokens: int) -> list[list[int]]:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if isinstance(prompts, (str, bytes)) or len(prompts) == 0:
+        raise InputError(f"{what}: expected a non-empty list of token-id lists")
+    checked = []
+    n_ctx, d_vocab = lens.geometry.n_ctx, lens.geometry.d_vocab
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, (str, bytes)):
+            raise InputError(f"{what}[{index}]: expected token ids, got text (encode it with lens.encode_chat)")
+        ids = [int(token) for token in prompt]
+        if not ids:
+            raise InputError(f"{what}[{index}]: empty prompt")
+        if min(ids) < 0 or max(ids) >= d_vocab:
+            raise InputError(f"{what}[{index}]: token id out of range [0, {d_vocab}): {min(ids)}..{max(ids)}")
+        if len(ids) + max_new_tokens > n_ctx:
+            raise InputError(
+                f"{what}[{index}]: {len(ids)} prompt tokens + {max_new_tokens} new tokens exceed "
+                f"the model context of {n_ctx} tokens"
+            )
+        checked.append(ids)
+    return checked
+
+
+class _Batch:
+    """One batch of prompts while it decodes. `active` holds the batch positions of the prompts
+    still decoding; row `g·len(active) + i` is group g of the i-th of them."""
+
+    def __init__(self, lens: Lens, run: DecoderRun, indices: list[int], max_new_tokens: int,
+                 sampling: Sampling | None, stop_strings: tuple[str, ...], diagnostics: bool):
+        self.lens, self.decoder_run = lens, run
+        self.max_new_tokens, self.sampling, self.stop_strings = max_new_tokens, sampling, stop_strings
+        self.diagnostics = diagnostics
+        self.stop_ids = lens.stop_token_ids
+        self.active = list(range(len(indices)))
+        self.generated: list[list[int]] = [[] for _ in indices]
+        self.steps: list[list[dict[str, Any]]] = [[] for _ in indices]
+        self.finished: dict[int, Generation] = {}
+        self.generators = None if sampling is None else [sampling.generator(i, lens.device) for i in indices]
+
+    # --- forwards ----------------------------------------------------------------------------
+
+    def batch_mask(self) -> HeadMask | None:
+        masks = self.decoder_run.group_masks()
+        return None if masks is None else HeadMask.stack([mask for mask in masks for _ in self.active])
+
+    def forward(self, tokens: TokenIds, past: Any, attention: AttentionMask, mask: HeadMask | None,
+                hooks: list[Hook]) -> tuple[StepLogits, Any]:
+        """Last-position logits and the updated cache, through the lens's interventions. Unlike
+        `Lens.step` it asks the bridge for the last position's logits only (saves the unembedding
+        and a `[rows, prompt, vocab]` tensor at prefill)."""
+        with torch.no_grad(), self.lens.intervene(mask, hooks):
+            logits, past = self.lens.bridge(
+                tokens,
+                attention_mask=attention,
+                past_key_values=past,
+                use_cache=True,
+                return_type="logits_and_cache",
+                logits_to_keep=1,
+            )
+        return logits[:, -1], past
+
+    def prefill(self, tokens: TokenIds, attention: AttentionMask) -> tuple[StepLogits, Any]:
+        hooks = self.decoder_run.hooks()
+        if not self.decoder_run.shared_prefill:
+            return self.forward(tokens, None, attention, self.batch_mask(), hooks)
+        # The authors' variant: one unmasked prefill of the first group without the last prompt
+        # token, copied to every group; the last prompt token then runs with the masks on.
+        n, past = len(self.active), None
+        if tokens.shape[1] > 1:
+            _, past = self.forward(tokens[:n, :-1], None, attention[:n, :-1], None, [])
+            past.reorder_cache(torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
+        return self.forward(tokens[:, -1:], past, attention, self.batch_mask(), hooks)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def decode(self, prompts: Prompts, contrasts: Prompts | None, use_cache: bool) -> list[Generation]:
+        sequences = self.decoder_run.rows(prompts, contrasts)
+        tokens, attention = self.lens.pad_left(sequences)
+        logits, past = self.prefill(tokens, attention)
+        for step in range(self.max_new_tokens):
+            scored = self.decoder_run.score(logits)
+            chosen = choose_tokens(scored.scores, self.sampling, self.active_generators())
+            if self.diagnostics:
+                self.record(step, chosen, scored)
+            keep = self.advance(chosen.tolist(), last_step=step == self.max_new_tokens - 1)
+            if not keep:
+                break
+            n = len(self.active)
+            rows = torch.tensor([g * n + i for g in range(self.decoder_run.groups) for i in keep], device=tokens.device)
+            next_tokens = chosen[keep].repeat(self.decoder_run.groups)[:, None]
+            self.active = [self.active[i] for i in keep]
+            attention = torch.cat([attention[rows], attention.new_ones(len(rows), 1)], dim=1)
+            tokens = torch.cat([tokens[rows], next_tokens], dim=1)
+            if use_cache:
+                past.batch_select_indices(rows)
+                logits, past = self.forward(next_tokens, past, attention, self.batch_mask(), self.decoder_run.hooks())
+            else:
+                logits, _ = self.forward(tokens, None, attention, self.batch_mask(), self.decoder_run.hooks())
+        return [self.finished[i] for i in range(len(self.generated))]
+
+    def active_generators(self) -> list[torch.Generator] | None:
+        return None if self.generators is None else [self.generators[i] for i in self.active]
+
+    def advance(self, chosen: list[int], last_step: bool) -> list[int]:
+        """Append each active prompt's token; finish those that stop. Returns the positions (in
+        `active`) of the prompts that go on."""
+        keep = []
+        for position, token in enumerate(chosen):
+            prompt = self.active[position]
+            self.generated[prompt].append(token)
+            text = self.lens.decode(self.generated[prompt])
+            cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=None)
+            if token in self.stop_ids:
+                self.finish(prompt, text, "eos")
+            elif cut is not None:
+                self.finish(prompt, text[:cut], "stop_string")
+            elif last_step:
+                self.finish(prompt, text, "max_new_tokens")
+            else:
+                keep.append(position)
+        return keep
+
+    def finish(self, prompt: int, text: str, reason: StopReason) -> None:
+        steps = self.steps[prompt] if self.diagnostics else None
+        self.finished[prompt] = Generation(text, self.generated[prompt], reason, steps)
+
+    def record(self, step: int, chosen: torch.Tensor, scored: StepScores) -> None:
+        """Per-step diagnostics of every active prompt: γ, entropies and top tokens of each pass."""
+        passes = {"top_scores": scored.scores, "top_full": scored.full, "top_contrast": scored.contrast}
+        tops = {name: None if values is None else values.float().topk(TOP_TOKENS, dim=-1) for name, values in passes.items()}
+        entropies = {"entropy": entropy(scored.full)}
+        if scored.contrast is not None:
+            entropies["entropy_contrast"] = entropy(scored.contrast)
+        for position, prompt in enumerate(self.active):
+            token = int(chosen[position])
+            record: dict[str, Any] = {"step": step, "token_id": token, "token": self.token_text(token)}
+            if scored.gamma is not None:
+                record["gamma"] = float(scored.gamma[position])
+            record.update({name: float(values[position]) for name, values in entropies.items()})
+            record.update({name: float(values[position]) for name, values in scored.extra.items()})
+            for name, top in tops.items():
+                if top is not None:
+                    record[name] = [
+                        {"token_id": int(i), "token": self.token_text(int(i)), "value": float(v)}
+                        for v, i in zip(top.values[position], top.indices[position])
+                    ]
+            self.steps[prompt].append(record)
+
+    def token_text(self, token: int) -> str:
+        return self.lens.decode([token], skip_special_tokens=False)
