@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, generate
+from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, Suppressed, generate
 from workbench.decoding.dola import candidate_blocks, jensen_shannon
 from workbench.heads import HeadWeights
 from workbench.masks import HeadMask
@@ -250,3 +250,9 @@ def test_greedy_is_the_default_decoder(tiny, prompts):
     assert tokens(generate(tiny, prompts, decoder=Greedy(), max_new_tokens=4)) == tokens(
         generate(tiny, prompts, max_new_tokens=4)
     )
+
+
+def test_suppressed_decodes_with_the_generic_pass_alone(tiny, prompts, weights):
+    generic = weights.mask()
+    expected = [reference_decode(tiny, p, lambda s: last_logits(tiny, s, generic)) for p in prompts]
+    assert tokens(generate(tiny, prompts, decoder=Suppressed(weights), max_new_tokens=STEPS)) == expected

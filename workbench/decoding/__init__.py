@@ -8,9 +8,9 @@ from workbench.decoding.base import Decoder
 from workbench.decoding.cad import CAD
 from workbench.decoding.decore import DeCoRe
 from workbench.decoding.dola import DoLa
-from workbench.decoding.dps import DPS
+from workbench.decoding.dps import DPS, Suppressed
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.loop import Generation, generate
 from workbench.decoding.sampling import Sampling
 
-__all__ = ["CAD", "DPS", "DeCoRe", "Decoder", "DoLa", "Generation", "Greedy", "Sampling", "generate"]
+__all__ = ["CAD", "DPS", "DeCoRe", "Decoder", "DoLa", "Generation", "Greedy", "Sampling", "Suppressed", "generate"]

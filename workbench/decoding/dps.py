@@ -119,3 +119,36 @@ class _SelfContrastRun(DecoderRun):
         full, generic = split_groups(logits, 2)
         scores, gamma = self.rule(full, generic)
         return StepScores(scores=scores, full=full, contrast=generic, gamma=gamma)
+
+
+@dataclass(frozen=True)
+class Suppressed(Decoder):
+    """Decode with the heads suppressed and no contrast: DPS's generic pass on its own (the
+    authors' "masked heads" baselines)."""
+
+    weights: HeadWeights | HeadGrid
+    suppression: Suppression = "weighted"
+    z_ref: HeadReference | None = None
+    site: Site = "head-output"
+
+    name = "suppressed"
+
+    def __post_init__(self) -> None:
+        self.as_dps()  # validates
+
+    def as_dps(self) -> DPS:
+        return DPS(self.weights, suppression=self.suppression, z_ref=self.z_ref, site=self.site)
+
+    def prepare(self, lens: Lens, prompts: Prompts, contrast_prompts: Prompts | None) -> DecoderRun:
+        return _MaskedRun(self.as_dps().generic_mask(lens, prompts))
+
+
+class _MaskedRun(DecoderRun):
+    def __init__(self, mask: HeadMask):
+        self.mask = mask
+
+    def group_masks(self) -> list[HeadMask]:
+        return [self.mask]
+
+    def score(self, logits: StepLogits) -> StepScores:
+        return StepScores(scores=logits, full=logits)

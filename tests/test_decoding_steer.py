@@ -1,0 +1,54 @@
+"""`workbench steer`: bad options fail with one line and exit 2; a real run prints three continuations."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from workbench.cli import app
+from workbench.heads import HeadWeights
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["steer", *args])
+
+
+@pytest.fixture
+def heads_file(tmp_path):
+    path = tmp_path / "heads.json"
+    HeadWeights.random_heads(_smollm_geometry(), 12, seed=0).save(path)
+    return path
+
+
+def _smollm_geometry():
+    from workbench.masks import HeadGeometry
+
+    return HeadGeometry(n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_model=576, n_ctx=8192, d_vocab=49152)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--heads", "missing.json", "--prompt", "hi"], "missing.json: file not found"),
+        (["--prompt", "hi", "--gamma", "-1"], "γ must be a finite number >= 0"),
+        (["--prompt", "hi", "--gamma", "strong"], "--gamma must be a number >= 0 or 'adaptive'"),
+        (["--prompt", "  "], "--prompt is empty"),
+        (["--prompt", "hi", "--combine", "probs"], "combine must be one of"),
+        (["--prompt", "hi", "--suppression", "half"], "--suppression must be one of"),
+    ],
+)
+def test_bad_options_exit_2_before_loading_the_model(heads_file, args, message):
+    if "--heads" not in args:
+        args = ["--heads", str(heads_file), *args]
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_steer_prints_three_continuations(heads_file):
+    result = run("--heads", str(heads_file), "--prompt", "Name a fruit.", "--gamma", "2", "--max-new-tokens", "6")
+    assert result.exit_code == 0, result.output
+    for title in ("personalized", "generic", "DPS (γ = 2.0)"):
+        assert title in result.output
