@@ -84,8 +84,8 @@ def parse_style(style: str) -> tuple[str, str]:
     if kind not in STYLES:
         raise InputError(f"unknown style {style!r}; kinds are {', '.join(STYLES)}")
     if (kind in PARAMETERIZED) != bool(parameter):
-        need = "needs" if kind in PARAMETERIZED else "takes no"
-        raise InputError(f"style {style!r}: kind {kind!r} {need} a parameter (`{kind}:...`)")
+        need = f"needs a parameter (`{kind}:...`)" if kind in PARAMETERIZED else "takes no parameter"
+        raise InputError(f"style {style!r}: kind {kind!r} {need}")
     return kind, parameter
 
 
