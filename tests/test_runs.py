@@ -14,13 +14,12 @@ import workbench.decoding
 from workbench.cli import app
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import load_examples
+from workbench.data.tasks import task_spec
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.metrics import score_example
-from workbench.data.tasks import task_spec
 from workbench.runs import EvalConfig, compare_runs, evaluate, read_predictions
 
-FIXTURES = Path(__file__).parent / "fixtures" / "lamp"
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,3 @@ def aggregate(spec: TaskSpec, rows: Sequence[Scores]) -> Scores:
     if all("style" in row for row in rows):
         metrics["style_match"] = mean("style")
     return metrics
-
-
-HIGHER_IS_BETTER = {"mae": False, "rmse": False}

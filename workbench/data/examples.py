@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from workbench.data.tasks import Item, task_spec
@@ -23,7 +23,6 @@ class Example:
     profile: tuple[Item, ...]
     output: str | None = None
     style: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def check_record(record: Any, source: str, required: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:

@@ -76,11 +76,6 @@ class TaskSpec:
     multi_line: bool = False
     header: str = ""
 
-    @property
-    def file_task(self) -> str:
-        """The task name as written in official outputs files (`LaMP_4`)."""
-        return self.name.replace("-", "_")
-
 
 def _generation(name: str, **kwargs: object) -> TaskSpec:
     return TaskSpec(name=name, kind="generation", **kwargs)  # type: ignore[arg-type]
