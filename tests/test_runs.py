@@ -122,6 +122,9 @@ def test_compare_pairs_runs_on_shared_examples(tiny, examples, tmp_path: Path) -
     assert (frame[frame["method"] == "cad"]["n"] == 3).all()
     with pytest.raises(InputError, match="at least two"):
         compare_runs([tmp_path / "a"])
+    printed = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--resamples", "50"])
+    assert printed.exit_code == 0 and "n=3" in printed.output
+    assert all(metric in printed.output for metric in ("rouge-1", "rouge-L", "meteor", "style_match"))
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
