@@ -100,6 +100,7 @@ def test_stops_on_a_model_stop_token(tiny, prompts, monkeypatch):
     assert stopped.stop_reason == "eos"
     assert stopped.token_ids == full.token_ids[: first + 1]  # the stop token is kept in the ids
     assert stopped.text == tiny.decode(full.token_ids[: first + 1])
+    assert generate(tiny, prompts[:1], max_new_tokens=12, stop_at_eos=False)[0].token_ids == full.token_ids
 
 
 def test_special_tokens_are_removed_from_text(tiny):

@@ -56,12 +56,14 @@ def generate(
     diagnostics: bool = False,
     progress: bool = False,
     use_cache: bool = True,
+    stop_at_eos: bool = True,
 ) -> list[Generation]:
     """Continue every prompt with `decoder` (default `Greedy()`); one `Generation` per prompt, in order.
 
     `contrast_prompts` are the prompts without the user's profile (CAD needs them; other decoders
     ignore them). `diagnostics` records, per step, γ, entropies and the top tokens of each pass.
-    `use_cache=False` recomputes the whole sequence every step (a slow check of the cache).
+    `use_cache=False` recomputes the whole sequence every step (a slow check of the cache);
+    `stop_at_eos=False` ignores the model's stop tokens (benchmarks that need fixed lengths).
     """
     decoder = Greedy() if decoder is None else decoder
     prompts = _checked_prompts(lens, prompts, "prompts", max_new_tokens)
@@ -80,7 +82,8 @@ def generate(
     with tqdm(total=len(prompts), desc=f"decoding ({decoder.name})", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            batch = _Batch(lens, run, indices, max_new_tokens, sampling, tuple(stop_strings), diagnostics)
+            stops = lens.stop_token_ids if stop_at_eos else set()
+            batch = _Batch(lens, run, indices, max_new_tokens, sampling, stops, tuple(stop_strings), diagnostics)
             contrasts = None if contrast_prompts is None else [contrast_prompts[i] for i in indices]
             for index, generation in zip(indices, batch.decode([prompts[i] for i in indices], contrasts, use_cache)):
                 results[index] = generation
@@ -117,11 +120,11 @@ class _Batch:
     still decoding; row `g·len(active) + i` is group g of the i-th of them."""
 
     def __init__(self, lens: Lens, run: DecoderRun, indices: list[int], max_new_tokens: int,
-                 sampling: Sampling | None, stop_strings: tuple[str, ...], diagnostics: bool):
+                 sampling: Sampling | None, stop_ids: set[int], stop_strings: tuple[str, ...], diagnostics: bool):
         self.lens, self.decoder_run = lens, run
         self.max_new_tokens, self.sampling, self.stop_strings = max_new_tokens, sampling, stop_strings
         self.diagnostics = diagnostics
-        self.stop_ids = lens.stop_token_ids
+        self.stop_ids = stop_ids
         self.active = list(range(len(indices)))
         self.generated: list[list[int]] = [[] for _ in indices]
         self.steps: list[list[dict[str, Any]]] = [[] for _ in indices]
@@ -168,6 +171,7 @@ class _Batch:
         sequences = self.decoder_run.rows(prompts, contrasts)
         tokens, attention = self.lens.pad_left(sequences)
         logits, past = self.prefill(tokens, attention)
+        mask = self.batch_mask()
         for step in range(self.max_new_tokens):
             scored = self.decoder_run.score(logits)
             chosen = choose_tokens(scored.scores, self.sampling, self.active_generators())
@@ -176,17 +180,21 @@ class _Batch:
             keep = self.advance(chosen.tolist(), last_step=step == self.max_new_tokens - 1)
             if not keep:
                 break
-            n = len(self.active)
-            rows = torch.tensor([g * n + i for g in range(self.decoder_run.groups) for i in keep], device=tokens.device)
             next_tokens = chosen[keep].repeat(self.decoder_run.groups)[:, None]
-            self.active = [self.active[i] for i in keep]
-            attention = torch.cat([attention[rows], attention.new_ones(len(rows), 1)], dim=1)
-            tokens = torch.cat([tokens[rows], next_tokens], dim=1)
+            if len(keep) < len(self.active):  # drop the finished prompts' rows
+                n = len(self.active)
+                rows = torch.tensor([g * n + i for g in range(self.decoder_run.groups) for i in keep], device=tokens.device)
+                self.active = [self.active[i] for i in keep]
+                mask = self.batch_mask()
+                tokens, attention = tokens[rows], attention[rows]
+                if use_cache:
+                    past.batch_select_indices(rows)
+            attention = torch.cat([attention, attention.new_ones(len(next_tokens), 1)], dim=1)
             if use_cache:
-                past.batch_select_indices(rows)
-                logits, past = self.forward(next_tokens, past, attention, self.batch_mask(), self.decoder_run.hooks())
+                logits, past = self.forward(next_tokens, past, attention, mask, self.decoder_run.hooks())
             else:
-                logits, _ = self.forward(tokens, None, attention, self.batch_mask(), self.decoder_run.hooks())
+                tokens = torch.cat([tokens, next_tokens], dim=1)
+                logits, _ = self.forward(tokens, None, attention, mask, self.decoder_run.hooks())
         return [self.finished[i] for i in range(len(self.generated))]
 
     def active_generators(self) -> list[torch.Generator] | None:

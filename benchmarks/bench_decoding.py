@@ -1,0 +1,126 @@
+"""DPS and its baselines on the one generation loop vs greedy, and vs the authors' procedure
+(issue: decoding).
+
+On the embedded default model, CPU float32, 32 new tokens (stop tokens ignored so every run
+decodes the same number of tokens), prompts of about 128 and 512 tokens, batch 1 and 8:
+
+- greedy, DPS (20 random heads, weighted suppression, γ = 1), CAD, DoLa and DeCoRe on our loop;
+- the authors' style: one prompt at a time, one unmasked prefill, two deep copies of its cache,
+  then two separate forwards per step (full and masked), log-prob contrast with entropy γ.
+
+Everything runs in this process, variants alternating, best of --repeats; the figures are the
+wall-time ratio to greedy measured in the same setting and tokens per second.
+
+    .venv/bin/python benchmarks/bench_decoding.py [--lengths 128 512] [--batches 1 8] [--repeats 2]
+        [--decoders greedy dps authors cad dola decore] [--threads 1] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+NEW_TOKENS = 32
+SENTENCES = [
+    "I spent the weekend hiking along the ridge and cooking lentil soup at the hut.",
+    "My favourite books are slow novels about small towns and the people who stay.",
+    "At work I review budgets, write short reports and avoid long meetings when I can.",
+    "Please answer briefly and in a friendly tone, the way I usually write to friends.",
+]
+
+
+def build_prompts(lens, tokens: int, batch: int) -> list[list[int]]:
+    """`batch` chat prompts of about `tokens` tokens each (rows differ a little in length)."""
+    prompts = []
+    for row in range(batch):
+        words: list[str] = [f"Note {row}:"]
+        while len(lens.encode_chat(" ".join(words) + " Summarise my notes.")) < tokens - 2 * row:
+            words.append(SENTENCES[len(words) % len(SENTENCES)])
+        prompts.append(lens.encode_chat(" ".join(words) + " Summarise my notes."))
+    return prompts
+
+
+def authors_style(lens, prompts, weights) -> None:
+    """Their loop (research/reference_dps.md §3.1) on the lens, one prompt at a time."""
+    from workbench.decoding.contrast import entropy
+
+    mask = weights.mask()
+    for prompt in prompts:
+        _, cache = lens.step(lens.as_batch(prompt[:-1]))
+        cache_full, cache_generic = copy.deepcopy(cache), copy.deepcopy(cache)
+        token = prompt[-1]
+        for _ in range(NEW_TOKENS):
+            full, cache_full = lens.step(lens.as_batch([token]), cache_full)
+            generic, cache_generic = lens.step(lens.as_batch([token]), cache_generic, mask=mask)
+            full, generic = full[:, -1].float(), generic[:, -1].float()
+            gamma = entropy(full)[:, None]
+            token = int(((1 + gamma) * full.log_softmax(-1) - gamma * generic.log_softmax(-1)).argmax())
+
+
+def variants(lens, prompts, contrasts, weights):
+    from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, generate
+
+    def on_loop(decoder, contrast_prompts=None):
+        return lambda: generate(
+            lens, prompts, decoder=decoder, contrast_prompts=contrast_prompts, max_new_tokens=NEW_TOKENS,
+            batch_size=len(prompts), stop_at_eos=False,
+        )
+
+    return {
+        "greedy": on_loop(Greedy()),
+        "dps": on_loop(DPS(weights, gamma=1.0)),
+        "authors": lambda: authors_style(lens, prompts, weights),
+        "cad": on_loop(CAD(), contrasts),
+        "dola": on_loop(DoLa()),
+        "decore": on_loop(DeCoRe(weights)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decoders", nargs="+", default=["greedy", "dps", "authors", "cad", "dola", "decore"])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared machine).")
+    parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
+    args = parser.parse_args()
+
+    import transformers
+
+    from workbench.heads import HeadWeights
+    from workbench.models import load_model
+
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    lens = load_model(device="cpu")
+    weights = HeadWeights.random_heads(lens.geometry, 20, seed=0)
+    names = ["greedy"] + [name for name in args.decoders if name != "greedy"]
+    rows = []
+    for length in args.lengths:
+        for batch in args.batches:
+            prompts = build_prompts(lens, length, batch)
+            contrasts = build_prompts(lens, length // 2, batch)  # "without the profile": shorter
+            runs = variants(lens, prompts, contrasts, weights)
+            best = {name: float("inf") for name in names}
+            for _ in range(args.repeats):
+                for name in names:
+                    start = time.perf_counter()
+                    runs[name]()
+                    best[name] = min(best[name], time.perf_counter() - start)
+            for name in names:
+                rows.append((length, batch, name, best[name], best[name] / best["greedy"], batch * NEW_TOKENS / best[name]))
+                print(f"prompt {length:4d}  batch {batch}  {name:8s} {best[name]:7.2f} s  "
+                      f"x{best[name] / best['greedy']:.2f} greedy  {batch * NEW_TOKENS / best[name]:6.1f} tok/s", flush=True)
+    if args.markdown:
+        print("\n| prompt tokens | batch | decoder | wall time (s) | ratio to greedy | new tokens / s |")
+        print("|---|---|---|---|---|---|")
+        for length, batch, name, seconds, ratio, rate in rows:
+            print(f"| {length} | {batch} | {name} | {seconds:.2f} | {ratio:.2f} | {rate:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
