@@ -2,9 +2,9 @@
 variants), retrieval and induction scores. All return `[layer, head]` grids (PCS per example too)
 that `workbench.heads.HeadWeights.from_scores` turns into head weights."""
 
+from workbench.scores.ablation import ABLATIONS
 from workbench.scores.induction import induction_scores
 from workbench.scores.pcs import METHODS, VARIANTS, score_heads
-from workbench.scores.ablation import ABLATIONS
 from workbench.scores.results import PCSResult
 from workbench.scores.retrieval import retrieval_scores
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from workbench.checkpoint import CheckpointStore, digest
 from workbench.data.tokenized import TokenizedExample
 from workbench.errors import InputError
-from workbench.heads import ranked_heads
+from workbench.heads import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.lens import Lens
 from workbench.scores.ablation import Ablation, make_ablation
 from workbench.scores.attribution import attribution_deltas
@@ -44,12 +44,11 @@ VARIANTS: dict[str, str | None] = {
     "profile-contrast": "no_profile_prompt_ids",
     "swap-contrast": "swapped_prompt_ids",
 }
-DEFAULT_TOP_FRACTION = 0.04  # the reference's top_percent: the default selection size
 
 
 def default_top_m(n_total_heads: int) -> int:
     """Three times the reference's selection size, max(1, ⌊0.04 · heads⌋)."""
-    return 3 * max(1, math.floor(DEFAULT_TOP_FRACTION * n_total_heads))
+    return 3 * max(1, math.floor(REFERENCE_TOP_PERCENT * n_total_heads))
 
 
 def variant_sequences(example: TokenizedExample, variant: str) -> list[tuple[float, TargetSequence]]:
