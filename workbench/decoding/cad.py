@@ -30,7 +30,7 @@ class CAD(Decoder):
         self.rule()
 
     def rule(self) -> ContrastRule:
-        return ContrastRule(self.alpha, combine="logits", plausibility=self.plausibility, owner=self.name)
+        return ContrastRule(self.alpha, combine="logits", plausibility=self.plausibility, owner=self.name, term="α")
 
     def prepare(self, lens: Lens, prompts: Prompts, contrast_prompts: Prompts | None) -> DecoderRun:
         if contrast_prompts is None:

@@ -48,7 +48,8 @@ def check_plausibility(beta: float | None, owner: str) -> None:
 
 @dataclass(frozen=True)
 class ContrastRule:
-    """`(1 + γ)·full − γ·weak` with a fixed or entropy-adaptive γ; `owner` names the decoder in errors."""
+    """`(1 + γ)·full − γ·weak` with a fixed or entropy-adaptive γ. `owner` and `term` name the
+    decoder and its strength parameter (γ, α) in error messages."""
 
     gamma: Gamma = 1.0
     gamma_cap: float | None = None
@@ -56,17 +57,18 @@ class ContrastRule:
     combine: Combine = "logits"
     plausibility: float | None = None
     owner: str = "contrast"
+    term: str = "γ"
 
     def __post_init__(self) -> None:
         if isinstance(self.gamma, str):
             if self.gamma != "adaptive":
-                raise InputError(f"{self.owner}: γ must be a number >= 0 or 'adaptive', got {self.gamma!r}")
+                raise InputError(f"{self.owner}: {self.term} must be a number >= 0 or 'adaptive', got {self.gamma!r}")
         elif isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
-            raise InputError(f"{self.owner}: γ must be a number >= 0 or 'adaptive', got {self.gamma!r}")
+            raise InputError(f"{self.owner}: {self.term} must be a number >= 0 or 'adaptive', got {self.gamma!r}")
         elif not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise InputError(f"{self.owner}: γ must be a finite number >= 0, got {self.gamma}")
+            raise InputError(f"{self.owner}: {self.term} must be a finite number >= 0, got {self.gamma}")
         if self.gamma_cap is not None and not (math.isfinite(self.gamma_cap) and self.gamma_cap >= 0):
-            raise InputError(f"{self.owner}: the γ cap must be a finite number >= 0, got {self.gamma_cap}")
+            raise InputError(f"{self.owner}: the {self.term} cap must be a finite number >= 0, got {self.gamma_cap}")
         if self.combine not in COMBINES:
             raise InputError(f"{self.owner}: combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
         check_plausibility(self.plausibility, self.owner)

@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
 from workbench.tensor_types import HeadGrid
 
 from workbench.decoding.base import Decoder, DecoderRun, Prompts
+from workbench.decoding.contrast import ContrastRule, Gamma
 from workbench.decoding.dps import DPS
 
 
@@ -31,12 +33,18 @@ class DeCoRe(Decoder):
     name = "decore"
 
     def __post_init__(self) -> None:
-        self.as_dps()  # validates
+        if isinstance(self.alpha, str) and self.alpha != "entropy":
+            raise InputError(f"{self.name}: α must be a number >= 0 or 'entropy', got {self.alpha!r}")
+        ContrastRule(self.gamma(), self.alpha_cap, plausibility=self.plausibility, owner=self.name, term="α")
+        self.as_dps()  # validates the heads
+
+    def gamma(self) -> Gamma:
+        return "adaptive" if self.alpha == "entropy" else self.alpha
 
     def as_dps(self) -> DPS:
         return DPS(
             self.heads,
-            gamma="adaptive" if self.alpha == "entropy" else self.alpha,
+            gamma=self.gamma(),
             gamma_cap=self.alpha_cap,
             normalize_entropy=self.normalize_entropy,
             combine="logprobs",

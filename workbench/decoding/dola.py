@@ -69,9 +69,9 @@ class DoLa(Decoder):
     name = "dola"
 
     def __post_init__(self) -> None:
-        check_plausibility(self.plausibility, self.name)
         if self.plausibility is None:
-            raise InputError("dola: needs a plausibility β in (0, 1]")
+            raise InputError(f"{self.name}: needs a plausibility β in (0, 1]")
+        check_plausibility(self.plausibility, self.name)
 
     def prepare(self, lens: Lens, prompts: Prompts, contrast_prompts: Prompts | None) -> DecoderRun:
         if lens.n_layers < 2:

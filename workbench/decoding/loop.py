@@ -77,13 +77,13 @@ def generate(
     if run.shared_prefill and not use_cache:
         raise InputError("shared_prefill needs the KV cache (use_cache=True)")
 
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    stop_ids = lens.stop_token_ids if stop_at_eos else set()
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # less padding per batch
     results: list[Generation | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=f"decoding ({decoder.name})", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            stops = lens.stop_token_ids if stop_at_eos else set()
-            batch = _Batch(lens, run, indices, max_new_tokens, sampling, stops, tuple(stop_strings), diagnostics)
+            batch = _Batch(lens, run, indices, max_new_tokens, sampling, stop_ids, tuple(stop_strings), diagnostics)
             contrasts = None if contrast_prompts is None else [contrast_prompts[i] for i in indices]
             for index, generation in zip(indices, batch.decode([prompts[i] for i in indices], contrasts, use_cache)):
                 results[index] = generation
