@@ -69,7 +69,7 @@ def test_plain_and_chat_texts(tiny) -> None:
                     "<|im_start|>assistant\n")  # fmt: skip
     tweets = example([{"text": "so tired"}], "LaMP-7", "Paraphrase the following tweet without any explanation before or after it: I am tired.")
     assert prompt_text(tiny, tweets, ["Tweet by this user: so tired"], "plain") == (
-        "Tweet by this user: so tired\n\nTweet to paraphrase: I am tired.\nParaphrase by this user:"
+        "Tweet by this user: so tired\n\nTweet to paraphrase: I am tired.\nTweet by this user:"
     )
 
 
@@ -111,7 +111,8 @@ def test_tokenized_examples_fill_every_prompt(tiny) -> None:
         partner = swap_partner(ex, examples, config.seed)
         assert partner.user_id != ex.user_id
         swapped = tiny.decode(pair.swapped_prompt_ids)
-        assert any(str(item["text"])[:8] in swapped for item in partner.profile)  # items get cut in 256 tokens
+        shots = [shot.removeprefix("Tweet by this user: ") for shot in swapped.split("\n\n")[:-1]]
+        assert shots and all(any(str(item["text"]).startswith(shot) for item in partner.profile) for shot in shots)
         assert pair.swapped_prompt_ids != pair.prompt_ids
         pair.check_fits(tiny.geometry.n_ctx)
     assert tokenized_examples(tiny, examples, config) == pairs  # deterministic

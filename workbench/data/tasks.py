@@ -114,8 +114,8 @@ TASKS: dict[str, TaskSpec] = {
         ),
         _generation(
             "LaMP-7", item_fields=("text",), query=after_marker(":"), document=joined("text"),
-            content=after_marker(":"), shot_input=None, shot_output="text", shot_label="Tweet by this user",
-            input_label="Tweet to paraphrase", output_label="Paraphrase by this user",
+            content=after_marker(":"), shot_input=None, shot_output="text",
+            input_label="Tweet to paraphrase", output_label="Tweet by this user",
         ),
         _generation(
             "LongLaMP-2", item_fields=("title", "abstract"), query=after_marker("items:"),
