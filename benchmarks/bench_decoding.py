@@ -4,7 +4,8 @@
 On the embedded default model, CPU float32, 32 new tokens (stop tokens ignored so every run
 decodes the same number of tokens), prompts of about 128 and 512 tokens, batch 1 and 8:
 
-- greedy, DPS (20 random heads, weighted suppression, γ = 1), CAD, DoLa and DeCoRe on our loop;
+- greedy, DPS (20 random heads, weighted suppression, γ = 1), DPS with the authors' shared
+  prefill (`dps-shared`), CAD, DoLa and DeCoRe on our loop;
 - the authors' style: one prompt at a time, one unmasked prefill, two deep copies of its cache,
   then two separate forwards per step (full and masked), log-prob contrast with entropy γ.
 
@@ -12,7 +13,7 @@ Everything runs in this process, variants alternating, best of --repeats; the fi
 wall-time ratio to greedy measured in the same setting and tokens per second.
 
     .venv/bin/python benchmarks/bench_decoding.py [--lengths 128 512] [--batches 1 8] [--repeats 2]
-        [--decoders greedy dps authors cad dola decore] [--threads 1] [--markdown]
+        [--decoders greedy dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def variants(lens, prompts, contrasts, weights):
     return {
         "greedy": on_loop(Greedy()),
         "dps": on_loop(DPS(weights, gamma=1.0)),
+        "dps-shared": on_loop(DPS(weights, gamma=1.0, shared_prefill=True)),
         "authors": lambda: authors_style(lens, prompts, weights),
         "cad": on_loop(CAD(), contrasts),
         "dola": on_loop(DoLa()),
@@ -84,7 +86,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--decoders", nargs="+", default=["greedy", "dps", "authors", "cad", "dola", "decore"])
+    parser.add_argument("--decoders", nargs="+", default=["greedy", "dps", "dps-shared", "authors", "cad", "dola", "decore"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared machine).")
     parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
     args = parser.parse_args()
