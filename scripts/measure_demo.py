@@ -2,7 +2,8 @@
 numbers): mean reference NLL per token with and without the profile in each prompt format, and
 the style-match rate of greedy output with and without the profile, per style kind.
 
-Run: `.venv/bin/python scripts/measure_demo.py [--split dev] [--skip-greedy]`; prints Markdown.
+Run: `.venv/bin/python scripts/measure_demo.py [--split dev] [--skip-nll] [--skip-greedy] [--limit N]
+[--formats plain chat]`; prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -23,25 +24,36 @@ from workbench.runs import PREDICTIONS, EvalConfig, evaluate
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--split", default="dev")
+    parser.add_argument("--skip-nll", action="store_true")
     parser.add_argument("--skip-greedy", action="store_true")
+    parser.add_argument("--limit", type=int, default=None, help="Greedy on the first N examples of each task only.")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     args = parser.parse_args()
     lens = load_model(device="cpu")
-    print(f"| task | format | NLL with profile | NLL without | difference | n |\n|---|---|---|---|---|---|")
+    if not args.skip_nll:
+        print_nll(lens, args.split)
+    if not args.skip_greedy:
+        print_style_match(lens, args.split, args.formats, args.limit)
+
+
+def print_nll(lens, split: str) -> None:
+    print("| task | format | NLL with profile | NLL without | difference | n |\n|---|---|---|---|---|---|")
     for task in DEMO_TASKS:
-        examples = load_examples(None, task, args.split)
+        examples = load_examples(None, task, split)
         for form in FORMATS:
             table = profile_nll(lens, examples, PromptConfig(format=form))
             mean_with, mean_without = table["nll_with_profile"].mean(), table["nll_without_profile"].mean()
             print(f"| {task} | {form} | {mean_with:.2f} | {mean_without:.2f} | {mean_with - mean_without:+.2f} | {len(table)} |")
-    if args.skip_greedy:
-        return
+
+
+def print_style_match(lens, split: str, formats: list[str], limit: int | None) -> None:
     print("\n| task | format | style kind | greedy style match with profile | without | n |\n|---|---|---|---|---|---|")
     for task in DEMO_TASKS:
-        examples = load_examples(None, task, args.split)
-        for form in FORMATS:
+        examples = load_examples(None, task, split)[:limit]
+        for form in formats:
             hits = {}
             for k in (5, 0):  # k = 0 retrieves nothing: the prompt without the profile
-                config = EvalConfig(task=task, split=args.split, method="greedy", model=lens.name, prompt=PromptConfig(format=form, k=k))
+                config = EvalConfig(task=task, split=split, method="greedy", model=lens.name, prompt=PromptConfig(format=form, k=k))
                 with tempfile.TemporaryDirectory() as out:
                     evaluate(lens, examples, config, out, progress=False)
                     hits[k] = [record["scores"]["style"] for _, record in read_jsonl(Path(out) / PREDICTIONS)]

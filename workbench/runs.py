@@ -96,13 +96,11 @@ class EvalConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
-def make_decoder(config: EvalConfig, lens: Lens):
-    """The decoder of `config.method` (head weights loaded and checked against the model)."""
+def make_decoder(config: EvalConfig, lens: Lens, heads: HeadWeights | None):
+    """The decoder of `config.method`, with `heads` (from `config.heads`) checked against the model."""
     from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy
 
-    heads = None
-    if config.heads:
-        heads = HeadWeights.load(config.heads)
+    if heads is not None:
         heads.check(lens.geometry)
     if config.method == "greedy":
         return Greedy()
@@ -120,11 +118,12 @@ def make_decoder(config: EvalConfig, lens: Lens):
     return DPS(heads, gamma=config.gamma)
 
 
-def discovery_warning(config: EvalConfig) -> str | None:
-    """A warning when the heads were discovered on the split (and data) being evaluated."""
-    if not config.heads:
+def discovery_warning(config: EvalConfig, heads: HeadWeights | None) -> str | None:
+    """A warning when the heads were discovered on the split (and data) being evaluated, as
+    `workbench discover` records them in the heads' `extra` (`split`, `data`)."""
+    if heads is None:
         return None
-    extra = HeadWeights.load(config.heads).extra
+    extra = heads.extra
     same_split = extra.get("split") == config.split
     same_data = extra.get("data") in (None, config.data) or _same_path(extra.get("data"), config.data)
     if same_split and same_data:
@@ -185,10 +184,11 @@ def evaluate(lens: Lens, examples: Sequence[Example], config: EvalConfig, out: s
     if not examples or missing_gold:
         raise InputError(f"nothing to evaluate: {'no examples' if not examples else f'no gold output for id {missing_gold[0]!r}'}")
     _check_resumable(out, config)
-    warning = discovery_warning(config)
+    heads = HeadWeights.load(config.heads) if config.heads else None
+    warning = discovery_warning(config, heads)
     if warning:
         warnings.warn(warning, stacklevel=2)
-    decoder = make_decoder(config, lens)
+    decoder = make_decoder(config, lens, heads)
     done = read_predictions(out / PREDICTIONS)
     todo = [e for e in examples if e.example_id not in done]
     spec = config.spec
