@@ -48,7 +48,7 @@ def test_bad_options_exit_2_before_loading_the_model(heads_file, args, message):
 
 @pytest.mark.slow
 def test_steer_prints_three_continuations(heads_file):
-    result = run("--heads", str(heads_file), "--prompt", "Name a fruit.", "--gamma", "2", "--max-new-tokens", "6")
+    result = run("--heads", str(heads_file), "--prompt", "Name a fruit.", "--gamma", "2", "--max-new-tokens", "3")
     assert result.exit_code == 0, result.output
     for title in ("personalized", "generic", "DPS (γ = 2.0)"):
         assert title in result.output
