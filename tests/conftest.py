@@ -15,6 +15,18 @@ def _deterministic() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _threads(request):
+    """Tiny-model tests run on one thread (thread start-up dominates their small matrix products,
+    and on a busy 2-core machine two threads are many times slower); tests marked `slow`, which run
+    the real model, keep torch's default."""
+    threads = torch.get_num_threads()
+    if request.node.get_closest_marker("slow") is None:
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny() -> Lens:
     """3 layers, 4 query heads, 2 key-value heads, d_head 8, character tokenizer."""

@@ -15,15 +15,6 @@ from workbench.lens import Lens
 TEXTS = ["hello there", "hi", "a somewhat longer prompt, with punctuation!", "abc"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine are ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prompts(tiny):
     return [tiny.encode_chat(text) for text in TEXTS]

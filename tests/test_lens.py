@@ -237,3 +237,15 @@ def test_default_model_cached_step_with_mask(default_lens):
     _, past = default_lens.step(tokens[:, :-1], mask=mask)
     step_logits, _ = default_lens.step(tokens[:, -1:], past, mask=mask)
     assert torch.allclose(step_logits[:, -1], default_lens.forward(tokens, mask=mask)[:, -1], atol=1e-4)
+
+
+def test_identity_rows_beside_mean_ablated_rows_are_bit_exact(tiny, tokens):
+    """DPS puts a full-model row beside a suppressed row; the full row must not change at all."""
+    z_ref = tiny.mean_head_outputs([tiny.encode("reference text")])
+    mask = HeadMask.stack(
+        [HeadMask(torch.ones(1, tiny.n_layers, tiny.n_heads), z_ref=z_ref), HeadMask.ablate(tiny.geometry, [(1, 2)], z_ref=z_ref)]
+    )
+    masked = tiny.forward(tokens.expand(2, -1), mask=mask)
+    unmasked = tiny.forward(tokens.expand(2, -1))
+    assert torch.equal(masked[0], unmasked[0])
+    assert not torch.allclose(masked[1], unmasked[1], atol=1e-3)

@@ -17,6 +17,7 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
+from workbench.errors import InputError
 from workbench.masks import HeadGeometry, HeadMask
 from workbench.tensor_types import AttentionMask, HeadOutputs, Logits, Residual, TokenIds
 
@@ -127,7 +128,7 @@ class Lens:
     def chat_text(self, user: str, system: str | None = None) -> str:
         """The chat-template text of one user turn, ending where the assistant's reply begins."""
         if not self.has_chat_template:
-            raise ValueError(f"model {self.name!r} has no chat template; use a plain (few-shot) prompt format")
+            raise InputError(f"model {self.name!r} has no chat template; use a plain (few-shot) prompt format")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -149,10 +150,10 @@ class Lens:
     def pad_left(self, sequences: Sequence[Sequence[int]]) -> tuple[TokenIds, AttentionMask]:
         """Left-pad token id lists into a batch with its attention mask (generation needs left)."""
         if not sequences or any(len(s) == 0 for s in sequences):
-            raise ValueError("cannot build a batch from an empty token sequence")
+            raise InputError("cannot build a batch from an empty token sequence")
         width = max(len(s) for s in sequences)
         if width > self.geometry.n_ctx:
-            raise ValueError(f"sequence of {width} tokens exceeds the model context of {self.geometry.n_ctx}")
+            raise InputError(f"sequence of {width} tokens exceeds the model context of {self.geometry.n_ctx}")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         tokens = torch.full((len(sequences), width), pad, dtype=torch.long)
         attention = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -165,9 +166,9 @@ class Lens:
         tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
         tokens = tokens[None] if tokens.ndim == 1 else tokens
         if tokens.shape[-1] == 0:
-            raise ValueError("empty token sequence")
+            raise InputError("empty token sequence")
         if tokens.shape[-1] > self.geometry.n_ctx:
-            raise ValueError(f"sequence of {tokens.shape[-1]} tokens exceeds the model context of {self.geometry.n_ctx}")
+            raise InputError(f"sequence of {tokens.shape[-1]} tokens exceeds the model context of {self.geometry.n_ctx}")
         return tokens
 
     # --- interventions -----------------------------------------------------------------------
@@ -188,15 +189,16 @@ class Lens:
         def rows_for(activation: torch.Tensor) -> torch.Tensor:
             batch = activation.shape[0]
             if scale_by_row.shape[0] not in (1, batch):
-                raise ValueError(f"head mask has {scale_by_row.shape[0]} rows but the batch has {batch}")
+                raise InputError(f"head mask has {scale_by_row.shape[0]} rows but the batch has {batch}")
             return scale_by_row.to(activation.dtype)
 
         def per_head(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, head, d]
             scale = rows_for(activation)[:, None, :, None]
             if z_ref is None:
                 return activation * scale
-            reference = z_ref.to(activation.dtype)[None, None]
-            return reference + scale * (activation - reference)
+            # z_ref + s·(z − z_ref), written so that s = 1 gives z and s = 0 gives z_ref bit-exactly
+            # (identity rows beside masked rows must equal an unmasked run).
+            return activation * scale + z_ref.to(activation.dtype)[None, None] * (1 - scale)
 
         def residual_slices(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, d_model]
             batch, pos, d_model = activation.shape
@@ -232,19 +234,23 @@ class Lens:
         *,
         attention_mask: AttentionMask | None = None,
         mask: HeadMask | None = None,
+        extra_hooks: Sequence[Hook] = (),
+        last_only: bool = False,
     ) -> tuple[Logits, Any]:
-        """One KV-cached forward (prefill when `past` is None) with `mask` active.
+        """One KV-cached forward (prefill when `past` is None) with `mask` (and `extra_hooks`) active.
 
         `attention_mask` spans the cached prefix and the new tokens. Returns the logits of the
-        new positions and the updated cache.
+        new positions (only the last one, `[batch, 1, vocab]`, with `last_only`, which spares the
+        unembedding of a whole prompt) and the updated cache.
         """
-        with torch.no_grad(), self.intervene(mask):
+        with torch.no_grad(), self.intervene(mask, extra_hooks):
             return self.bridge(
                 tokens,
                 attention_mask=attention_mask,
                 past_key_values=past,
                 use_cache=True,
                 return_type="logits_and_cache",
+                **({"logits_to_keep": 1} if last_only else {}),
             )
 
     def capture(
@@ -285,7 +291,7 @@ class Lens:
             total += z[0].double().sum(dim=0)
             count += z.shape[1]
         if count == 0:
-            raise ValueError("mean activations need at least one non-empty sequence")
+            raise InputError("mean activations need at least one non-empty sequence")
         return (total / count).float()
 
     # --- the tail runner ---------------------------------------------------------------------

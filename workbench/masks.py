@@ -25,6 +25,7 @@ from typing import Iterable, Literal, Sequence
 
 import torch
 
+from workbench.errors import InputError
 from workbench.tensor_types import HeadGrid, HeadReference, HeadScale
 
 Site = Literal["head-output", "query-scale", "resid-slice"]
@@ -53,7 +54,7 @@ class HeadGeometry:
 
     def check_head(self, layer: int, head: int) -> Head:
         if not (0 <= int(layer) < self.n_layers and 0 <= int(head) < self.n_heads):
-            raise ValueError(
+            raise InputError(
                 f"head ({layer}, {head}) out of range: the model has {self.n_layers} layers "
                 f"x {self.n_heads} heads (indices from 0)"
             )
@@ -61,7 +62,7 @@ class HeadGeometry:
 
     def check_grid(self, grid: torch.Tensor, what: str = "head grid") -> None:
         if tuple(grid.shape) != (self.n_layers, self.n_heads):
-            raise ValueError(
+            raise InputError(
                 f"{what} has shape {tuple(grid.shape)} but the model has "
                 f"{self.n_layers} layers x {self.n_heads} heads"
             )
@@ -77,24 +78,24 @@ class HeadMask:
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
-            raise ValueError(f"unknown intervention site {self.site!r}; choose one of {', '.join(SITES)}")
+            raise InputError(f"unknown intervention site {self.site!r}; choose one of {', '.join(SITES)}")
         if self.scale.ndim != 3:
-            raise ValueError(f"head mask scale must be [rows, layer, head], got shape {tuple(self.scale.shape)}")
+            raise InputError(f"head mask scale must be [rows, layer, head], got shape {tuple(self.scale.shape)}")
         if not torch.isfinite(self.scale).all():
-            raise ValueError("head mask scale contains NaN or infinite values")
+            raise InputError("head mask scale contains NaN or infinite values")
         if (self.scale < 0).any():
-            raise ValueError(f"head mask scale must be >= 0, found {self.scale.min().item():g}")
+            raise InputError(f"head mask scale must be >= 0, found {self.scale.min().item():g}")
         if self.z_ref is not None:
             if self.site != "head-output":
-                raise ValueError(f"a reference activation z_ref only applies at the head output, not {self.site!r}")
+                raise InputError(f"a reference activation z_ref only applies at the head output, not {self.site!r}")
             expected = (self.scale.shape[1], self.scale.shape[2])
             if self.z_ref.ndim != 3 or tuple(self.z_ref.shape[:2]) != expected:
-                raise ValueError(
+                raise InputError(
                     f"z_ref must be [layer, head, d_head] = [{expected[0]}, {expected[1]}, d_head], "
                     f"got {tuple(self.z_ref.shape)}"
                 )
             if not torch.isfinite(self.z_ref).all():
-                raise ValueError("z_ref contains NaN or infinite values")
+                raise InputError("z_ref contains NaN or infinite values")
 
     @property
     def rows(self) -> int:
@@ -103,14 +104,14 @@ class HeadMask:
     def check(self, geometry: HeadGeometry) -> None:
         """Raise if this mask was built for another head layout."""
         if tuple(self.scale.shape[1:]) != (geometry.n_layers, geometry.n_heads):
-            raise ValueError(
+            raise InputError(
                 f"head mask is for {self.scale.shape[1]} layers x {self.scale.shape[2]} heads but the "
                 f"model has {geometry.n_layers} x {geometry.n_heads}"
             )
         if self.z_ref is not None and self.z_ref.shape[2] != geometry.d_head:
-            raise ValueError(f"z_ref has d_head {self.z_ref.shape[2]} but the model has {geometry.d_head}")
+            raise InputError(f"z_ref has d_head {self.z_ref.shape[2]} but the model has {geometry.d_head}")
         if self.site == "resid-slice" and geometry.d_model % geometry.n_heads:
-            raise ValueError(
+            raise InputError(
                 f"resid-slice needs d_model ({geometry.d_model}) divisible by n_heads ({geometry.n_heads})"
             )
 
@@ -155,7 +156,7 @@ class HeadMask:
     ) -> HeadMask:
         """Row i ablates `heads[i]` only: the batch form of a per-head ablation scan."""
         if len(heads) == 0:
-            raise ValueError("one_head_per_row needs at least one head")
+            raise InputError("one_head_per_row needs at least one head")
         scale = torch.ones(len(heads), geometry.n_layers, geometry.n_heads)
         for row, (layer, head) in enumerate(heads):
             layer, head = geometry.check_head(layer, head)
@@ -173,11 +174,11 @@ class HeadMask:
         """Suppress each head in proportion to its weight: `scale = 1 − w`, `w` in [0, 1]."""
         weights = torch.as_tensor(weights, dtype=torch.float32)
         if weights.ndim != 2:
-            raise ValueError(f"head weights must be [layer, head], got shape {tuple(weights.shape)}")
+            raise InputError(f"head weights must be [layer, head], got shape {tuple(weights.shape)}")
         if not torch.isfinite(weights).all():
-            raise ValueError("head weights contain NaN or infinite values")
+            raise InputError("head weights contain NaN or infinite values")
         if (weights < 0).any() or (weights > 1).any():
-            raise ValueError(
+            raise InputError(
                 f"head weights must lie in [0, 1] to be used as suppression, found "
                 f"[{weights.min().item():g}, {weights.max().item():g}]"
             )
@@ -192,5 +193,5 @@ class HeadMask:
                 first.z_ref is not None and other.z_ref is not None and torch.equal(first.z_ref, other.z_ref)
             )
             if other.site != first.site or not same_ref:
-                raise ValueError("only masks with the same site and reference activation can be stacked")
+                raise InputError("only masks with the same site and reference activation can be stacked")
         return HeadMask(torch.cat([m.scale for m in masks]), first.z_ref, first.site)

@@ -139,18 +139,8 @@ class _Batch:
 
     def forward(self, tokens: TokenIds, past: Any, attention: AttentionMask, mask: HeadMask | None,
                 hooks: list[Hook]) -> tuple[StepLogits, Any]:
-        """Last-position logits and the updated cache, through the lens's interventions. Unlike
-        `Lens.step` it asks the bridge for the last position's logits only (saves the unembedding
-        and a `[rows, prompt, vocab]` tensor at prefill)."""
-        with torch.no_grad(), self.lens.intervene(mask, hooks):
-            logits, past = self.lens.bridge(
-                tokens,
-                attention_mask=attention,
-                past_key_values=past,
-                use_cache=True,
-                return_type="logits_and_cache",
-                logits_to_keep=1,
-            )
+        """Last-position logits and the updated cache, through the lens's interventions."""
+        logits, past = self.lens.step(tokens, past, attention_mask=attention, mask=mask, extra_hooks=hooks, last_only=True)
         return logits[:, -1], past
 
     def prefill(self, tokens: TokenIds, attention: AttentionMask) -> tuple[StepLogits, Any]:
