@@ -70,3 +70,22 @@ def test_save_writes_html_and_png(tmp_path):
     assert "plotly" in html.read_text()[:5000].lower()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eye.html", "eye.png"]  # no temporary leftovers
+
+
+def test_validation_bars_show_each_condition_with_its_interval():
+    from workbench.figures import validation_bars
+
+    summary = pd.DataFrame(
+        {
+            "head_set": ["preference", "random"] * 2,
+            "condition": ["profile"] * 2 + ["no-profile"] * 2,
+            "mean_delta_nll": [0.5, 0.1, 0.4, 0.1],
+            "ci_low": [0.3, 0.0, 0.2, 0.05],
+            "ci_high": [0.7, 0.2, 0.6, 0.15],
+        }
+    )
+    figure = validation_bars(summary, title="validation")
+    assert [bar.name for bar in figure.data] == ["profile", "no-profile"]
+    assert list(figure.data[0].y) == [0.5, 0.1]
+    assert list(figure.data[0].error_y.array) == pytest.approx([0.2, 0.1])
+    assert list(figure.data[0].error_y.arrayminus) == pytest.approx([0.2, 0.1])

@@ -170,3 +170,32 @@ def save_figure(figure: go.Figure, stem: str | Path, *, png: bool = True) -> lis
         with io.atomic_path(written[1]) as temporary:
             figure.write_image(temporary, format="png", scale=2)
     return written
+
+
+def validation_bars(summary: pd.DataFrame, *, title: str) -> go.Figure:
+    """The validation study: mean ΔNLL per head set, one bar group per condition (profile,
+    no-profile, profile-specific), with the bootstrap interval as error bars."""
+    needed = {"head_set", "condition", "mean_delta_nll", "ci_low", "ci_high"}
+    missing = needed - set(summary.columns)
+    if missing:
+        raise InputError(f"validation table lacks column(s) {', '.join(sorted(missing))}")
+    figure = go.Figure()
+    for condition, part in summary.groupby("condition", sort=False):
+        figure.add_trace(
+            go.Bar(
+                x=part["head_set"],
+                y=part["mean_delta_nll"],
+                name=str(condition),
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": part["ci_high"] - part["mean_delta_nll"],
+                    "arrayminus": part["mean_delta_nll"] - part["ci_low"],
+                },
+            )
+        )
+    figure.update_layout(
+        title=title, barmode="group", xaxis_title="ablated head set", yaxis_title="Δ NLL of the reference (nats/token)",
+        template="plotly_white", width=720, height=440,
+    )
+    return figure
