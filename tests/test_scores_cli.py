@@ -64,9 +64,9 @@ def test_discover_bad_input_is_one_line_and_exit_2(cli, data, tmp_path, argument
     assert message in result.output and result.output.count("\n") == 1
 
 
-def test_discover_refuses_folders_and_reused_checkpoints(cli, data, tmp_path):
+def test_discover_needs_a_task_for_folders_and_refuses_reused_checkpoints(cli, data, tmp_path):
     folder = cli("discover", "--data", tmp_path, "--out", tmp_path / "o")
-    assert folder.exit_code == 2 and "LaMP folders: not supported yet" in folder.output
+    assert folder.exit_code == 2 and "--task is needed" in folder.output
     assert cli("discover", "--data", data, "--out", tmp_path / "o", "--method", "attribution").exit_code == 0
     changed = cli("discover", "--data", data, "--out", tmp_path / "o", "--method", "attribution", "--ablation", "mean")
     assert changed.exit_code == 2 and "other arguments" in changed.output
@@ -82,3 +82,23 @@ def test_validate_writes_its_table(cli, tiny, data, tmp_path):
     assert set(summary["condition"]) == {"profile", "no-profile", "profile-specific"}
     per_example = pd.read_parquet(tmp_path / "v" / "validation.parquet")
     assert len(per_example) == 2 * 2 * (1 + 3 + 2)
+
+
+def test_discover_and_validate_read_task_data_with_controls(monkeypatch, tmp_path):
+    """The bundled demo set (LaMP-4 schema) through the data loaders and prompt builder."""
+    from workbench.models import tiny_model
+
+    long_tiny = tiny_model(n_ctx=8192)  # the few-shot prompts are long in characters
+    for module in (discover_command, validate_command):
+        monkeypatch.setattr(module, "load_lens", lambda *args: long_tiny)
+    runner = CliRunner()
+    run = lambda *args: runner.invoke(app, [str(a) for a in args])  # noqa: E731
+    out = tmp_path / "d"
+    result = run("discover", "--task", "LaMP-4", "--limit", 3, "--method", "attribution", "--variant", "swap-contrast", "--top-k", 2, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert PCSResult.load(out / "pcs.parquet").n_examples == 3
+    heads = HeadWeights.load(out / "heads.json")
+    assert heads.extra["split"] == "train" and heads.extra["data"] == "demo" and len(heads.heads()) == 2
+    result = run("validate", "--task", "LaMP-4", "--limit", 2, "--heads", out / "heads.json", "--out", tmp_path / "v", "--n-random", 2, "--no-pattern-heads")
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(tmp_path / "v" / "validation_summary.csv")["head_set"]) == {"preference", "random"}

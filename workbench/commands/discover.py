@@ -14,36 +14,65 @@ import typer
 from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
 from workbench.errors import InputError
 
-# The benchmark names the data loaders will accept; a JSONL file needs no task.
-KNOWN_TASKS = tuple(f"LaMP-{i}" for i in range(1, 8)) + tuple(f"LongLaMP-{i}" for i in range(1, 5))
-
-DataOption = Annotated[Path, typer.Option("--data", help="JSONL file of {id, user_id, prompt, target} records.")]
-TaskOption = Annotated[str | None, typer.Option("--task", help="Task label (LaMP-1 ... LaMP-7, LongLaMP-1 ... LongLaMP-4); not needed for JSONL.")]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="A JSONL of {id, user_id, prompt, target} records (no --task), or with --task a LaMP folder, "
+        "a LongLaMP export or a generic JSONL; default: the bundled demo set.",
+    ),
+]
+TaskOption = Annotated[str | None, typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7.")]
+FormatOption = Annotated[str, typer.Option("--format", help="Prompt format for task data: plain (few-shot) or chat.")]
+ShotsOption = Annotated[int, typer.Option("--k", help="Profile items retrieved into each prompt (task data).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of random draws and bootstrap intervals.")]
 AblationOption = Annotated[str, typer.Option("--ablation", help="zero, mean or resid-slice (the authors' residual-slice zeroing).")]
 OutOption = Annotated[Path, typer.Option("--out", help="Output folder.")]
 
 
-def load_examples(lens, data: Path, task: str | None):
-    """Tokenized examples from `--data`; only the JSONL prompt format for now."""
-    from workbench.data.prompt_jsonl import load_prompt_jsonl
+def check_source(data: Path | None, task: str | None) -> None:
+    """Fail on a bad --data / --task pair before any model is loaded."""
+    from workbench.data.tasks import task_spec
 
-    if task is not None and task not in KNOWN_TASKS:
-        raise InputError(f"unknown task {task!r}; choose one of {', '.join(KNOWN_TASKS)}")
-    if data.is_dir():
-        raise InputError(f"{data}: LaMP folders: not supported yet; give a JSONL file of {{id, user_id, prompt, target}} records")
-    if data.suffix != ".jsonl":
-        raise InputError(f"{data}: only JSONL files of {{id, user_id, prompt, target}} records are supported yet")
-    return load_prompt_jsonl(data, lens)
+    if task is not None:
+        task_spec(task)
+    elif data is None or data.is_dir() or data.suffix != ".jsonl":
+        raise InputError("--task is needed unless --data is a JSONL of {id, user_id, prompt, target} records")
+
+
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
+
+
+def load_examples(
+    lens, data: Path | None, task: str | None, split: str, prompt_format: str = "plain", k: int = 5, seed: int = 0, limit: int | None = None
+):
+    """Tokenized (prompt, reference) pairs with their no-profile and swapped-profile controls.
+    Swap partners are drawn among all examples of the split, before `limit` applies."""
+    from workbench.data.prompt_jsonl import load_prompt_jsonl
+    from workbench.data.prompts import PromptConfig, tokenized_examples
+    from workbench.data.sources import load_examples as load_task_examples
+
+    check_source(data, task)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if task is None:
+        return load_prompt_jsonl(data, lens)[:limit]
+    examples = load_task_examples(data, task, split)
+    chosen = {example.example_id for example in examples[:limit]}
+    tokenized = tokenized_examples(lens, examples, PromptConfig(format=prompt_format, k=k, seed=seed), progress=True)
+    return [example for example in tokenized if example.example_id in chosen]
 
 
 @friendly_errors
 def discover(
-    data: DataOption,
     out: OutOption,
+    data: DataOption = None,
     model: ModelOption = None,
     task: TaskOption = None,
-    split: Annotated[str, typer.Option("--split", help="Split label recorded with the results.")] = "train",
+    split: Annotated[str, typer.Option("--split", help="Split to discover on (recorded with the heads).")] = "train",
+    prompt_format: FormatOption = "plain",
+    k: ShotsOption = 5,
+    limit: LimitOption = None,
     method: Annotated[str, typer.Option("--method", help="exact, attribution or hybrid.")] = "exact",
     variant: Annotated[str, typer.Option("--variant", help="standard, profile-contrast or swap-contrast.")] = "standard",
     ablation: AblationOption = "zero",
@@ -60,8 +89,9 @@ def discover(
     from workbench.heads import HeadWeights
     from workbench.scores import score_heads
 
+    check_source(data, task)
     lens = load_lens(model, device, dtype)
-    examples = load_examples(lens, data, task)
+    examples = load_examples(lens, data, task, split, prompt_format, k, seed, limit)
     if not 1 <= top_k <= lens.geometry.n_total_heads:
         raise InputError(f"--top-k must lie in 1..{lens.geometry.n_total_heads} (the model's number of heads), got {top_k}")
     result = score_heads(
@@ -74,11 +104,11 @@ def discover(
         top_m=3 * top_k if top_m is None else top_m,
         max_rows=max_rows,
         seed=seed,
-        task=task or data.stem,
+        task=task or data.stem,  # type: ignore[union-attr]
     )
     result.metadata["split"] = split
     result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(result, top_k=top_k, min_score=min_pcs, norm=norm, extra={"split": split, "data": str(data)})
+    weights = HeadWeights.from_scores(result, top_k=top_k, min_score=min_pcs, norm=norm, extra={"split": split, "data": str(data) if data else "demo"})
     weights.save(out / "heads.json")
     print(f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples ({method}, {variant}, {ablation} ablation)")
     mean = result.mean()

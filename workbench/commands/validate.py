@@ -8,16 +8,30 @@ from typing import Annotated
 import typer
 
 from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
-from workbench.commands.discover import AblationOption, DataOption, OutOption, SeedOption, TaskOption, load_examples
+from workbench.commands.discover import (
+    AblationOption,
+    DataOption,
+    FormatOption,
+    LimitOption,
+    OutOption,
+    SeedOption,
+    TaskOption,
+    check_source,
+    load_examples,
+)
 
 
 @friendly_errors
 def validate(
-    data: DataOption,
     heads: Annotated[Path, typer.Option("--heads", help="heads.json from `workbench discover` (or a reference head file).")],
     out: OutOption,
+    data: DataOption = None,
     model: ModelOption = None,
     task: TaskOption = None,
+    split: Annotated[str, typer.Option("--split", help="Held-out split to validate on.")] = "dev",
+    prompt_format: FormatOption = "plain",
+    profile_k: Annotated[int, typer.Option("--profile-k", help="Profile items retrieved into each prompt (task data).")] = 5,
+    limit: LimitOption = None,
     k: Annotated[int | None, typer.Option("--k", help="Ablate the top-k heads (default: all with non-zero weight).")] = None,
     n_random: Annotated[int, typer.Option("--n-random", help="Random head sets drawn as the control.")] = 20,
     match_layers: Annotated[bool, typer.Option("--match-layers", help="Random sets take the preference heads' layer distribution.")] = False,
@@ -34,8 +48,9 @@ def validate(
     from workbench.scores import induction_scores, retrieval_scores
     from workbench.validation import head_sets, summarize_validation, validation_deltas
 
+    check_source(data, task)
     lens = load_lens(model, device, dtype)
-    examples = load_examples(lens, data, task)
+    examples = load_examples(lens, data, task, split, prompt_format, profile_k, seed, limit)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     pattern_grids = {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
     sets = head_sets(lens, weights, k=k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
