@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from workbench.errors import InputError
 
@@ -45,7 +46,8 @@ class PairedComparison:
                 "p_value": self.p_value, "n": self.n, "resamples": self.resamples, "seed": self.seed}  # fmt: skip
 
 
-def _resampled_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+def resampled_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """`[resamples, n]` example indices drawn with replacement (seeded): every bootstrap here."""
     if n < 1:
         raise InputError("bootstrap needs at least one example")
     if resamples < 1:
@@ -65,7 +67,7 @@ def bootstrap_interval(
     n: int, statistic: Statistic, *, resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
     """Percentile bootstrap interval of `statistic` over `n` examples (seeded)."""
-    draws = _resampled_indices(n, resamples, seed)
+    draws = resampled_indices(n, resamples, seed)
     values = np.array([statistic(indices) for indices in draws])
     return Interval(statistic(np.arange(n)), *_percentiles(values, confidence), confidence)
 
@@ -74,7 +76,7 @@ def paired_bootstrap(
     n: int, statistic_a: Statistic, statistic_b: Statistic, *, resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> PairedComparison:
     """Bootstrap the difference `b - a` of two methods scored on the same `n` examples."""
-    draws = _resampled_indices(n, resamples, seed)
+    draws = resampled_indices(n, resamples, seed)
     differences = np.array([statistic_b(indices) - statistic_a(indices) for indices in draws])
     everything = np.arange(n)
     observed = statistic_b(everything) - statistic_a(everything)
@@ -87,3 +89,15 @@ def mean_of(values: np.ndarray) -> Statistic:
     """The statistic "mean of `values` at the resampled indices"."""
     values = np.asarray(values, dtype=float)
     return lambda indices: float(values[indices].mean())
+
+
+def bootstrap_mean_ci(values, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile bootstrap interval of the mean over the first axis (examples), for every entry
+    of the rest at once (e.g. a `[example, layer, head]` grid of PCS), seeded."""
+    if not 0 < level < 1:
+        raise InputError(f"confidence level must lie in (0, 1), got {level}")
+    values = torch.as_tensor(values, dtype=torch.float64)
+    draws = torch.from_numpy(resampled_indices(values.shape[0], n_resamples, seed))
+    means = values[draws].mean(dim=1)  # [resample, ...]
+    tail = (1 - level) / 2
+    return torch.quantile(means, tail, dim=0), torch.quantile(means, 1 - tail, dim=0)

@@ -25,7 +25,7 @@ from workbench.lens import Lens
 from workbench.masks import Head, HeadMask
 from workbench.scores.ablation import make_ablation
 from workbench.scores.nll import TargetSequence, mean_nll
-from workbench.scores.results import bootstrap_mean_ci
+from workbench.stats import bootstrap_mean_ci
 from workbench.tensor_types import HeadGrid
 
 CONDITIONS = {"profile": "prompt_ids", "no-profile": "no_profile_prompt_ids"}

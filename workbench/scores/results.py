@@ -20,6 +20,7 @@ from jaxtyping import Float
 
 from workbench import io
 from workbench.errors import InputError
+from workbench.stats import bootstrap_mean_ci
 from workbench.tensor_types import HeadGrid, HeadSelection
 
 PerExample = Float[torch.Tensor, "example layer head"]
@@ -107,20 +108,6 @@ class PCSResult:
         per_example = torch.from_numpy(frame["pcs"].to_numpy(dtype=np.float64, copy=True).reshape(len(examples), n_layers, n_heads))
         exact = torch.from_numpy(frame["exact"].to_numpy(dtype=bool, copy=True)[: n_layers * n_heads].reshape(n_layers, n_heads))
         return cls(per_example, exact, list(examples["example_id"]), list(examples["user_id"]), metadata)
-
-
-def bootstrap_mean_ci(
-    values: Float[torch.Tensor, "example ..."], *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Percentile bootstrap interval of the mean over the first axis (examples), seeded."""
-    if not 0 < level < 1:
-        raise InputError(f"confidence level must lie in (0, 1), got {level}")
-    values = torch.as_tensor(values, dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    draws = torch.randint(values.shape[0], (n_resamples, values.shape[0]), generator=generator)
-    means = values[draws].mean(dim=1)  # [resample, ...]
-    alpha = (1 - level) / 2
-    return torch.quantile(means, alpha, dim=0), torch.quantile(means, 1 - alpha, dim=0)
 
 
 def _in_order_of(ordered: pd.Series):
