@@ -86,6 +86,14 @@ def head_heatmap(
     return figure
 
 
+def pcs_heatmap(result, *, highlight: Sequence[Head] = (), title: str | None = None) -> go.Figure:
+    """A `PCSResult`'s mean score per head, its seeded bootstrap interval in the hover text."""
+    meta = result.metadata
+    low, high = (bound.numpy() for bound in result.bootstrap_ci(seed=meta.get("seed") or 0))
+    default = f"{meta.get('variant') or ''} PCS<br><sup>{meta.get('task') or ''}, {result.n_examples} examples, {meta.get('model') or ''}</sup>"
+    return head_heatmap(result.mean().numpy(), title=title or default, highlight=highlight, ci_low=low, ci_high=high)
+
+
 def jaccard(first: set[Head], second: set[Head]) -> float:
     union = first | second
     return len(first & second) / len(union) if union else 1.0

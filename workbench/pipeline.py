@@ -23,7 +23,7 @@ from workbench import io
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import demo_folder, load_examples
 from workbench.errors import InputError
-from workbench.figures import head_heatmap, overlap_heatmap, save_figure, validation_bars
+from workbench.figures import overlap_heatmap, pcs_heatmap, save_figure, validation_bars
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
 from workbench.runs import EvalConfig, compare_runs, evaluate
@@ -83,12 +83,7 @@ def run_demo(lens: Lens, config: DemoConfig, out: str | Path, *, progress: bool 
     heads: dict[str, HeadWeights] = {}
     for variant in VARIANTS:
         result, heads[variant] = discover(lens, config, out, variant, prompt)
-        grid = result.mean().numpy()
-        low, high = (bound.numpy() for bound in result.bootstrap_ci(seed=config.seed))
-        figure = head_heatmap(
-            grid, title=f"{variant} PCS<br><sup>{config.task} demo train, {result.n_examples} examples, {lens.name}</sup>",
-            highlight=heads[variant].heads(), ci_low=low, ci_high=high,
-        )  # fmt: skip
+        figure = pcs_heatmap(result, highlight=heads[variant].heads())
         save_figure(figure, figures / f"pcs-{variant}", png=config.figures_png)
     save_figure(
         overlap_heatmap({variant: weights.heads() for variant, weights in heads.items()}, title=f"top-{config.top_k} head sets"),

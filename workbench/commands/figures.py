@@ -25,17 +25,12 @@ def heatmap(
     png: PngOption = True,
 ) -> None:
     """Mean PCS per layer x head with bootstrap intervals in the hover text."""
-    from workbench.figures import head_heatmap, save_figure
+    from workbench.figures import pcs_heatmap, save_figure
     from workbench.heads import HeadWeights
     from workbench.scores import PCSResult
 
-    result = PCSResult.load(pcs)
-    low, high = (bound.numpy() for bound in result.bootstrap_ci(seed=result.metadata.get("seed") or 0))
     marked = HeadWeights.load_any(heads).heads() if heads else []
-    meta = result.metadata
-    default_title = f"{meta.get('variant', '')} PCS<br><sup>{meta.get('task', '')}, {result.n_examples} examples, {meta.get('model', '')}</sup>"
-    figure = head_heatmap(result.mean().numpy(), title=title or default_title, highlight=marked, ci_low=low, ci_high=high)
-    for path in save_figure(figure, out, png=png):
+    for path in save_figure(pcs_heatmap(PCSResult.load(pcs), highlight=marked, title=title), out, png=png):
         print(f"wrote {path}")
 
 
