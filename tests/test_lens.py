@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
+from workbench.errors import InputError
 from workbench.masks import HeadMask
 from workbench.models import tiny_hf_model
 
@@ -249,3 +250,39 @@ def test_identity_rows_beside_mean_ablated_rows_are_bit_exact(tiny, tokens):
     unmasked = tiny.forward(tokens.expand(2, -1))
     assert torch.equal(masked[0], unmasked[0])
     assert not torch.allclose(masked[1], unmasked[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 20, 10_000])
+def test_chunked_prefill_equals_one_forward_and_continues_the_same(tiny, chunk_tokens):
+    """Row chunks (down to one row each) give the logits and the cache of one batched prefill."""
+    sequences = [tiny.encode_chat(text) for text in ("hi", "a longer question here", "mid one", "x")]
+    tokens, attention = tiny.pad_left(sequences)
+    mask = HeadMask.stack([HeadMask.identity(tiny.geometry), HeadMask.ablate(tiny.geometry, [(1, 2)])] * 2)
+    logits, past = tiny.prefill(tokens, attention_mask=attention, mask=mask, chunk_tokens=chunk_tokens)
+    expected_logits, expected_past = tiny.step(tokens, attention_mask=attention, mask=mask, last_only=True)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=0)
+    following = torch.tensor([[5], [6], [7], [8]])
+    attention = torch.cat([attention, attention.new_ones(4, 1)], dim=1)
+    step, _ = tiny.step(following, past, attention_mask=attention, mask=mask)
+    expected_step, _ = tiny.step(following, expected_past, attention_mask=attention, mask=mask)
+    torch.testing.assert_close(step, expected_step, atol=1e-5, rtol=0)
+
+
+def test_prefill_hooks_fire_once_per_chunk_in_row_order(tiny):
+    tokens, attention = tiny.pad_left([tiny.encode_chat("hi")] * 3)
+    seen: list[int] = []
+    hook = ("blocks.0.hook_resid_post", lambda resid, hook: seen.append(resid.shape[0]))
+    tiny.prefill(tokens, attention_mask=attention, extra_hooks=[hook], chunk_tokens=2 * tokens.shape[1])
+    assert seen == [2, 1]
+
+
+def test_prefill_rejects_a_mask_with_other_rows(tiny, tokens):
+    with pytest.raises(InputError, match="2 rows but the batch has 1"):
+        tiny.prefill(tokens, attention_mask=torch.ones_like(tokens), mask=HeadMask.identity(tiny.geometry, rows=2))
+
+
+def test_linear_layers_take_the_skinny_path(tiny):
+    from workbench.skinny_linear import SkinnyLinear
+
+    linears = [m for m in tiny.bridge.original_model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, SkinnyLinear) for m in linears)

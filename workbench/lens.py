@@ -19,9 +19,15 @@ from transformers import PreTrainedTokenizerBase
 
 from workbench.errors import InputError
 from workbench.masks import HeadGeometry, HeadMask
+from workbench.skinny_linear import use_skinny_linear
 from workbench.tensor_types import AttentionMask, HeadOutputs, Logits, Residual, TokenIds
 
 Hook = tuple[str, Callable[..., Any]]
+
+# A prefill runs in row chunks of about this many tokens: long prompts in one big batch make the
+# eager attention's [rows, heads, pos, pos] tensors outgrow the CPU caches (measured in
+# benchmarks/RESULTS.md, "Decoding"); short prompts still go in one forward.
+PREFILL_CHUNK_TOKENS = 2048
 
 
 def z_hook_name(layer: int) -> str:
@@ -68,8 +74,13 @@ class Lens:
         self.final_logit_softcap = getattr(text_config, "final_logit_softcapping", None)
 
     @classmethod
-    def from_hf(cls, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str) -> Lens:
-        """Wrap a Hugging Face causal LM (in place) as a bridge; never touches the hub."""
+    def from_hf(
+        cls, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str, *, skinny_linear: bool = True
+    ) -> Lens:
+        """Wrap a Hugging Face causal LM (in place) as a bridge; never touches the hub.
+
+        `skinny_linear` switches its linear layers to `SkinnyLinear` (faster decoding steps on the
+        CPU, see `workbench.skinny_linear`); inputs of many rows are computed as before."""
         overrides = None
         if not getattr(hf_model.config, "architectures", None):
             overrides = {"architectures": [type(hf_model).__name__]}
@@ -83,6 +94,8 @@ class Lens:
             hf_config_overrides=overrides,
         )
         bridge.eval()
+        if skinny_linear:
+            use_skinny_linear(bridge.original_model)
         for parameter in bridge.parameters():
             parameter.requires_grad_(False)
         return cls(bridge, tokenizer, name)
@@ -253,6 +266,34 @@ class Lens:
                 **({"logits_to_keep": 1} if last_only else {}),
             )
 
+    def prefill(
+        self,
+        tokens: TokenIds,
+        *,
+        attention_mask: AttentionMask,
+        mask: HeadMask | None = None,
+        extra_hooks: Sequence[Hook] = (),
+        chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+    ) -> tuple[Logits, Any]:
+        """`step` from an empty cache with `last_only`, run in row chunks of at most `chunk_tokens`
+        tokens (at least one row) whose caches are joined. Rows never interact, so this equals one
+        forward over all rows; `extra_hooks` fire once per chunk, in row order."""
+        rows, width = tokens.shape
+        if mask is not None and mask.rows not in (1, rows):
+            raise InputError(f"head mask has {mask.rows} rows but the batch has {rows}")
+        per_chunk = max(1, chunk_tokens // width)
+        logits, caches = [], []
+        for start in range(0, rows, per_chunk):
+            stop = min(rows, start + per_chunk)
+            chunk_mask = None if mask is None else mask.take(start, stop)
+            chunk_logits, cache = self.step(
+                tokens[start:stop], attention_mask=attention_mask[start:stop], mask=chunk_mask,
+                extra_hooks=extra_hooks, last_only=True,
+            )
+            logits.append(chunk_logits)
+            caches.append(cache)
+        return torch.cat(logits), _join_caches(caches)
+
     def capture(
         self,
         tokens: TokenIds | Sequence[int],
@@ -365,3 +406,13 @@ class Lens:
             f"Lens({self.name!r}: {g.n_layers} layers, {g.n_heads} query heads, {g.n_kv_heads} key-value heads, "
             f"d_head {g.d_head}, d_model {g.d_model}, context {g.n_ctx}, on {self.device})"
         )
+
+
+def _join_caches(caches: list[Any]) -> Any:
+    """One KV cache holding the rows of `caches` in order (their layers share a length)."""
+    joined = caches[0]
+    for index, layer in enumerate(joined.layers):
+        if len(caches) > 1 and layer.is_initialized:
+            layer.keys = torch.cat([cache.layers[index].keys for cache in caches])
+            layer.values = torch.cat([cache.layers[index].values for cache in caches])
+    return joined

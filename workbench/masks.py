@@ -115,6 +115,10 @@ class HeadMask:
                 f"resid-slice needs d_model ({geometry.d_model}) divisible by n_heads ({geometry.n_heads})"
             )
 
+    def take(self, start: int, stop: int) -> HeadMask:
+        """Rows `start:stop` (a one-row mask applies to every row and is returned as is)."""
+        return self if self.rows == 1 else HeadMask(self.scale[start:stop], self.z_ref, self.site)
+
     def active_layers(self) -> list[int]:
         """Layers where some row changes some head (scale != 1); other layers need no hook."""
         return torch.nonzero((self.scale != 1).any(dim=0).any(dim=1)).flatten().tolist()

@@ -84,12 +84,15 @@ class _LayerContrastRun(DecoderRun):
 
     def __init__(self, lens: Lens, blocks: list[int], plausibility: float):
         self.lens, self.blocks, self.plausibility = lens, blocks, plausibility
-        self.residuals: dict[int, torch.Tensor] = {}
+        self.residuals: dict[int, list[torch.Tensor]] = {}
 
     def hooks(self) -> list[Hook]:
+        """Fresh readers for one forward; a chunked prefill calls them once per row chunk."""
+        self.residuals = {block: [] for block in self.blocks}
+
         def reader(block: int):
             def read(resid: torch.Tensor, hook: Any) -> None:
-                self.residuals[block] = resid[:, -1].detach()
+                self.residuals[block].append(resid[:, -1].detach())
 
             return read
 
@@ -97,7 +100,7 @@ class _LayerContrastRun(DecoderRun):
 
     def layer_logits(self) -> LayerLogits:
         """Next-token logits of every candidate block, from the residuals of the last forward."""
-        hidden = torch.stack([self.residuals[block] for block in self.blocks], dim=1)
+        hidden = torch.stack([torch.cat(self.residuals[block]) for block in self.blocks], dim=1)
         return self.lens.unembed(hidden)
 
     def score(self, logits: StepLogits) -> StepScores:

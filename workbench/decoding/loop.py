@@ -146,12 +146,13 @@ class _Batch:
     def prefill(self, tokens: TokenIds, attention: AttentionMask) -> tuple[StepLogits, Any]:
         hooks = self.decoder_run.hooks()
         if not self.decoder_run.shared_prefill:
-            return self.forward(tokens, None, attention, self.batch_mask(), hooks)
+            logits, past = self.lens.prefill(tokens, attention_mask=attention, mask=self.batch_mask(), extra_hooks=hooks)
+            return logits[:, -1], past
         # The authors' variant: one unmasked prefill of the first group without the last prompt
         # token, copied to every group; the last prompt token then runs with the masks on.
         n, past = len(self.active), None
         if tokens.shape[1] > 1:
-            _, past = self.forward(tokens[:n, :-1], None, attention[:n, :-1], None, [])
+            _, past = self.lens.prefill(tokens[:n, :-1], attention_mask=attention[:n, :-1])
             past.reorder_cache(torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
         return self.forward(tokens[:, -1:], past, attention, self.batch_mask(), hooks)
 
