@@ -7,7 +7,7 @@ import torch
 
 from workbench.masks import HeadMask
 from workbench.scores.ablation import make_ablation
-from workbench.scores.attribution import attribution_deltas, head_gradients
+from workbench.scores.attribution import attribution_deltas, attribution_terms, head_gradients
 from workbench.scores.nll import TargetSequence, mean_nll
 
 
@@ -58,3 +58,15 @@ def test_gradients_match_autograd_on_a_single_layer_perturbation(tiny):
     got = (gradients[layer][..., head, :].double() * direction.double()).sum()
     assert abs(got - expected) < 1e-3 + 1e-2 * abs(expected)
     assert abs(expected) > 1e-3
+
+
+def test_magnitude_sums_the_absolute_terms_of_the_estimate(tiny):
+    sequence = TargetSequence(tuple(tiny.encode_chat("I hike on weekends.")), tuple(tiny.encode("Trail notes")))
+    chosen = make_ablation(tiny, "mean", [sequence.ids])
+    estimate, magnitude = attribution_terms(tiny, sequence, chosen)
+    activations, gradients = head_gradients(tiny, sequence, chosen)
+    layer, head = 2, 1
+    terms = (chosen.z_ref[layer, head].double() - activations[layer][0, :, head].double()) * gradients[layer][0, :, head].double()
+    torch.testing.assert_close(magnitude[layer, head], terms.abs().sum())
+    torch.testing.assert_close(estimate[layer, head], terms.sum())
+    assert (magnitude >= estimate.abs() - 1e-12).all() and (magnitude > estimate.abs() + 1e-6).any()

@@ -10,9 +10,10 @@ from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.errors import InputError
 from workbench.scores import score_heads
 from workbench.scores.ablation import make_ablation
-from workbench.scores.attribution import attribution_deltas
+from workbench.scores.attribution import attribution_deltas, attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence
+from workbench.scores.pcs import hybrid_candidates
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,24 @@ def test_hybrid_rescoring_top_candidates_exactly(tiny, examples):
     attribution = score_heads(tiny, examples, method="attribution", progress=False)
     exact = score_heads(tiny, examples, method="exact", progress=False)
     assert int(hybrid.exact.sum()) == 5 and not attribution.exact.any()
-    candidates = torch.topk(attribution.mean().flatten(), 5).indices
-    assert hybrid.exact.flatten()[candidates].all()
+    zero = make_ablation(tiny, "zero")
+    magnitude = torch.stack([attribution_terms(tiny, sequence(e), zero)[1] for e in examples]).mean(dim=0)
+    best_estimates = torch.topk(attribution.mean().flatten(), 3).indices
+    assert hybrid.exact.flatten()[best_estimates].all()
+    expected = {tuple(head) for head in hybrid_candidates(attribution.mean(), magnitude, 5)}
+    assert {tuple(head) for head in torch.nonzero(hybrid.exact).tolist()} == expected
     torch.testing.assert_close(hybrid.per_example[:, hybrid.exact], exact.per_example[:, hybrid.exact])
     torch.testing.assert_close(hybrid.per_example[:, ~hybrid.exact], attribution.per_example[:, ~hybrid.exact])
-    zero = make_ablation(tiny, "zero")
     torch.testing.assert_close(attribution.per_example[0], attribution_deltas(tiny, sequence(examples[0]), zero))
+
+
+def test_hybrid_candidates_take_half_by_estimate_then_the_largest_magnitudes():
+    estimate = torch.tensor([[0.5, 0.4, -0.9], [0.1, 0.0, 0.2]], dtype=torch.float64)
+    magnitude = torch.tensor([[0.6, 0.5, 2.0], [0.3, 0.1, 0.2]], dtype=torch.float64)
+    # best estimates (0,0), (0,1); then by magnitude (0,2) (wrong sign, large), not (0,0) again
+    assert hybrid_candidates(estimate, magnitude, 3) == [(0, 0), (0, 1), (0, 2)]
+    assert hybrid_candidates(estimate, magnitude, 4) == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert hybrid_candidates(estimate, magnitude, 1) == [(0, 0)]
 
 
 def test_mean_ablation_defaults_to_the_examples_as_reference(tiny, examples):

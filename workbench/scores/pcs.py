@@ -11,7 +11,10 @@ Variants (what a positive score means):
 
 Methods: `exact` ablates every head (`workbench.scores.exact`), `attribution` estimates all heads
 from one backward pass (`workbench.scores.attribution`), `hybrid` estimates all heads and then
-re-scores the `top_m` best candidates (by mean estimate) exactly; `PCSResult.exact` says which.
+re-scores `top_m` candidates exactly; `PCSResult.exact` says which. Half of the candidates (rounded
+up) are the best by mean estimate, the rest the largest by mean attribution magnitude: a head whose
+effect is far from linear can get an estimate of the wrong sign, but not a small magnitude
+(benchmarks/RESULTS.md, "Head scores", measures the recall of the exact top-K both ways).
 
 With `checkpoint`, every finished example is stored at once; a rerun with the same arguments
 continues where it stopped and gives identical results, other arguments are refused.
@@ -31,8 +34,9 @@ from workbench.data.tokenized import TokenizedExample
 from workbench.errors import InputError
 from workbench.heads import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.lens import Lens
+from workbench.masks import Head
 from workbench.scores.ablation import Ablation, make_ablation
-from workbench.scores.attribution import attribution_deltas
+from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence
 from workbench.scores.results import PCSResult
@@ -98,6 +102,7 @@ def score_heads(
         "n_examples": len(examples),
         "seed": seed,
         "top_m": top_m if method == "hybrid" else None,
+        "screen": "estimate+magnitude" if method == "hybrid" else None,
     }
     store = None
     if checkpoint is not None:
@@ -111,33 +116,53 @@ def score_heads(
         }
         store = CheckpointStore(checkpoint, fingerprint)
 
-    def pass_over(phase: str, score: Callable[[TargetSequence], HeadGrid]) -> torch.Tensor:
-        grids = []
+    def pass_over(phase: str, score: Callable[[TargetSequence], dict[str, HeadGrid]]) -> dict[str, torch.Tensor]:
+        """Per example, the signed sum of `score["pcs"]` over the variant's sequences (other grids,
+        magnitudes, are summed unsigned); stacked per name."""
+        grids: dict[str, list[torch.Tensor]] = {}
         for example in tqdm(examples, desc=f"{phase} PCS", unit="example", disable=not progress):
             key = f"{phase}/{example.example_id}"
             if store is not None and key in store:
-                grids.append(torch.from_numpy(store.load(key)["pcs"]))
-                continue
-            grid = sum(sign * score(sequence) for sign, sequence in variant_sequences(example, variant))
-            if store is not None:
-                store.save(key, {"pcs": grid.numpy()})
-            grids.append(grid)
-        return torch.stack(grids)
+                finished = {name: torch.from_numpy(array) for name, array in store.load(key).items()}
+            else:
+                finished = {}
+                for sign, sequence in variant_sequences(example, variant):
+                    for name, grid in score(sequence).items():
+                        finished[name] = finished.get(name, 0) + (sign * grid if name == "pcs" else grid)
+                if store is not None:
+                    store.save(key, {name: grid.numpy() for name, grid in finished.items()})
+            for name, grid in finished.items():
+                grids.setdefault(name, []).append(grid)
+        return {name: torch.stack(stacked) for name, stacked in grids.items()}
+
+    def attribution(sequence: TargetSequence) -> dict[str, HeadGrid]:
+        estimate, magnitude = attribution_terms(lens, sequence, chosen)
+        return {"pcs": estimate, "magnitude": magnitude}
 
     shape = (lens.geometry.n_layers, lens.geometry.n_heads)
     if method == "exact":
-        per_example = pass_over("exact", lambda s: exact_deltas(lens, s, chosen, max_rows=max_rows))
+        per_example = pass_over("exact", lambda s: {"pcs": exact_deltas(lens, s, chosen, max_rows=max_rows)})["pcs"]
         exact = torch.ones(shape, dtype=torch.bool)
     else:
-        per_example = pass_over("attribution", lambda s: attribution_deltas(lens, s, chosen))
+        estimated = pass_over("attribution", attribution)
+        per_example = estimated["pcs"]
         exact = torch.zeros(shape, dtype=torch.bool)
     if method == "hybrid":
-        candidates = ranked_heads(per_example.mean(dim=0))[:top_m]
-        scored = pass_over("exact", lambda s: exact_deltas(lens, s, chosen, candidates, max_rows=max_rows))
+        candidates = hybrid_candidates(per_example.mean(dim=0), estimated["magnitude"].mean(dim=0), top_m)
+        scored = pass_over("exact", lambda s: {"pcs": exact_deltas(lens, s, chosen, candidates, max_rows=max_rows)})["pcs"]
         for layer, head in candidates:
             exact[layer, head] = True
         per_example = torch.where(exact, scored, per_example)
     return PCSResult(per_example, exact, [e.example_id for e in examples], [e.user_id for e in examples], metadata)
+
+
+def hybrid_candidates(estimate: HeadGrid, magnitude: HeadGrid, top_m: int) -> list[Head]:
+    """The `top_m` heads to score exactly: the best ⌈top_m / 2⌉ by estimate, then the largest by
+    magnitude among the others (ties broken as in `ranked_heads`)."""
+    by_estimate = ranked_heads(estimate)[: math.ceil(top_m / 2)]
+    chosen = set(by_estimate)
+    by_magnitude = [head for head in ranked_heads(magnitude) if head not in chosen]
+    return by_estimate + by_magnitude[: top_m - len(by_estimate)]
 
 
 def _check_arguments(lens: Lens, examples: Sequence[TokenizedExample], method: str, variant: str, max_rows: int) -> None:
