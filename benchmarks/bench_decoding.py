@@ -6,6 +6,10 @@ decodes the same number of tokens), prompts of about 128 and 512 tokens, batch 1
 
 - greedy, DPS (20 random heads, weighted suppression, γ = 1), DPS with the authors' shared
   prefill (`dps-shared`), CAD, DoLa and DeCoRe on our loop;
+- `greedy-plain`: greedy with PyTorch's default linear layers instead of `SkinnyLinear`, the
+  speed-up of the skinny path; `prefill`: greedy with one new token, i.e. the prefill alone. A
+  masked prefill has twice the rows, so DPS costs at least greedy + prefill: the `prefill` row's
+  `floor` column is that bound as a ratio to greedy;
 - the authors' style: one prompt at a time, one unmasked prefill, two deep copies of its cache,
   then two separate forwards per step (full and masked), log-prob contrast with entropy γ.
 
@@ -13,7 +17,7 @@ Everything runs in this process, variants alternating, best of --repeats; the fi
 wall-time ratio to greedy measured in the same setting and tokens per second.
 
     .venv/bin/python benchmarks/bench_decoding.py [--lengths 128 512] [--batches 1 8] [--repeats 2]
-        [--decoders greedy dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
+        [--decoders greedy greedy-plain prefill dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -61,17 +66,38 @@ def authors_style(lens, prompts, weights) -> None:
             token = int(((1 + gamma) * full.log_softmax(-1) - gamma * generic.log_softmax(-1)).argmax())
 
 
+@contextmanager
+def plain_linear(lens):
+    """PyTorch's default linear layers instead of `SkinnyLinear` inside the block."""
+    from workbench.skinny_linear import SkinnyLinear
+
+    switched = [module for module in lens.bridge.original_model.modules() if type(module) is SkinnyLinear]
+    for module in switched:
+        module.__class__ = torch.nn.Linear
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.__class__ = SkinnyLinear
+
+
 def variants(lens, prompts, contrasts, weights):
     from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, generate
 
-    def on_loop(decoder, contrast_prompts=None):
+    def on_loop(decoder, contrast_prompts=None, new_tokens=NEW_TOKENS):
         return lambda: generate(
-            lens, prompts, decoder=decoder, contrast_prompts=contrast_prompts, max_new_tokens=NEW_TOKENS,
+            lens, prompts, decoder=decoder, contrast_prompts=contrast_prompts, max_new_tokens=new_tokens,
             batch_size=len(prompts), stop_at_eos=False,
         )
 
+    def plain_greedy():
+        with plain_linear(lens):
+            on_loop(Greedy())()
+
     return {
         "greedy": on_loop(Greedy()),
+        "greedy-plain": plain_greedy,
+        "prefill": on_loop(Greedy(), new_tokens=1),
         "dps": on_loop(DPS(weights, gamma=1.0)),
         "dps-shared": on_loop(DPS(weights, gamma=1.0, shared_prefill=True)),
         "authors": lambda: authors_style(lens, prompts, weights),
@@ -86,7 +112,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--decoders", nargs="+", default=["greedy", "dps", "dps-shared", "authors", "cad", "dola", "decore"])
+    parser.add_argument("--decoders", nargs="+", default=["greedy", "greedy-plain", "prefill", "dps", "dps-shared", "authors", "cad", "dola", "decore"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared machine).")
     parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
     args = parser.parse_args()
@@ -114,14 +140,17 @@ def main() -> None:
                     runs[name]()
                     best[name] = min(best[name], time.perf_counter() - start)
             for name in names:
-                rows.append((length, batch, name, best[name], best[name] / best["greedy"], batch * NEW_TOKENS / best[name]))
-                print(f"prompt {length:4d}  batch {batch}  {name:8s} {best[name]:7.2f} s  "
-                      f"x{best[name] / best['greedy']:.2f} greedy  {batch * NEW_TOKENS / best[name]:6.1f} tok/s", flush=True)
+                ratio = best[name] / best["greedy"]
+                new_tokens = 1 if name == "prefill" else NEW_TOKENS
+                floor = f"{(best['greedy'] + best[name]) / best['greedy']:.2f}" if name == "prefill" else ""
+                rows.append((length, batch, name, best[name], ratio, batch * new_tokens / best[name], floor))
+                print(f"prompt {length:4d}  batch {batch}  {name:12s} {best[name]:7.2f} s  x{ratio:.2f} greedy  "
+                      f"{batch * new_tokens / best[name]:6.1f} tok/s  {floor}", flush=True)
     if args.markdown:
-        print("\n| prompt tokens | batch | decoder | wall time (s) | ratio to greedy | new tokens / s |")
-        print("|---|---|---|---|---|---|")
-        for length, batch, name, seconds, ratio, rate in rows:
-            print(f"| {length} | {batch} | {name} | {seconds:.2f} | {ratio:.2f} | {rate:.1f} |")
+        print("\n| prompt tokens | batch | decoder | wall time (s) | ratio to greedy | new tokens / s | floor |")
+        print("|---|---|---|---|---|---|---|")
+        for length, batch, name, seconds, ratio, rate, floor in rows:
+            print(f"| {length} | {batch} | {name} | {seconds:.2f} | {ratio:.2f} | {rate:.1f} | {floor} |")
 
 
 if __name__ == "__main__":
