@@ -24,10 +24,11 @@ from workbench.tensor_types import AttentionMask, HeadOutputs, Logits, Residual,
 
 Hook = tuple[str, Callable[..., Any]]
 
-# A prefill runs in row chunks of about this many tokens: long prompts in one big batch make the
-# eager attention's [rows, heads, pos, pos] tensors outgrow the CPU caches (measured in
-# benchmarks/RESULTS.md, "Decoding"); short prompts still go in one forward.
-PREFILL_CHUNK_TOKENS = 2048
+# On the CPU a prefill runs in row chunks of about this many tokens: long prompts in one big batch
+# make the eager attention's [rows, heads, pos, pos] tensors outgrow the caches (measured in
+# benchmarks/RESULTS.md, "Decoding"); short prompts still go in one forward. Other devices prefill
+# all rows at once.
+CPU_PREFILL_CHUNK_TOKENS = 2048
 
 
 def z_hook_name(layer: int) -> str:
@@ -273,14 +274,17 @@ class Lens:
         attention_mask: AttentionMask,
         mask: HeadMask | None = None,
         extra_hooks: Sequence[Hook] = (),
-        chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+        chunk_tokens: int | None = None,
     ) -> tuple[Logits, Any]:
         """`step` from an empty cache with `last_only`, run in row chunks of at most `chunk_tokens`
-        tokens (at least one row) whose caches are joined. Rows never interact, so this equals one
-        forward over all rows; `extra_hooks` fire once per chunk, in row order."""
+        tokens (at least one row; default `CPU_PREFILL_CHUNK_TOKENS` on the CPU, no chunking
+        elsewhere) whose caches are joined. Rows never interact, so this equals one forward over
+        all rows; `extra_hooks` fire once per chunk, in row order."""
         rows, width = tokens.shape
         if mask is not None and mask.rows not in (1, rows):
             raise InputError(f"head mask has {mask.rows} rows but the batch has {rows}")
+        if chunk_tokens is None:
+            chunk_tokens = CPU_PREFILL_CHUNK_TOKENS if self.device.type == "cpu" else rows * width
         per_chunk = max(1, chunk_tokens // width)
         logits, caches = [], []
         for start in range(0, rows, per_chunk):

@@ -7,7 +7,7 @@ matrix-vector product (about 10 GB/s), two to sixteen rows to a GEMM that re-rea
 (5–10 GB/s). Computing the same product as `(W @ xᵀ)ᵀ`, with the weight as the left operand,
 streams each weight once on all cores (about 30 GB/s for two rows); a single row is doubled to
 two rows first because the two-row kernel is faster than the one-row one. The result is the same
-product up to float rounding (summation order), measured in `benchmarks/bench_decoding.py`.
+product up to float rounding (summation order); figures in benchmarks/RESULTS.md, "Decoding".
 
 `SkinnyLinear` is an `nn.Linear` with that forward; `use_skinny_linear` switches the linear
 layers of a model to it in place (state dict, parameters and hooks are untouched). Inputs with
@@ -17,13 +17,14 @@ more than `MAX_SKINNY_ROWS` rows (prefills, PCS scans) and non-CPU tensors take 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from jaxtyping import Float
+from torch import Tensor, nn
 
 MAX_SKINNY_ROWS = 32
 
 
 class SkinnyLinear(nn.Linear):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
         rows = x.numel() // x.shape[-1] if x.ndim > 0 and x.shape[-1] else 0
         if x.device.type != "cpu" or not 0 < rows <= MAX_SKINNY_ROWS:
             return super().forward(x)

@@ -6,7 +6,7 @@ is taken on the residual slice the authors' code zeroes. Cheap, but only an esti
 hybrid method re-scores its best candidates exactly.
 
 Where a head's effect is far from linear, the estimate can even have the wrong sign (on the
-default model, two of the exact top-10 heads of the benchmark ranked 256th and 264th of 270).
+default model, one of the exact top-10 heads of the benchmark ranked 263rd of 270).
 The *magnitude* `Σ |(z_ref − z) ⊙ ∂NLL/∂z|` (the same terms without cancellation) bounds how
 far the linear terms can move the loss; the hybrid method also screens candidates by it.
 """
