@@ -415,8 +415,10 @@ class Lens:
 def _join_caches(caches: list[Any]) -> Any:
     """One KV cache holding the rows of `caches` in order (their layers share a length)."""
     joined = caches[0]
+    if len(caches) == 1:
+        return joined
     for index, layer in enumerate(joined.layers):
-        if len(caches) > 1 and layer.is_initialized:
+        if layer.is_initialized:
             layer.keys = torch.cat([cache.layers[index].keys for cache in caches])
             layer.values = torch.cat([cache.layers[index].values for cache in caches])
     return joined

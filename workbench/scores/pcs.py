@@ -139,9 +139,12 @@ def score_heads(
         estimate, magnitude = attribution_terms(lens, sequence, chosen)
         return {"pcs": estimate, "magnitude": magnitude}
 
+    def exact_pass(heads: list[Head] | None = None) -> torch.Tensor:
+        return pass_over("exact", lambda s: {"pcs": exact_deltas(lens, s, chosen, heads, max_rows=max_rows)})["pcs"]
+
     shape = (lens.geometry.n_layers, lens.geometry.n_heads)
     if method == "exact":
-        per_example = pass_over("exact", lambda s: {"pcs": exact_deltas(lens, s, chosen, max_rows=max_rows)})["pcs"]
+        per_example = exact_pass()
         exact = torch.ones(shape, dtype=torch.bool)
     else:
         estimated = pass_over("attribution", attribution)
@@ -149,7 +152,7 @@ def score_heads(
         exact = torch.zeros(shape, dtype=torch.bool)
     if method == "hybrid":
         candidates = hybrid_candidates(per_example.mean(dim=0), estimated["magnitude"].mean(dim=0), top_m)
-        scored = pass_over("exact", lambda s: {"pcs": exact_deltas(lens, s, chosen, candidates, max_rows=max_rows)})["pcs"]
+        scored = exact_pass(candidates)
         for layer, head in candidates:
             exact[layer, head] = True
         per_example = torch.where(exact, scored, per_example)
