@@ -86,8 +86,13 @@ def variants(lens, prompts, contrasts, weights):
 
     def on_loop(decoder, contrast_prompts=None, new_tokens=NEW_TOKENS):
         return lambda: generate(
-            lens, prompts, decoder=decoder, contrast_prompts=contrast_prompts, max_new_tokens=new_tokens,
-            batch_size=len(prompts), stop_at_eos=False,
+            lens,
+            prompts,
+            decoder=decoder,
+            contrast_prompts=contrast_prompts,
+            max_new_tokens=new_tokens,
+            batch_size=len(prompts),
+            stop_at_eos=False,
         )
 
     def plain_greedy():
@@ -112,7 +117,11 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--decoders", nargs="+", default=["greedy", "greedy-plain", "prefill", "dps", "dps-shared", "authors", "cad", "dola", "decore"])
+    parser.add_argument(
+        "--decoders",
+        nargs="+",
+        default=["greedy", "greedy-plain", "prefill", "dps", "dps-shared", "authors", "cad", "dola", "decore"],
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared machine).")
     parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")
     args = parser.parse_args()
@@ -144,8 +153,11 @@ def main() -> None:
                 new_tokens = 1 if name == "prefill" else NEW_TOKENS
                 floor = f"{(best['greedy'] + best[name]) / best['greedy']:.2f}" if name == "prefill" else ""
                 rows.append((length, batch, name, best[name], ratio, batch * new_tokens / best[name], floor))
-                print(f"prompt {length:4d}  batch {batch}  {name:12s} {best[name]:7.2f} s  x{ratio:.2f} greedy  "
-                      f"{batch * new_tokens / best[name]:6.1f} tok/s  {floor}", flush=True)
+                print(
+                    f"prompt {length:4d}  batch {batch}  {name:12s} {best[name]:7.2f} s  x{ratio:.2f} greedy  "
+                    f"{batch * new_tokens / best[name]:6.1f} tok/s  {floor}",
+                    flush=True,
+                )
     if args.markdown:
         print("\n| prompt tokens | batch | decoder | wall time (s) | ratio to greedy | new tokens / s | floor |")
         print("|---|---|---|---|---|---|---|")

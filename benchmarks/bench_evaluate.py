@@ -43,7 +43,9 @@ def main() -> None:
     HeadWeights.random_heads(lens.geometry, 10, seed=0).save(heads)
     configs = {
         "greedy": EvalConfig(task=args.task, split="dev", method="greedy", model=lens.name, batch_size=args.batch_size),
-        "dps": EvalConfig(task=args.task, split="dev", method="dps", model=lens.name, heads=str(heads), batch_size=args.batch_size),
+        "dps": EvalConfig(
+            task=args.task, split="dev", method="dps", model=lens.name, heads=str(heads), batch_size=args.batch_size
+        ),
     }
     best = {name: float("inf") for name in configs}
     for repeat in range(args.repeats):
@@ -52,7 +54,9 @@ def main() -> None:
             evaluate(lens, examples, config, folder / f"{name}-{repeat}", progress=False)
             best[name] = min(best[name], time.perf_counter() - start)
     rate = {name: len(examples) / seconds for name, seconds in best.items()}
-    print(f"task {args.task}, {len(examples)} demo dev examples, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    print(
+        f"task {args.task}, {len(examples)} demo dev examples, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
+    )
     print("| method | seconds | examples / s | time relative to greedy |\n|---|---|---|---|")
     for name in configs:
         print(f"| {name} | {best[name]:.1f} | {rate[name]:.2f} | {best[name] / best['greedy']:.2f}x |")

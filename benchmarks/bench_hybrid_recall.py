@@ -19,7 +19,6 @@ import argparse
 import time
 
 import torch
-
 from bench_scores import synthetic_examples
 
 
@@ -81,8 +80,11 @@ def main() -> None:
         estimate, magnitude = estimates(lens, examples, zero, "standard")
         for k, m, by_estimate, screened in recalls(exact, estimate, magnitude, args.ks):
             table.append((name, len(examples), k, m, by_estimate, screened))
-            print(f"{name:9s} n={len(examples):2d} K={k:2d} M={m:2d}  estimate only {by_estimate:.2f}  "
-                  f"estimate+magnitude {screened:.2f}   ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"{name:9s} n={len(examples):2d} K={k:2d} M={m:2d}  estimate only {by_estimate:.2f}  "
+                f"estimate+magnitude {screened:.2f}   ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
     if args.markdown:
         print("\n| examples | n | K | candidates M | recall, best M by estimate | recall, estimate + magnitude (used) |")
         print("|---|---|---|---|---|---|")

@@ -41,15 +41,14 @@ def batched(lens, ids, layer: int) -> torch.Tensor:
 def separate(lens, ids, layer: int) -> torch.Tensor:
     from workbench.masks import HeadMask
 
-    return torch.cat(
-        [lens.forward(ids, mask=HeadMask.ablate(lens.geometry, [(layer, head)])) for head in range(lens.n_heads)]
-    )
+    return torch.cat([lens.forward(ids, mask=HeadMask.ablate(lens.geometry, [(layer, head)])) for head in range(lens.n_heads)])
 
 
 def _status_kib(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     raise KeyError(field)
 
 

@@ -28,11 +28,37 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-WORDS = (
-    "trail coffee garden rain novel jazz market river winter recipe cycling museum harbor violin "
-    "mountain kitchen lantern orchard festival poetry ceramics sailing desert library typewriter "
-    "bakery canyon meadow workshop"
-).split()
+WORDS = [
+    "trail",
+    "coffee",
+    "garden",
+    "rain",
+    "novel",
+    "jazz",
+    "market",
+    "river",
+    "winter",
+    "recipe",
+    "cycling",
+    "museum",
+    "harbor",
+    "violin",
+    "mountain",
+    "kitchen",
+    "lantern",
+    "orchard",
+    "festival",
+    "poetry",
+    "ceramics",
+    "sailing",
+    "desert",
+    "library",
+    "typewriter",
+    "bakery",
+    "canyon",
+    "meadow",
+    "workshop",
+]
 
 
 def synthetic_examples(lens, n: int, prompt_tokens: int, target_tokens: int, seed: int):
@@ -55,9 +81,10 @@ def synthetic_examples(lens, n: int, prompt_tokens: int, target_tokens: int, see
 
 
 def _kib(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     raise KeyError(field)
 
 
@@ -110,10 +137,16 @@ def run(args) -> dict:
     n_total = geometry.n_total_heads
     naive_heads = [geometry.all_heads()[i] for i in np.linspace(0, n_total - 1, args.naive_heads).round().astype(int)]
 
-    naive, naive_seconds, naive_memory = measured(lambda: [naive_deltas(lens, s, naive_heads) for s in sequences[: args.naive_examples]])
+    naive, naive_seconds, naive_memory = measured(
+        lambda: [naive_deltas(lens, s, naive_heads) for s in sequences[: args.naive_examples]]
+    )
     exact, exact_seconds, exact_memory = measured(lambda: score_heads(lens, examples, method="exact", progress=False))
-    attribution, attribution_seconds, attribution_memory = measured(lambda: score_heads(lens, examples, method="attribution", progress=False))
-    hybrid, hybrid_seconds, hybrid_memory = measured(lambda: score_heads(lens, examples, method="hybrid", top_m=3 * args.top_k, progress=False))
+    attribution, attribution_seconds, attribution_memory = measured(
+        lambda: score_heads(lens, examples, method="attribution", progress=False)
+    )
+    hybrid, hybrid_seconds, hybrid_memory = measured(
+        lambda: score_heads(lens, examples, method="hybrid", top_m=3 * args.top_k, progress=False)
+    )
 
     naive_per_example = naive_seconds / (args.naive_examples * len(naive_heads)) * n_total
     per_example = {
@@ -129,7 +162,9 @@ def run(args) -> dict:
     _, engine_seconds, _ = measured(lambda: exact_deltas(lens, sequences[0], zero))
     top_tenth = max(1, n_total // 10)
     exact_mean, attribution_mean = exact.mean(), attribution.mean()
-    rho_examples = [spearmanr(exact.per_example[i].flatten(), attribution.per_example[i].flatten()).statistic for i in range(len(examples))]
+    rho_examples = [
+        spearmanr(exact.per_example[i].flatten(), attribution.per_example[i].flatten()).statistic for i in range(len(examples))
+    ]
     return {
         "device": str(lens.device),
         "torch_threads": torch.get_num_threads(),
@@ -142,10 +177,19 @@ def run(args) -> dict:
         "seconds_per_example": per_example,
         "engine_seconds_one_example": engine_seconds,
         "speedup_vs_naive": {name: naive_per_example / seconds for name, seconds in per_example.items()},
-        "peak_rss_growth_mib": {"naive": naive_memory, "exact": exact_memory, "attribution": attribution_memory, "hybrid": hybrid_memory},
+        "peak_rss_growth_mib": {
+            "naive": naive_memory,
+            "exact": exact_memory,
+            "attribution": attribution_memory,
+            "hybrid": hybrid_memory,
+        },
         "max_abs_diff_naive_vs_exact": max_naive_diff,
         "attribution_spearman_mean_pcs": spearmanr(exact_mean.flatten(), attribution_mean.flatten()).statistic,
-        "attribution_spearman_per_example": {"min": float(np.min(rho_examples)), "median": float(np.median(rho_examples)), "max": float(np.max(rho_examples))},
+        "attribution_spearman_per_example": {
+            "min": float(np.min(rho_examples)),
+            "median": float(np.median(rho_examples)),
+            "max": float(np.max(rho_examples)),
+        },
         "attribution_recall_exact_top10pct": recall(exact_mean, attribution_mean, top_tenth),
         "top_k": args.top_k,
         "hybrid_recall_exact_top_k": recall(exact_mean, hybrid.mean(), args.top_k),
@@ -155,29 +199,27 @@ def run(args) -> dict:
 def markdown(result: dict) -> str:
     seconds, speedup, memory = result["seconds_per_example"], result["speedup_vs_naive"], result["peak_rss_growth_mib"]
     names = {"naive (extrapolated)": "naive", "exact": "exact", "attribution": "attribution", "hybrid": "hybrid"}
-    rows = "\n".join(
-        f"| {name} | {seconds[name]:.2f} | {speedup[name]:.1f}× | {memory[names[name]]:.0f} |" for name in seconds
-    )
+    rows = "\n".join(f"| {name} | {seconds[name]:.2f} | {speedup[name]:.1f}× | {memory[names[name]]:.0f} |" for name in seconds)
     rho = result["attribution_spearman_per_example"]
     return f"""## Head scores
 
-`.venv/bin/python benchmarks/bench_scores.py --write` (issue 3). Default model on {result['device']}
-({result['torch_threads']} torch threads, a shared 2-core machine: absolute seconds are noisy, the
-ratios are measured side by side in one process). {result['examples']} synthetic chat examples of
-{result['prompt_tokens_mean']:.0f} prompt tokens on average and {result['target_tokens']} target tokens, all
-{result['heads']} heads, zero ablation, standard PCS. The naive loop (one full forward per head, batch 1,
-full-vocabulary logits) costs the same for every head, so it ran on {result['naive_heads']} heads spread over
-all layers of {result['naive_examples']} examples and its per-example time is extrapolated to all heads.
+`.venv/bin/python benchmarks/bench_scores.py --write` (issue 3). Default model on {result["device"]}
+({result["torch_threads"]} torch threads, a shared 2-core machine: absolute seconds are noisy, the
+ratios are measured side by side in one process). {result["examples"]} synthetic chat examples of
+{result["prompt_tokens_mean"]:.0f} prompt tokens on average and {result["target_tokens"]} target tokens, all
+{result["heads"]} heads, zero ablation, standard PCS. The naive loop (one full forward per head, batch 1,
+full-vocabulary logits) costs the same for every head, so it ran on {result["naive_heads"]} heads spread over
+all layers of {result["naive_examples"]} examples and its per-example time is extrapolated to all heads.
 
 | method | s / example | speed-up vs naive | peak RSS growth (MiB) |
 |---|---|---|---|
 {rows}
 
-- Exact engine vs naive loop: max |ΔPCS| = {result['max_abs_diff_naive_vs_exact']:.1e} nats on the compared heads.
-- Attribution vs exact PCS, Spearman ρ over all heads: mean PCS {result['attribution_spearman_mean_pcs']:.3f};
-  per example min / median / max {rho['min']:.3f} / {rho['median']:.3f} / {rho['max']:.3f}.
-  Recall of the exact top 10 % by the attribution top 10 %: {result['attribution_recall_exact_top10pct']:.2f}.
-- Hybrid (attribution, then exact on the top {3 * result['top_k']} candidates): recall of the exact top-{result['top_k']}: {result['hybrid_recall_exact_top_k']:.2f}.
+- Exact engine vs naive loop: max |ΔPCS| = {result["max_abs_diff_naive_vs_exact"]:.1e} nats on the compared heads.
+- Attribution vs exact PCS, Spearman ρ over all heads: mean PCS {result["attribution_spearman_mean_pcs"]:.3f};
+  per example min / median / max {rho["min"]:.3f} / {rho["median"]:.3f} / {rho["max"]:.3f}.
+  Recall of the exact top 10 % by the attribution top 10 %: {result["attribution_recall_exact_top10pct"]:.2f}.
+- Hybrid (attribution, then exact on the top {3 * result["top_k"]} candidates): recall of the exact top-{result["top_k"]}: {result["hybrid_recall_exact_top_k"]:.2f}.
 - No GPU was lent to this task, so there are no GPU figures.
 """
 

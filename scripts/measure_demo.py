@@ -13,8 +13,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from workbench.data.profile_effect import profile_nll
 from workbench.data.files import read_jsonl
+from workbench.data.profile_effect import profile_nll
 from workbench.data.prompts import FORMATS, PromptConfig
 from workbench.data.sources import DEMO_TASKS, load_examples
 from workbench.models import load_model
@@ -53,7 +53,9 @@ def print_style_match(lens, split: str, formats: list[str], limit: int | None) -
         for form in formats:
             hits = {}
             for k in (5, 0):  # k = 0 retrieves nothing: the prompt without the profile
-                config = EvalConfig(task=task, split=split, method="greedy", model=lens.name, prompt=PromptConfig(format=form, k=k))
+                config = EvalConfig(
+                    task=task, split=split, method="greedy", model=lens.name, prompt=PromptConfig(format=form, k=k)
+                )
                 with tempfile.TemporaryDirectory() as out:
                     evaluate(lens, examples, config, out, progress=False)
                     hits[k] = [record["scores"]["style"] for _, record in read_jsonl(Path(out) / PREDICTIONS)]
@@ -62,7 +64,9 @@ def print_style_match(lens, split: str, formats: list[str], limit: int | None) -
                 by_kind[example.style.split(":")[0]].append((with_profile, without))
             for kind, pairs in sorted(by_kind.items()) + [("all", [p for v in by_kind.values() for p in v])]:
                 n = len(pairs)
-                print(f"| {task} | {form} | {kind} | {sum(w for w, _ in pairs):.0f}/{n} | {sum(o for _, o in pairs):.0f}/{n} | {n} |")
+                print(
+                    f"| {task} | {form} | {kind} | {sum(w for w, _ in pairs):.0f}/{n} | {sum(o for _, o in pairs):.0f}/{n} | {n} |"
+                )
 
 
 if __name__ == "__main__":

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import jaxtyping
 
-from workbench.lens import Lens
-from workbench.models import load_model, tiny_model
+# Before anything imports workbench: check every jaxtyping shape annotation at run time.
+jaxtyping.install_import_hook("workbench", "shape_checks.check_shapes")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from workbench.lens import Lens  # noqa: E402
+from workbench.models import load_model, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

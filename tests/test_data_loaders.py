@@ -61,9 +61,18 @@ def _rewrite(path: Path, change) -> None:
         (lambda q, o: q[0].__setitem__("profile", []), r"record 0 \(id '130'\): empty profile"),
         (lambda q, o: q[0]["profile"][1].pop("title"), r"record 0 \(id '130'\), profile item 1: missing field 'title'"),
         (lambda q, o: q[1].__setitem__("input", 7), r"record 1: field 'input' must be str, got int"),
-        (lambda q, o: q[1].__setitem__("id", "999"), r"dev_outputs.json: 1 question id\(s\) have no gold here, ids of dev_questions.json \(e.g. '999'\)"),
-        (lambda q, o: o["golds"].pop(), r"dev_outputs.json: 1 question id\(s\) have no gold here, ids of dev_questions.json \(e.g. '131'\)"),
-        (lambda q, o: o["golds"].append({"id": "777", "output": "x"}), r"dev_questions.json: 1 gold id\(s\) have no question here, ids of dev_outputs.json \(e.g. '777'\)"),
+        (
+            lambda q, o: q[1].__setitem__("id", "999"),
+            r"dev_outputs.json: 1 question id\(s\) have no gold here, ids of dev_questions.json \(e.g. '999'\)",
+        ),
+        (
+            lambda q, o: o["golds"].pop(),
+            r"dev_outputs.json: 1 question id\(s\) have no gold here, ids of dev_questions.json \(e.g. '131'\)",
+        ),
+        (
+            lambda q, o: o["golds"].append({"id": "777", "output": "x"}),
+            r"dev_questions.json: 1 gold id\(s\) have no question here, ids of dev_outputs.json \(e.g. '777'\)",
+        ),
         (lambda q, o: o["golds"][0].pop("output"), r"dev_outputs.json, gold 0: missing field 'output'"),
         (lambda q, o: o.__setitem__("task", "LaMP_5"), r"file is for task 'LaMP_5', but task LaMP-4 was requested"),
         (lambda q, o: q.append(dict(q[0])), r"record 2 \(id '130'\): duplicate id"),

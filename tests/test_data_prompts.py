@@ -39,7 +39,9 @@ def test_bm25_order_matches_a_hand_computation() -> None:
     assert bm25_order("Red", ["red"] * 2 + ["Red"]) == [2, 0, 1]  # case-sensitive, as the official retriever
 
 
-def example(profile: list[dict], task: str = "LaMP-4", input_text: str = "Generate a headline for the following article: Rain fell.") -> Example:
+def example(
+    profile: list[dict], task: str = "LaMP-4", input_text: str = "Generate a headline for the following article: Rain fell."
+) -> Example:
     return Example("e1", "u1", task, input_text, tuple(profile), "Rain falls")
 
 
@@ -67,7 +69,9 @@ def test_plain_and_chat_texts(tiny) -> None:
     assert chat == ("<|im_start|>user\nEarlier writing by this user, to follow in style and content:\n\nArticle: story 0\n"
                     "Headline: Headline 0\n\nGenerate a headline for the following article: Rain fell.<|im_end|>\n"
                     "<|im_start|>assistant\n")  # fmt: skip
-    tweets = example([{"text": "so tired"}], "LaMP-7", "Paraphrase the following tweet without any explanation before or after it: I am tired.")
+    tweets = example(
+        [{"text": "so tired"}], "LaMP-7", "Paraphrase the following tweet without any explanation before or after it: I am tired."
+    )
     assert prompt_text(tiny, tweets, ["Tweet by this user: so tired"], "plain") == (
         "Tweet by this user: so tired\n\nTweet to paraphrase: I am tired.\nTweet by this user:"
     )
@@ -106,7 +110,9 @@ def test_tokenized_examples_fill_every_prompt(tiny) -> None:
     pairs = tokenized_examples(tiny, examples, config)
     for pair, ex in zip(pairs, examples):
         assert tiny.decode(pair.target_ids) == " " + ex.output.strip()
-        assert pair.no_profile_prompt_ids == tuple(build_prompt(tiny, ex, config, with_profile=False, answer_room=len(pair.target_ids)))
+        assert pair.no_profile_prompt_ids == tuple(
+            build_prompt(tiny, ex, config, with_profile=False, answer_room=len(pair.target_ids))
+        )
         assert len(pair.prompt_ids) > len(pair.no_profile_prompt_ids)
         partner = swap_partner(ex, examples, config.seed)
         assert partner.user_id != ex.user_id

@@ -112,8 +112,7 @@ def test_dps_mean_suppression_uses_mean_head_outputs(tiny, prompts, weights):
     binary = (weights.weights > 0).float()
     generic = HeadMask((1 - binary)[None], z_ref=z_mean)
     expected = [
-        reference_decode(tiny, p, lambda s: contrast(last_logits(tiny, s), last_logits(tiny, s, generic), 1.0))
-        for p in prompts
+        reference_decode(tiny, p, lambda s: contrast(last_logits(tiny, s), last_logits(tiny, s, generic), 1.0)) for p in prompts
     ]
     assert tokens(generate(tiny, prompts, decoder=DPS(weights, suppression="mean"), max_new_tokens=STEPS)) == expected
     given = DPS(weights, suppression="mean", z_ref=z_mean)
@@ -152,7 +151,7 @@ def test_dps_controls_mask_their_own_heads(tiny, prompts, weights):
     ):
         mask = control.mask()
         expected = [
-            reference_decode(tiny, p, lambda s: contrast(last_logits(tiny, s), last_logits(tiny, s, mask), 1.0))
+            reference_decode(tiny, p, lambda s, mask=mask: contrast(last_logits(tiny, s), last_logits(tiny, s, mask), 1.0))
             for p in prompts[:2]
         ]
         assert tokens(generate(tiny, prompts[:2], decoder=DPS(control), max_new_tokens=STEPS)) == expected

@@ -115,7 +115,7 @@ def test_sampling_is_reproducible_and_independent_of_the_batch(tiny, prompts):
     one_by_one = generate(tiny, prompts, max_new_tokens=10, sampling=sampling, batch_size=1)
     other_seed = generate(tiny, prompts, max_new_tokens=10, sampling=Sampling(temperature=1.3, top_k=30, top_p=0.95, seed=8))
     greedy = generate(tiny, prompts, max_new_tokens=10)
-    ids = lambda gs: [g.token_ids for g in gs]  # noqa: E731
+    ids = lambda gs: [g.token_ids for g in gs]
     assert ids(first) == ids(again) == ids(one_by_one)
     assert ids(first) != ids(other_seed)
     assert ids(first) != ids(greedy)

@@ -56,7 +56,13 @@ def test_overlap_is_pairwise_jaccard():
 
 def test_sweep_draws_one_line_and_band_per_group():
     frame = pd.DataFrame(
-        {"gamma": [0, 1, 2, 0, 1, 2], "rouge": [0.1, 0.2, 0.15, 0.1, 0.1, 0.1], "low": 0.0, "high": 0.3, "method": ["dps"] * 3 + ["random"] * 3}
+        {
+            "gamma": [0, 1, 2, 0, 1, 2],
+            "rouge": [0.1, 0.2, 0.15, 0.1, 0.1, 0.1],
+            "low": 0.0,
+            "high": 0.3,
+            "method": ["dps"] * 3 + ["random"] * 3,
+        }
     )
     figure = sweep_plot(frame, x="gamma", y="rouge", group="method", low="low", high="high", title="γ sweep")
     lines = [trace for trace in figure.data if trace.mode == "lines+markers"]

@@ -17,7 +17,9 @@ def run(*args):
 
 def test_heatmap_overlap_and_validation_figures(tmp_path):
     per_example = torch.arange(2 * 3 * 4, dtype=torch.float64).view(2, 3, 4)
-    result = PCSResult(per_example, torch.ones(3, 4, dtype=torch.bool), ["a", "b"], ["u", "v"], {"variant": "standard", "seed": 0})
+    result = PCSResult(
+        per_example, torch.ones(3, 4, dtype=torch.bool), ["a", "b"], ["u", "v"], {"variant": "standard", "seed": 0}
+    )
     result.save(tmp_path / "pcs.parquet")
     first, second = tmp_path / "one" / "heads.json", tmp_path / "two" / "heads.json"
     HeadWeights.from_scores(result, top_k=3).save(first)
@@ -31,7 +33,9 @@ def test_heatmap_overlap_and_validation_figures(tmp_path):
     assert made.exit_code == 0, made.output
     assert (tmp_path / "overlap.html").is_file()
 
-    summary = pd.DataFrame({"head_set": ["preference"], "condition": ["profile"], "mean_delta_nll": [0.5], "ci_low": [0.1], "ci_high": [0.9]})
+    summary = pd.DataFrame(
+        {"head_set": ["preference"], "condition": ["profile"], "mean_delta_nll": [0.5], "ci_low": [0.1], "ci_high": [0.9]}
+    )
     summary.to_csv(tmp_path / "summary.csv", index=False)
     made = run("figures", "validation", "--summary", tmp_path / "summary.csv", "--out", tmp_path / "validation")
     assert made.exit_code == 0, made.output

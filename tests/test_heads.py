@@ -17,11 +17,14 @@ SCORES = torch.tensor([[0.5, -0.2, 0.1, 0.5], [0.0, 0.8, 0.3, -1.0], [0.2, 0.1, 
 
 def reference_weights(scores, keep, min_score=0.0, norm="max", power=1.0):
     """The authors' compute_head_weights, re-derived by hand with a fully specified order."""
-    flat = sorted(((float(scores[l, h]), l, h) for l in range(scores.shape[0]) for h in range(scores.shape[1])), key=lambda t: (-t[0], t[1], t[2]))
+    flat = sorted(
+        ((float(scores[layer, h]), layer, h) for layer in range(scores.shape[0]) for h in range(scores.shape[1])),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
     w = torch.zeros(scores.shape, dtype=torch.float64)
-    for value, l, h in flat[:keep]:
+    for value, layer, h in flat[:keep]:
         if value >= min_score:
-            w[l, h] = max(value, 0.0)
+            w[layer, h] = max(value, 0.0)
     denominator = {"max": w.max(), "sum": w.sum(), "none": 1.0}[norm]
     w = w / (denominator if denominator > 0 else 1.0)
     return (w**power).float()
@@ -53,8 +56,21 @@ def test_from_scores_matches_reference_rule(options, keep):
 
 def test_from_scores_takes_pcs_result_mean_and_metadata():
     per_example = torch.stack([SCORES, SCORES + 0.1])
-    result = PCSResult(per_example, torch.ones(3, 4, dtype=torch.bool), ["a", "b"], ["u", "v"],
-                       {"model": "m", "task": "LaMP-1", "method": "exact", "ablation": "zero", "n_examples": 2, "seed": 3, "variant": "standard"})
+    result = PCSResult(
+        per_example,
+        torch.ones(3, 4, dtype=torch.bool),
+        ["a", "b"],
+        ["u", "v"],
+        {
+            "model": "m",
+            "task": "LaMP-1",
+            "method": "exact",
+            "ablation": "zero",
+            "n_examples": 2,
+            "seed": 3,
+            "variant": "standard",
+        },
+    )
     weights = HeadWeights.from_scores(result, top_k=2, task="override")
     torch.testing.assert_close(weights.weights, reference_weights(SCORES + 0.05, 2))
     assert (weights.model, weights.task, weights.n_examples, weights.seed) == ("m", "override", 2, 3)
@@ -84,7 +100,14 @@ def test_json_round_trip(tmp_path):
     weights.save(tmp_path / "heads.json")
     loaded = HeadWeights.load(tmp_path / "heads.json")
     assert torch.equal(loaded.weights, weights.weights) and loaded.extra == weights.extra
-    assert (loaded.model, loaded.task, loaded.method, loaded.ablation, loaded.n_examples, loaded.seed) == ("m", "t", "exact", "zero", 9, 1)
+    assert (loaded.model, loaded.task, loaded.method, loaded.ablation, loaded.n_examples, loaded.seed) == (
+        "m",
+        "t",
+        "exact",
+        "zero",
+        9,
+        1,
+    )
 
 
 def write(tmp_path, name, record):
@@ -95,8 +118,22 @@ def write(tmp_path, name, record):
 
 def test_reference_head_weights_json(tmp_path):
     grid = [[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0], [0.0] * 4]
-    path = write(tmp_path, "head_weights.json", {"model": "Llama", "task": "LaMP_1", "cluster_id": 3, "num_layers": 3, "num_heads": 4,
-                                                  "top_percent": 0.04, "pcs_norm": "max", "pcs_min": 0.0, "pcs_power": 1.0, "head_weights": grid})
+    path = write(
+        tmp_path,
+        "head_weights.json",
+        {
+            "model": "Llama",
+            "task": "LaMP_1",
+            "cluster_id": 3,
+            "num_layers": 3,
+            "num_heads": 4,
+            "top_percent": 0.04,
+            "pcs_norm": "max",
+            "pcs_min": 0.0,
+            "pcs_power": 1.0,
+            "head_weights": grid,
+        },
+    )
     weights = HeadWeights.from_reference(path, geometry=GEOMETRY)
     assert weights.weights.tolist() == grid and weights.model == "Llama" and weights.extra["cluster_id"] == 3
     with pytest.raises(InputError, match="head_weights is 3 x 4 but the model has 2 layers"):
@@ -104,8 +141,11 @@ def test_reference_head_weights_json(tmp_path):
 
 
 def test_reference_top_heads_json(tmp_path):
-    path = write(tmp_path, "M_LaMP_1_top_heads.json", {"model": "M", "task": "LaMP_1", "top_percent": 0.04, "num_heads_selected": 2,
-                                                        "preference_heads": [[2, 3], [0, 1]]})
+    path = write(
+        tmp_path,
+        "M_LaMP_1_top_heads.json",
+        {"model": "M", "task": "LaMP_1", "top_percent": 0.04, "num_heads_selected": 2, "preference_heads": [[2, 3], [0, 1]]},
+    )
     weights = HeadWeights.from_reference(path, geometry=GEOMETRY)
     assert weights.shape == (3, 4) and weights.heads() == [(0, 1), (2, 3)]
     inferred = HeadWeights.from_reference(path)
@@ -116,8 +156,13 @@ def test_reference_top_heads_json(tmp_path):
 
 
 def test_reference_ranked_json(tmp_path):
-    ranked = [{"layer": l, "head": h, "avg_pcs": float(SCORES[l, h]), "rank": r + 1} for r, (l, h) in enumerate(ranked_heads(SCORES))]
-    path = write(tmp_path, "M_LaMP_1_ranked.json", {"model": "M", "task": "LaMP_1", "num_samples": 50, "ranked_heads": ranked[:-2]})
+    ranked = [
+        {"layer": layer, "head": h, "avg_pcs": float(SCORES[layer, h]), "rank": r + 1}
+        for r, (layer, h) in enumerate(ranked_heads(SCORES))
+    ]
+    path = write(
+        tmp_path, "M_LaMP_1_ranked.json", {"model": "M", "task": "LaMP_1", "num_samples": 50, "ranked_heads": ranked[:-2]}
+    )
     weights = HeadWeights.from_reference(path, geometry=GEOMETRY, top_k=4)
     torch.testing.assert_close(weights.weights, reference_weights(SCORES, 4))
     assert weights.n_examples == 50

@@ -7,8 +7,8 @@ projection's output), with no TransformerLens involved.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import pytest
 import torch

@@ -50,7 +50,10 @@ def test_stack_concatenates_rows_and_refuses_mixed_sites():
         (lambda: HeadMask(-torch.ones(1, 3, 4)), "must be >= 0"),
         (lambda: HeadMask(torch.ones(1, 3, 4), site="values"), "unknown intervention site 'values'"),
         (lambda: HeadMask(torch.ones(1, 3, 4), z_ref=torch.zeros(3, 5, 8)), "z_ref must be"),
-        (lambda: HeadMask(torch.ones(1, 3, 4), z_ref=torch.zeros(3, 4, 8), site="query-scale"), "only applies at the head output"),
+        (
+            lambda: HeadMask(torch.ones(1, 3, 4), z_ref=torch.zeros(3, 4, 8), site="query-scale"),
+            "only applies at the head output",
+        ),
         (lambda: HeadMask.weighted(torch.full((3, 4), 2.0)), r"must lie in \[0, 1\]"),
         (lambda: HeadMask.one_head_per_row(GEOMETRY, []), "at least one head"),
     ],

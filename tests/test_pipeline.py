@@ -35,7 +35,12 @@ def test_demo_runs_every_stage_and_resumes(long_tiny, tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"n_train": 0}, "n_train must be at least 1"), ({"gamma": -1.0}, "gamma must be"), ({"method": "magic"}, "unknown PCS method"), ({"task": "LaMP-1"}, "demo set has tasks")],
+    [
+        ({"n_train": 0}, "n_train must be at least 1"),
+        ({"gamma": -1.0}, "gamma must be"),
+        ({"method": "magic"}, "unknown PCS method"),
+        ({"task": "LaMP-1"}, "demo set has tasks"),
+    ],
 )
 def test_bad_demo_settings_fail_before_any_work(options, message):
     with pytest.raises(InputError, match=message):

@@ -21,7 +21,6 @@ from workbench.metrics import score_example
 from workbench.runs import EvalConfig, compare_runs, evaluate, read_predictions
 
 
-
 @pytest.fixture(scope="module")
 def examples():
     """Demo paraphrase examples (short enough for the tiny model's 256-character context)."""
@@ -122,7 +121,9 @@ def test_compare_pairs_runs_on_shared_examples(tiny, examples, tmp_path: Path) -
     assert (frame[frame["method"] == "cad"]["n"] == 3).all()
     with pytest.raises(InputError, match="at least two"):
         compare_runs([tmp_path / "a"])
-    printed = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--resamples", "50"])
+    printed = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--resamples", "50"]
+    )
     assert printed.exit_code == 0 and "n=3" in printed.output
     assert all(metric in printed.output for metric in ("rouge-1", "rouge-L", "meteor", "style_match"))
 

@@ -27,7 +27,13 @@ def cli(tiny, monkeypatch):
 def data(tmp_path):
     path = tmp_path / "train.jsonl"
     records = [
-        {"id": f"e{i}", "user_id": f"u{i}", "prompt": f"Profile: {t}. Write a title.", "target": f"{t} rules", "prompt_no_profile": "Write a title."}
+        {
+            "id": f"e{i}",
+            "user_id": f"u{i}",
+            "prompt": f"Profile: {t}. Write a title.",
+            "target": f"{t} rules",
+            "prompt_no_profile": "Write a title.",
+        }
         for i, t in enumerate(["cats", "jazz"])
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -92,13 +98,40 @@ def test_discover_and_validate_read_task_data_with_controls(monkeypatch, tmp_pat
     for module in (discover_command, validate_command):
         monkeypatch.setattr(module, "load_lens", lambda *args: long_tiny)
     runner = CliRunner()
-    run = lambda *args: runner.invoke(app, [str(a) for a in args])  # noqa: E731
+    run = lambda *args: runner.invoke(app, [str(a) for a in args])
     out = tmp_path / "d"
-    result = run("discover", "--task", "LaMP-4", "--limit", 3, "--method", "attribution", "--variant", "swap-contrast", "--top-k", 2, "--out", out)
+    result = run(
+        "discover",
+        "--task",
+        "LaMP-4",
+        "--limit",
+        3,
+        "--method",
+        "attribution",
+        "--variant",
+        "swap-contrast",
+        "--top-k",
+        2,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert PCSResult.load(out / "pcs.parquet").n_examples == 3
     heads = HeadWeights.load(out / "heads.json")
     assert heads.extra["split"] == "train" and heads.extra["data"] == "demo" and len(heads.heads()) == 2
-    result = run("validate", "--task", "LaMP-4", "--limit", 2, "--heads", out / "heads.json", "--out", tmp_path / "v", "--n-random", 2, "--no-pattern-heads")
+    result = run(
+        "validate",
+        "--task",
+        "LaMP-4",
+        "--limit",
+        2,
+        "--heads",
+        out / "heads.json",
+        "--out",
+        tmp_path / "v",
+        "--n-random",
+        2,
+        "--no-pattern-heads",
+    )
     assert result.exit_code == 0, result.output
     assert set(pd.read_csv(tmp_path / "v" / "validation_summary.csv")["head_set"]) == {"preference", "random"}

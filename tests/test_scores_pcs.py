@@ -36,7 +36,10 @@ def sequence(example, prompt_field="prompt_ids"):
     return TargetSequence(getattr(example, prompt_field), example.target_ids)
 
 
-@pytest.mark.parametrize(("variant", "control"), [("standard", None), ("profile-contrast", "no_profile_prompt_ids"), ("swap-contrast", "swapped_prompt_ids")])
+@pytest.mark.parametrize(
+    ("variant", "control"),
+    [("standard", None), ("profile-contrast", "no_profile_prompt_ids"), ("swap-contrast", "swapped_prompt_ids")],
+)
 def test_exact_variants_are_differences_of_ablation_effects(tiny, examples, variant, control):
     result = score_heads(tiny, examples, variant=variant, progress=False)
     zero = make_ablation(tiny, "zero")

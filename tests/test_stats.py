@@ -48,7 +48,7 @@ def test_paired_bootstrap_difference_interval_and_p_value() -> None:
 
 def test_non_mean_statistics_resample_indices() -> None:
     values = np.array([1.0, 4.0, 9.0])
-    rmse_like = lambda indices: float(np.sqrt(values[indices].mean()))  # noqa: E731
+    rmse_like = lambda indices: float(np.sqrt(values[indices].mean()))
     interval = bootstrap_interval(3, rmse_like, resamples=200, seed=0)
     assert interval.value == pytest.approx(np.sqrt(values.mean()))
     assert 1.0 <= interval.low <= interval.high <= 3.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from workbench.masks import HeadMask
 from workbench.scores.nll import mean_nll

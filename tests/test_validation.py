@@ -31,15 +31,27 @@ def weights(tiny):
 
 
 def test_deltas_equal_full_forwards_with_each_set_ablated_together(tiny, examples, weights):
-    sets = head_sets(tiny, weights, n_random=2, induction=torch.rand(tiny.n_layers, tiny.n_heads, generator=torch.Generator().manual_seed(0)))
+    sets = head_sets(
+        tiny, weights, n_random=2, induction=torch.rand(tiny.n_layers, tiny.n_heads, generator=torch.Generator().manual_seed(0))
+    )
     deltas = validation_deltas(tiny, examples, sets, progress=False)
     assert len(deltas) == len(examples) * 2 * len(sets)
-    for example, (condition, field) in itertools.product(examples, [("profile", "prompt_ids"), ("no-profile", "no_profile_prompt_ids")]):
+    for example, (condition, field) in itertools.product(
+        examples, [("profile", "prompt_ids"), ("no-profile", "no_profile_prompt_ids")]
+    ):
         sequence = TargetSequence(getattr(example, field), example.target_ids)
         clean = mean_nll(tiny.forward(list(sequence.ids))[:, sequence.positions], sequence.targets)[0]
         for name, draw, heads in sets:
-            masked = mean_nll(tiny.forward(list(sequence.ids), mask=HeadMask.ablate(tiny.geometry, heads))[:, sequence.positions], sequence.targets)[0]
-            row = deltas[(deltas["example_id"] == example.example_id) & (deltas["condition"] == condition) & (deltas["head_set"] == name) & (deltas["draw"] == draw)]
+            masked = mean_nll(
+                tiny.forward(list(sequence.ids), mask=HeadMask.ablate(tiny.geometry, heads))[:, sequence.positions],
+                sequence.targets,
+            )[0]
+            row = deltas[
+                (deltas["example_id"] == example.example_id)
+                & (deltas["condition"] == condition)
+                & (deltas["head_set"] == name)
+                & (deltas["draw"] == draw)
+            ]
             assert row["delta_nll"].item() == pytest.approx(float(masked - clean), abs=1e-5)
     assert deltas["delta_nll"].abs().max() > 1e-3
 
@@ -47,7 +59,7 @@ def test_deltas_equal_full_forwards_with_each_set_ablated_together(tiny, example
 def test_head_sets(tiny, weights):
     sets = head_sets(tiny, weights, k=2, n_random=4, match_layers=True, retrieval=torch.arange(12.0).view(3, 4), seed=5)
     assert sets[0] == ("preference", 0, [(1, 2), (2, 0)])
-    for name, draw, heads in sets[1:5]:
+    for name, _draw, heads in sets[1:5]:
         assert name == "random" and sorted(layer for layer, _ in heads) == [1, 2] and len(set(heads)) == 2
     assert sets[-1] == ("retrieval", 0, [(2, 3), (2, 2)])
     unmatched = head_sets(tiny, weights, n_random=2, seed=5)
@@ -67,10 +79,14 @@ def test_summary_means_intervals_and_permutation_p_values():
             for condition, shift in (("profile", 1.0), ("no-profile", 0.0)):
                 value = effect * (1 + shift) + rng.normal(scale=0.01)
                 rows.append((f"e{example}", "u", name, draw, condition, 1.0, 1.0 + value, value))
-    deltas = pd.DataFrame(rows, columns=["example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"])
+    deltas = pd.DataFrame(
+        rows, columns=["example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
+    )
     summary = summarize_validation(deltas, n_resamples=200).set_index(["head_set", "condition"])
     pick = lambda name, condition: deltas[(deltas.head_set == name) & (deltas.condition == condition)]
-    assert summary.loc[("preference", "profile"), "mean_delta_nll"] == pytest.approx(pick("preference", "profile")["delta_nll"].mean())
+    assert summary.loc[("preference", "profile"), "mean_delta_nll"] == pytest.approx(
+        pick("preference", "profile")["delta_nll"].mean()
+    )
     specific = pick("preference", "profile")["delta_nll"].to_numpy() - pick("preference", "no-profile")["delta_nll"].to_numpy()
     assert summary.loc[("preference", "profile-specific"), "mean_delta_nll"] == pytest.approx(specific.mean())
     assert summary.loc[("random", "profile"), "mean_delta_nll"] == pytest.approx(pick("random", "profile")["delta_nll"].mean())

@@ -59,6 +59,5 @@ class CheckpointStore:
             return {name: stored[name] for name in stored.files if name != "__key__"}
 
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        with io.atomic_path(self._path(key)) as temporary:
-            with open(temporary, "wb") as handle:
-                np.savez(handle, __key__=np.array(key), **arrays)
+        with io.atomic_path(self._path(key)) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, __key__=np.array(key), **arrays)

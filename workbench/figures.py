@@ -4,9 +4,9 @@ parameter sweeps with confidence bands. Each takes plain tensors / DataFrames an
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,10 @@ def head_heatmap(
     if grid.ndim != 2:
         raise InputError(f"a head heatmap needs a [layer, head] grid, got shape {grid.shape}")
     limit = float(np.nanmax(np.abs(grid))) or 1.0
-    hover = [[f"layer {layer}, head {head}<br>{value_label}: {grid[layer, head]:.4f}" for head in range(grid.shape[1])] for layer in range(grid.shape[0])]
+    hover = [
+        [f"layer {layer}, head {head}<br>{value_label}: {grid[layer, head]:.4f}" for head in range(grid.shape[1])]
+        for layer in range(grid.shape[0])
+    ]
     if ci_low is not None and ci_high is not None:
         for layer in range(grid.shape[0]):
             for head in range(grid.shape[1]):
@@ -203,7 +206,12 @@ def validation_bars(summary: pd.DataFrame, *, title: str) -> go.Figure:
             )
         )
     figure.update_layout(
-        title=title, barmode="group", xaxis_title="ablated head set", yaxis_title="Δ NLL of the reference (nats/token)",
-        template="plotly_white", width=720, height=440,
+        title=title,
+        barmode="group",
+        xaxis_title="ablated head set",
+        yaxis_title="Δ NLL of the reference (nats/token)",
+        template="plotly_white",
+        width=720,
+        height=440,
     )
     return figure

@@ -136,7 +136,9 @@ class HeadWeights:
         if power != 1.0:
             weights = weights**power
         if (weights > 1).any():
-            raise InputError(f"norm='none' leaves weights up to {weights.max().item():g}; weights must lie in [0, 1] (use max or sum)")
+            raise InputError(
+                f"norm='none' leaves weights up to {weights.max().item():g}; weights must lie in [0, 1] (use max or sum)"
+            )
         extra = {"top_k": k, "min_score": min_score, "norm": norm, "power": power, **extra}
         return cls(weights, extra=extra, **metadata)
 
@@ -162,7 +164,9 @@ class HeadWeights:
         if "head_weights" in record:
             grid = _numeric_grid(record["head_weights"], path)
             if geometry is not None and tuple(grid.shape) != (geometry.n_layers, geometry.n_heads):
-                raise InputError(f"{path}: head_weights is {grid.shape[0]} x {grid.shape[1]} but the model has {geometry.n_layers} layers x {geometry.n_heads} heads")
+                raise InputError(
+                    f"{path}: head_weights is {grid.shape[0]} x {grid.shape[1]} but the model has {geometry.n_layers} layers x {geometry.n_heads} heads"
+                )
             params = {k: record[k] for k in ("cluster_id", "top_percent", "pcs_norm", "pcs_min", "pcs_power") if k in record}
             return cls(grid, model=model, task=task, method="reference", extra={"source": str(path), **params})
         if "preference_heads" in record:
@@ -185,8 +189,16 @@ class HeadWeights:
             if top_k is None and top_percent is None:
                 top_percent = REFERENCE_TOP_PERCENT
             return cls.from_scores(
-                scores, top_k=top_k, top_percent=top_percent, min_score=min_score, norm=norm, power=power,
-                model=model, task=task, method="reference", n_examples=int(record.get("num_samples", 0) or 0),
+                scores,
+                top_k=top_k,
+                top_percent=top_percent,
+                min_score=min_score,
+                norm=norm,
+                power=power,
+                model=model,
+                task=task,
+                method="reference",
+                n_examples=int(record.get("num_samples", 0) or 0),
                 extra={"source": str(path)},
             )
         raise InputError(f"{path}: not a reference head file (no head_weights, preference_heads or ranked_heads field)")
@@ -272,7 +284,11 @@ def _numeric_grid(value: Any, path: Path) -> torch.Tensor:
 def _reference_head(entry: Any, path: Path, field_name: str) -> Head:
     """A head from `[layer, head]` or `{"layer": .., "head": ..}`."""
     pair = [entry.get("layer"), entry.get("head")] if isinstance(entry, dict) else entry
-    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)):
+    if not (
+        isinstance(pair, (list, tuple))
+        and len(pair) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
+    ):
         raise InputError(f"{path}: {field_name} entry {entry!r} is not a (layer, head) pair of non-negative integers")
     return int(pair[0]), int(pair[1])
 

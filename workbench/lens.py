@@ -9,9 +9,10 @@ residual stream so that an intervention at layer l costs only layers >= l.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
@@ -20,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from workbench.errors import InputError
 from workbench.masks import HeadGeometry, HeadMask
 from workbench.skinny_linear import use_skinny_linear
-from workbench.tensor_types import AttentionMask, HeadOutputs, Logits, Residual, TokenIds
+from workbench.tensor_types import AttentionMask, ContextMask, HeadOutputs, Logits, Residual, TokenIds
 
 Hook = tuple[str, Callable[..., Any]]
 
@@ -246,7 +247,7 @@ class Lens:
         tokens: TokenIds,
         past: Any = None,
         *,
-        attention_mask: AttentionMask | None = None,
+        attention_mask: ContextMask | None = None,
         mask: HeadMask | None = None,
         extra_hooks: Sequence[Hook] = (),
         last_only: bool = False,
@@ -291,8 +292,11 @@ class Lens:
             stop = min(rows, start + per_chunk)
             chunk_mask = None if mask is None else mask.take(start, stop)
             chunk_logits, cache = self.step(
-                tokens[start:stop], attention_mask=attention_mask[start:stop], mask=chunk_mask,
-                extra_hooks=extra_hooks, last_only=True,
+                tokens[start:stop],
+                attention_mask=attention_mask[start:stop],
+                mask=chunk_mask,
+                extra_hooks=extra_hooks,
+                last_only=True,
             )
             logits.append(chunk_logits)
             caches.append(cache)

@@ -20,8 +20,9 @@ Two further *sites* reproduce the authors' reference code; neither is a head abl
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -63,8 +64,7 @@ class HeadGeometry:
     def check_grid(self, grid: torch.Tensor, what: str = "head grid") -> None:
         if tuple(grid.shape) != (self.n_layers, self.n_heads):
             raise InputError(
-                f"{what} has shape {tuple(grid.shape)} but the model has "
-                f"{self.n_layers} layers x {self.n_heads} heads"
+                f"{what} has shape {tuple(grid.shape)} but the model has {self.n_layers} layers x {self.n_heads} heads"
             )
 
 
@@ -91,8 +91,7 @@ class HeadMask:
             expected = (self.scale.shape[1], self.scale.shape[2])
             if self.z_ref.ndim != 3 or tuple(self.z_ref.shape[:2]) != expected:
                 raise InputError(
-                    f"z_ref must be [layer, head, d_head] = [{expected[0]}, {expected[1]}, d_head], "
-                    f"got {tuple(self.z_ref.shape)}"
+                    f"z_ref must be [layer, head, d_head] = [{expected[0]}, {expected[1]}, d_head], got {tuple(self.z_ref.shape)}"
                 )
             if not torch.isfinite(self.z_ref).all():
                 raise InputError("z_ref contains NaN or infinite values")
@@ -111,9 +110,7 @@ class HeadMask:
         if self.z_ref is not None and self.z_ref.shape[2] != geometry.d_head:
             raise InputError(f"z_ref has d_head {self.z_ref.shape[2]} but the model has {geometry.d_head}")
         if self.site == "resid-slice" and geometry.d_model % geometry.n_heads:
-            raise InputError(
-                f"resid-slice needs d_model ({geometry.d_model}) divisible by n_heads ({geometry.n_heads})"
-            )
+            raise InputError(f"resid-slice needs d_model ({geometry.d_model}) divisible by n_heads ({geometry.n_heads})")
 
     def take(self, start: int, stop: int) -> HeadMask:
         """Rows `start:stop` (a one-row mask applies to every row and is returned as is)."""

@@ -176,9 +176,7 @@ def _load_hub_or_folder(name: str, dtype: torch.dtype):
             return _load_folder(Path(name), dtype)
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-            hf_model = AutoModelForCausalLM.from_pretrained(
-                name, dtype=dtype, attn_implementation="eager", local_files_only=True
-            )
+            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager", local_files_only=True)
             return hf_model.eval(), tokenizer
         except OSError:
             if not _hub_reachable():

@@ -110,7 +110,13 @@ def run_demo(lens: Lens, config: DemoConfig, out: str | Path, *, progress: bool 
         save_figure(validation_bars(part, title=f"ablating the top-{config.top_k} {variant} heads on held-out users"),
                     figures / f"validation-{variant}", png=config.figures_png)  # fmt: skip
 
-    runs = {"greedy": None, "dps-standard": "standard", "dps-profile-contrast": "profile-contrast", "random-heads": "profile-contrast", "cad": None}
+    runs = {
+        "greedy": None,
+        "dps-standard": "standard",
+        "dps-profile-contrast": "profile-contrast",
+        "random-heads": "profile-contrast",
+        "cad": None,
+    }
     folders = []
     for name, variant in runs.items():
         method = "dps" if name.startswith("dps") else name
@@ -127,7 +133,9 @@ def run_demo(lens: Lens, config: DemoConfig, out: str | Path, *, progress: bool 
     return comparison
 
 
-def summary_markdown(config: DemoConfig, lens: Lens, heads: dict[str, HeadWeights], validation: pd.DataFrame, comparison: pd.DataFrame) -> str:
+def summary_markdown(
+    config: DemoConfig, lens: Lens, heads: dict[str, HeadWeights], validation: pd.DataFrame, comparison: pd.DataFrame
+) -> str:
     """A short report of what the run found, with every number's interval."""
     lines = [
         f"# Demo run: {config.task} demo set, {lens.name}",

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -173,7 +174,9 @@ def _check_resumable(out: Path, config: EvalConfig) -> None:
     io.write_json(stored_path, current)
 
 
-def evaluate(lens: Lens, examples: Sequence[Example], config: EvalConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    lens: Lens, examples: Sequence[Example], config: EvalConfig, out: str | Path, *, progress: bool = True
+) -> dict[str, Any]:
     """Generate, score and write predictions and metrics for `examples`; resumes an interrupted run."""
     from workbench.decoding import generate
 
@@ -182,7 +185,9 @@ def evaluate(lens: Lens, examples: Sequence[Example], config: EvalConfig, out: s
     examples = list(examples)[: config.limit]
     missing_gold = [e.example_id for e in examples if e.output is None]
     if not examples or missing_gold:
-        raise InputError(f"nothing to evaluate: {'no examples' if not examples else f'no gold output for id {missing_gold[0]!r}'}")
+        raise InputError(
+            f"nothing to evaluate: {'no examples' if not examples else f'no gold output for id {missing_gold[0]!r}'}"
+        )
     _check_resumable(out, config)
     heads = HeadWeights.load(config.heads) if config.heads else None
     warning = discovery_warning(config, heads)
@@ -192,15 +197,20 @@ def evaluate(lens: Lens, examples: Sequence[Example], config: EvalConfig, out: s
     done = read_predictions(out / PREDICTIONS)
     todo = [e for e in examples if e.example_id not in done]
     spec = config.spec
-    with open(out / PREDICTIONS, "a", encoding="utf-8") as handle, tqdm(
-        total=len(examples), initial=len(examples) - len(todo), desc=f"evaluating {config.method}", disable=not progress
-    ) as bar:
+    with (
+        open(out / PREDICTIONS, "a", encoding="utf-8") as handle,
+        tqdm(
+            total=len(examples), initial=len(examples) - len(todo), desc=f"evaluating {config.method}", disable=not progress
+        ) as bar,
+    ):
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             prompts = [build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in batch]
             contrast = None
             if config.method == "cad":
-                contrast = [build_prompt(lens, e, config.prompt, with_profile=False, answer_room=config.new_tokens) for e in batch]
+                contrast = [
+                    build_prompt(lens, e, config.prompt, with_profile=False, answer_room=config.new_tokens) for e in batch
+                ]
             generations = generate(lens, prompts, decoder=decoder, contrast_prompts=contrast, max_new_tokens=config.new_tokens,
                                    stop_strings=config.stop_strings, batch_size=config.batch_size)  # fmt: skip
             for example, generation in zip(batch, generations):

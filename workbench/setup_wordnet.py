@@ -34,16 +34,15 @@ def install(target: Path | None = None) -> Path:
     if (target / "lexnames").exists() and (target / "index.sense").exists():
         return target
     if not (DEBIAN_WORDNET / "data.noun").exists() or not (DEBIAN_WORDNET / "index.sense").exists():
-        raise SystemExit(
-            "WordNet files missing: install the Debian packages wordnet-base and wordnet-sense-index"
-        )
+        raise SystemExit("WordNet files missing: install the Debian packages wordnet-base and wordnet-sense-index")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for source in DEBIAN_WORDNET.iterdir():
         if source.is_file():
             shutil.copyfile(source, staging / source.name)
-    lines = lexnames_from_manpage(gzip.open(LEXNAMES_MANPAGE, "rt").read())
+    with gzip.open(LEXNAMES_MANPAGE, "rt") as manpage:
+        lines = lexnames_from_manpage(manpage.read())
     if len(lines) != 45:
         raise SystemExit(f"{LEXNAMES_MANPAGE}: expected 45 lexicographer file names, found {len(lines)}")
     (staging / "lexnames").write_text("\n".join(lines) + "\n")

@@ -8,8 +8,8 @@ around zero (Koehn 2004 style), floored at one resample's mass so it is never re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -91,7 +91,9 @@ def mean_of(values: np.ndarray) -> Statistic:
     return lambda indices: float(values[indices].mean())
 
 
-def bootstrap_mean_ci(values, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def bootstrap_mean_ci(
+    values, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile bootstrap interval of the mean over the first axis (examples), for every entry
     of the rest at once (e.g. a `[example, layer, head]` grid of PCS), seeded."""
     if not 0 < level < 1:

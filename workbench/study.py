@@ -11,7 +11,7 @@ heads are ablated together, at which tokens, and what does the model write inste
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -38,7 +38,9 @@ class AblationStudy:
         self.z_ref = z_ref
 
     @classmethod
-    def from_text(cls, lens: Lens, prompt: str, target: str, *, chat: bool = True, z_ref: HeadReference | None = None) -> AblationStudy:
+    def from_text(
+        cls, lens: Lens, prompt: str, target: str, *, chat: bool = True, z_ref: HeadReference | None = None
+    ) -> AblationStudy:
         """`prompt` as a chat user turn (or raw text with `chat=False`); `target` follows it."""
         prompt_ids = lens.encode_chat(prompt) if chat else lens.encode(prompt, add_bos=True)
         return cls(lens, prompt_ids, lens.encode(target), z_ref=z_ref)

@@ -7,6 +7,8 @@ from torch import Tensor
 
 TokenIds = Int[Tensor, "batch pos"]
 AttentionMask = Int[Tensor, "batch pos"]
+# A KV-cached step's mask spans the cached positions and the new ones, not only the new tokens.
+ContextMask = Int[Tensor, "batch context"]
 Logits = Float[Tensor, "batch pos vocab"]
 StepLogits = Float[Tensor, "batch vocab"]
 Residual = Float[Tensor, "batch pos d_model"]
@@ -18,6 +20,7 @@ HeadSelection = Bool[Tensor, "layer head"]
 
 __all__ = [
     "AttentionMask",
+    "ContextMask",
     "HeadGrid",
     "HeadOutputs",
     "HeadReference",

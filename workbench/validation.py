@@ -12,7 +12,7 @@ bootstrap interval over examples and a permutation p-value against the random se
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -68,7 +68,7 @@ def _random_set(lens: Lens, preference: list[Head], match_layers: bool, seed: in
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for layer in sorted({layer for layer, _ in preference}):
-        count = sum(1 for l, _ in preference if l == layer)
+        count = sum(1 for other, _ in preference if other == layer)
         chosen += [(layer, int(h)) for h in torch.randperm(lens.n_heads, generator=generator)[:count]]
     return chosen
 
@@ -88,7 +88,9 @@ def validation_deltas(
     for example in examples:
         example.check_fits(lens.geometry.n_ctx)
         if example.no_profile_prompt_ids is None:
-            raise InputError(f"example {example.example_id!r}: the validation study needs its prompt without the profile (prompt_no_profile)")
+            raise InputError(
+                f"example {example.example_id!r}: the validation study needs its prompt without the profile (prompt_no_profile)"
+            )
     chosen = make_ablation(lens, ablation, [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples])
     masks = [chosen.together(lens, heads) for _, _, heads in sets]
     start = min(layer for _, _, heads in sets for layer, _ in heads)
@@ -101,7 +103,9 @@ def validation_deltas(
             masked = []
             for begin in range(0, len(masks), max_rows):
                 chunk = masks[begin : begin + max_rows]
-                logits = lens.run_tail(context, start, rows=len(chunk), mask=HeadMask.stack(chunk), positions=sequence.positions.to(lens.device))
+                logits = lens.run_tail(
+                    context, start, rows=len(chunk), mask=HeadMask.stack(chunk), positions=sequence.positions.to(lens.device)
+                )
                 masked += mean_nll(logits, sequence.targets).tolist()
             for (name, draw, _), value in zip(sets, masked):
                 rows.append((example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
@@ -143,5 +147,7 @@ def validate_heads(
 ) -> pd.DataFrame:
     """The validation study's summary table (see the module docstring); `k` defaults to all
     heads with a non-zero weight."""
-    sets = head_sets(lens, heads, k=k, n_random=n_random, match_layers=match_layers, retrieval=retrieval, induction=induction, seed=seed)
+    sets = head_sets(
+        lens, heads, k=k, n_random=n_random, match_layers=match_layers, retrieval=retrieval, induction=induction, seed=seed
+    )
     return summarize_validation(validation_deltas(lens, examples, sets, ablation=ablation, progress=progress), seed=seed)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +13,9 @@ from workbench.errors import InputError
 
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Hugging Face name, local folder or .gguf file; default: the embedded SmolLM2-135M-Instruct."),
+    typer.Option(
+        "--model", "-m", help="Hugging Face name, local folder or .gguf file; default: the embedded SmolLM2-135M-Instruct."
+    ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
 DtypeOption = Annotated[str | None, typer.Option("--dtype", help="float32 (default), float16 or bfloat16.")]

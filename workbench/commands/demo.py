@@ -28,7 +28,9 @@ def demo(
     """Run the whole method on the bundled demo set (embedded model by default) and summarise it."""
     from workbench.pipeline import DemoConfig, run_demo
 
-    config = DemoConfig(task=task, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method, n_random=n_random, gamma=gamma, seed=seed)
+    config = DemoConfig(
+        task=task, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method, n_random=n_random, gamma=gamma, seed=seed
+    )
     lens = load_lens(model, device, dtype)
     run_demo(lens, config, out)
     print((out / "SUMMARY.md").read_text())

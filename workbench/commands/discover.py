@@ -22,11 +22,16 @@ DataOption = Annotated[
         "a LongLaMP export or a generic JSONL; default: the bundled demo set.",
     ),
 ]
-TaskOption = Annotated[str | None, typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7.")]
+TaskOption = Annotated[
+    str | None,
+    typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7."),
+]
 FormatOption = Annotated[str, typer.Option("--format", help="Prompt format for task data: plain (few-shot) or chat.")]
 ShotsOption = Annotated[int, typer.Option("--k", help="Profile items retrieved into each prompt (task data).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of random draws and bootstrap intervals.")]
-AblationOption = Annotated[str, typer.Option("--ablation", help="zero, mean or resid-slice (the authors' residual-slice zeroing).")]
+AblationOption = Annotated[
+    str, typer.Option("--ablation", help="zero, mean or resid-slice (the authors' residual-slice zeroing).")
+]
 OutOption = Annotated[Path, typer.Option("--out", help="Output folder.")]
 
 
@@ -44,7 +49,14 @@ LimitOption = Annotated[int | None, typer.Option("--limit", help="Use only the f
 
 
 def load_examples(
-    lens, data: Path | None, task: str | None, split: str, prompt_format: str = "plain", k: int = 5, seed: int = 0, limit: int | None = None
+    lens,
+    data: Path | None,
+    task: str | None,
+    split: str,
+    prompt_format: str = "plain",
+    k: int = 5,
+    seed: int = 0,
+    limit: int | None = None,
 ):
     """Tokenized (prompt, reference) pairs with their no-profile and swapped-profile controls.
     Swap partners are drawn among all examples of the split, before `limit` applies."""
@@ -108,9 +120,13 @@ def discover(
     )
     result.metadata["split"] = split
     result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(result, top_k=top_k, min_score=min_pcs, norm=norm, extra={"split": split, "data": str(data) if data else "demo"})
+    weights = HeadWeights.from_scores(
+        result, top_k=top_k, min_score=min_pcs, norm=norm, extra={"split": split, "data": str(data) if data else "demo"}
+    )
     weights.save(out / "heads.json")
-    print(f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples ({method}, {variant}, {ablation} ablation)")
+    print(
+        f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples ({method}, {variant}, {ablation} ablation)"
+    )
     mean = result.mean()
     for layer, head in weights.heads():
         print(f"  layer {layer:>2} head {head:>2}  pcs {mean[layer, head]:+.4f}  weight {weights.weights[layer, head]:.3f}")

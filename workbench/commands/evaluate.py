@@ -16,18 +16,32 @@ from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, f
 def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Output folder (predictions.jsonl, metrics.json); rerunning resumes.")],
     model: ModelOption = None,
-    data: Annotated[Path | None, typer.Option("--data", help="LaMP folder ({split}_questions.json + {split}_outputs.json, or {split}/ holding them), LongLaMP .parquet/.jsonl or generic JSONL; default: the bundled demo set.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="LaMP folder ({split}_questions.json + {split}_outputs.json, or {split}/ holding them), LongLaMP .parquet/.jsonl or generic JSONL; default: the bundled demo set.",
+        ),
+    ] = None,
     task: Annotated[str, typer.Option("--task", help="LaMP-1/2/3/4/5/7, LongLaMP-2/3/4 or generic.")] = "LaMP-4",
     split: Annotated[str, typer.Option("--split", help="Split to evaluate (train or dev).")] = "dev",
     method: Annotated[str, typer.Option("--method", help="greedy, dps, cad, dola, decore or random-heads.")] = "greedy",
-    heads: Annotated[Path | None, typer.Option("--heads", help="Head-weights JSON (dps; retrieval heads for decore; budget for random-heads).")] = None,
+    heads: Annotated[
+        Path | None, typer.Option("--heads", help="Head-weights JSON (dps; retrieval heads for decore; budget for random-heads).")
+    ] = None,
     gamma: Annotated[float, typer.Option("--gamma", help="DPS contrast strength γ.")] = 1.0,
     alpha: Annotated[float, typer.Option("--alpha", help="CAD / DeCoRe contrast strength α.")] = 0.5,
-    prompt_format: Annotated[str, typer.Option("--format", help="plain (few-shot completion) or chat (chat template).")] = "plain",
+    prompt_format: Annotated[
+        str, typer.Option("--format", help="plain (few-shot completion) or chat (chat template).")
+    ] = "plain",
     k: Annotated[int, typer.Option("--k", help="Profile items per prompt.")] = 5,
     retriever: Annotated[str, typer.Option("--retriever", help="bm25, first or random.")] = "bm25",
-    max_prompt_tokens: Annotated[int | None, typer.Option("--max-prompt-tokens", help="Prompt token cap (default: the model context less the answer).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length cap (default: the task's).")] = None,
+    max_prompt_tokens: Annotated[
+        int | None, typer.Option("--max-prompt-tokens", help="Prompt token cap (default: the model context less the answer).")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", help="Answer length cap (default: the task's).")
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N examples.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Seed of retrieval draws, random heads and bootstrap intervals.")] = 0,

@@ -26,11 +26,17 @@ def parse_gamma(value: str) -> float | str:
 def steer(
     heads: Annotated[Path, typer.Option("--heads", help="heads.json from `workbench discover` (or a reference head file).")],
     prompt: Annotated[str, typer.Option("--prompt", help="The user turn; it is wrapped in the model's chat template.")],
-    gamma: Annotated[str, typer.Option("--gamma", help="DPS strength γ >= 0, or 'adaptive' (entropy of the full model).")] = "1.0",
+    gamma: Annotated[
+        str, typer.Option("--gamma", help="DPS strength γ >= 0, or 'adaptive' (entropy of the full model).")
+    ] = "1.0",
     system: Annotated[str | None, typer.Option("--system", help="An optional system message.")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate per continuation.")] = 64,
-    combine: Annotated[str, typer.Option("--combine", help="Contrast 'logits' (the paper) or 'logprobs' (the authors' code).")] = "logits",
-    plausibility: Annotated[float | None, typer.Option("--plausibility", help="Keep only tokens with p >= β·max p of the full model.")] = None,
+    combine: Annotated[
+        str, typer.Option("--combine", help="Contrast 'logits' (the paper) or 'logprobs' (the authors' code).")
+    ] = "logits",
+    plausibility: Annotated[
+        float | None, typer.Option("--plausibility", help="Keep only tokens with p >= β·max p of the full model.")
+    ] = None,
     suppression: Annotated[str, typer.Option("--suppression", help="weighted (1 - w), zero or mean.")] = "weighted",
     model: ModelOption = None,
     device: DeviceOption = "auto",

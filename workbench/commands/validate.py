@@ -34,8 +34,12 @@ def validate(
     limit: LimitOption = None,
     k: Annotated[int | None, typer.Option("--k", help="Ablate the top-k heads (default: all with non-zero weight).")] = None,
     n_random: Annotated[int, typer.Option("--n-random", help="Random head sets drawn as the control.")] = 20,
-    match_layers: Annotated[bool, typer.Option("--match-layers", help="Random sets take the preference heads' layer distribution.")] = False,
-    pattern_heads: Annotated[bool, typer.Option("--pattern-heads/--no-pattern-heads", help="Also ablate the top-k retrieval and induction heads.")] = True,
+    match_layers: Annotated[
+        bool, typer.Option("--match-layers", help="Random sets take the preference heads' layer distribution.")
+    ] = False,
+    pattern_heads: Annotated[
+        bool, typer.Option("--pattern-heads/--no-pattern-heads", help="Also ablate the top-k retrieval and induction heads.")
+    ] = True,
     ablation: AblationOption = "zero",
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
@@ -52,7 +56,9 @@ def validate(
     lens = load_lens(model, device, dtype)
     examples = load_examples(lens, data, task, split, prompt_format, profile_k, seed, limit)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
-    pattern_grids = {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
+    pattern_grids = (
+        {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
+    )
     sets = head_sets(lens, weights, k=k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
     deltas = validation_deltas(lens, examples, sets, ablation=ablation)
     summary = summarize_validation(deltas, seed=seed)

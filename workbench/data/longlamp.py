@@ -3,8 +3,9 @@ dataset to JSONL or Parquet. Parquet stores profiles as arrays of structs; they 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from workbench.data.examples import Example, as_text, check_profile, check_record
 from workbench.data.files import read_jsonl

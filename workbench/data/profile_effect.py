@@ -7,7 +7,7 @@ heads to carry.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -25,7 +25,9 @@ def reference_nll(lens: Lens, prompt_ids: Sequence[int], target_ids: Sequence[in
     return float(mean_nll(logits, sequence.targets)[0])
 
 
-def profile_nll(lens: Lens, examples: Sequence[Example], config: PromptConfig = PromptConfig(), *, progress: bool = False) -> pd.DataFrame:
+def profile_nll(
+    lens: Lens, examples: Sequence[Example], config: PromptConfig = PromptConfig(), *, progress: bool = False
+) -> pd.DataFrame:
     """One row per example: `example_id, user_id, style, nll_with_profile, nll_without_profile`."""
     rows = []
     pairs = tokenized_examples(lens, examples, config)

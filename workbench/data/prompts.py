@@ -19,8 +19,9 @@ it alone does not fit, the example is refused with an `InputError`.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -168,7 +169,9 @@ def tokenized_examples(
     for example in tqdm(examples, desc="tokenizing", disable=not progress):
         target = lens.encode(target_text(example, config.format))
         partner = swap_partner(example, examples, config.seed)
-        swapped = None if partner is None else build_prompt(lens, example, config, profile=partner.profile, answer_room=len(target))
+        swapped = (
+            None if partner is None else build_prompt(lens, example, config, profile=partner.profile, answer_room=len(target))
+        )
         tokenized.append(
             TokenizedExample(
                 example_id=example.example_id,

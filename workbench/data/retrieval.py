@@ -9,7 +9,8 @@ lower-casing or stemming; ties keep profile order.
 from __future__ import annotations
 
 import random
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from workbench.data.examples import Example
 from workbench.data.tasks import Item, task_spec

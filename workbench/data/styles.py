@@ -8,7 +8,7 @@ style-match rate of generated text (`matches_style`) can be reported next to ROU
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from workbench.errors import InputError
 

@@ -9,8 +9,9 @@ own words for the per-task templates of the LaMP paper.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from workbench.errors import InputError
 
@@ -27,7 +28,7 @@ def after_marker(marker: str) -> Callable[[str], str]:
     """The text after the first `marker` (the whole input when it is absent)."""
 
     def cut(text: str) -> str:
-        head, found, tail = text.partition(marker)
+        _, found, tail = text.partition(marker)
         return tail.strip() if found else text.strip()
 
     return cut

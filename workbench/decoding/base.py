@@ -14,14 +14,13 @@ A decoder (`Greedy`, `DPS`, `CAD`, `DoLa`, `DeCoRe`) is a frozen set of hyperpar
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
+from workbench.decoding.contrast import RowValues
 from workbench.lens import Hook, Lens
 from workbench.masks import HeadMask
 from workbench.tensor_types import StepLogits
-
-from workbench.decoding.contrast import RowValues
 
 Prompts = Sequence[Sequence[int]]
 

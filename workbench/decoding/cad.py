@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores, split_groups
+from workbench.decoding.contrast import ContrastRule
 from workbench.errors import InputError
 from workbench.lens import Lens
 from workbench.tensor_types import StepLogits
-
-from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores, split_groups
-from workbench.decoding.contrast import ContrastRule
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from workbench.decoding.base import Decoder, DecoderRun, Prompts
+from workbench.decoding.contrast import ContrastRule, Gamma
+from workbench.decoding.dps import DPS
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
 from workbench.tensor_types import HeadGrid
-
-from workbench.decoding.base import Decoder, DecoderRun, Prompts
-from workbench.decoding.contrast import ContrastRule, Gamma
-from workbench.decoding.dps import DPS
 
 
 @dataclass(frozen=True)

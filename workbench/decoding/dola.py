@@ -14,19 +14,19 @@ our block i − 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
+from workbench.decoding.contrast import check_plausibility, implausible
 from workbench.errors import InputError
 from workbench.lens import Hook, Lens
 from workbench.tensor_types import StepLogits
-
-from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
-from workbench.decoding.contrast import check_plausibility, implausible
 
 LayerLogits = Float[Tensor, "batch candidate vocab"]
 

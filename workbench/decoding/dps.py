@@ -28,14 +28,13 @@ from typing import Literal
 
 import torch
 
+from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores, split_groups
+from workbench.decoding.contrast import Combine, ContrastRule, Gamma
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
 from workbench.masks import HeadMask, Site
 from workbench.tensor_types import HeadGrid, HeadReference, StepLogits
-
-from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores, split_groups
-from workbench.decoding.contrast import Combine, ContrastRule, Gamma
 
 Suppression = Literal["weighted", "zero", "mean"]
 SUPPRESSIONS = ("weighted", "zero", "mean")
@@ -65,7 +64,9 @@ class DPS(Decoder):
         if self.site not in DPS_SITES:
             raise InputError(f"{self.name}: site must be one of {', '.join(DPS_SITES)}, got {self.site!r}")
         if self.site == "query-scale" and (self.suppression == "mean" or self.z_ref is not None):
-            raise InputError(f"{self.name}: query-scale masking has no reference activation; use suppression 'weighted' or 'zero'")
+            raise InputError(
+                f"{self.name}: query-scale masking has no reference activation; use suppression 'weighted' or 'zero'"
+            )
         if self.suppression == "zero" and self.z_ref is not None:
             raise InputError(f"{self.name}: zero suppression takes no z_ref; use suppression 'mean' or 'weighted'")
         if not (self.weights.weights > 0).any():
@@ -73,9 +74,7 @@ class DPS(Decoder):
         self.rule()  # validates γ, its cap, the combination and β
 
     def rule(self) -> ContrastRule:
-        return ContrastRule(
-            self.gamma, self.gamma_cap, self.normalize_entropy, self.combine, self.plausibility, owner=self.name
-        )
+        return ContrastRule(self.gamma, self.gamma_cap, self.normalize_entropy, self.combine, self.plausibility, owner=self.name)
 
     def generic_mask(self, lens: Lens, prompts: Prompts) -> HeadMask:
         """The single-row mask of the generic pass."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
 from workbench.lens import Lens
 from workbench.tensor_types import StepLogits
-
-from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,21 @@ leave room for `max_new_tokens` within the model context (no silent truncation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
-
-from workbench.errors import InputError
-from workbench.lens import Hook, Lens
-from workbench.masks import HeadMask
-from workbench.tensor_types import AttentionMask, StepLogits, TokenIds
 
 from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
 from workbench.decoding.contrast import entropy
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.sampling import Sampling, choose_tokens
+from workbench.errors import InputError
+from workbench.lens import Hook, Lens
+from workbench.masks import HeadMask
+from workbench.tensor_types import AttentionMask, ContextMask, StepLogits, TokenIds
 
 StopReason = Literal["eos", "stop_string", "max_new_tokens"]
 TOP_TOKENS = 5
@@ -119,8 +119,17 @@ class _Batch:
     """One batch of prompts while it decodes. `active` holds the batch positions of the prompts
     still decoding; row `g·len(active) + i` is group g of the i-th of them."""
 
-    def __init__(self, lens: Lens, run: DecoderRun, indices: list[int], max_new_tokens: int,
-                 sampling: Sampling | None, stop_ids: set[int], stop_strings: tuple[str, ...], diagnostics: bool):
+    def __init__(
+        self,
+        lens: Lens,
+        run: DecoderRun,
+        indices: list[int],
+        max_new_tokens: int,
+        sampling: Sampling | None,
+        stop_ids: set[int],
+        stop_strings: tuple[str, ...],
+        diagnostics: bool,
+    ):
         self.lens, self.decoder_run = lens, run
         self.max_new_tokens, self.sampling, self.stop_strings = max_new_tokens, sampling, stop_strings
         self.diagnostics = diagnostics
@@ -137,8 +146,9 @@ class _Batch:
         masks = self.decoder_run.group_masks()
         return None if masks is None else HeadMask.stack([mask for mask in masks for _ in self.active])
 
-    def forward(self, tokens: TokenIds, past: Any, attention: AttentionMask, mask: HeadMask | None,
-                hooks: list[Hook]) -> tuple[StepLogits, Any]:
+    def forward(
+        self, tokens: TokenIds, past: Any, attention: ContextMask, mask: HeadMask | None, hooks: list[Hook]
+    ) -> tuple[StepLogits, Any]:
         """Last-position logits and the updated cache, through the lens's interventions."""
         logits, past = self.lens.step(tokens, past, attention_mask=attention, mask=mask, extra_hooks=hooks, last_only=True)
         return logits[:, -1], past

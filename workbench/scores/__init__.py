@@ -8,4 +8,4 @@ from workbench.scores.pcs import METHODS, VARIANTS, score_heads
 from workbench.scores.results import PCSResult
 from workbench.scores.retrieval import retrieval_scores
 
-__all__ = ["ABLATIONS", "METHODS", "PCSResult", "VARIANTS", "induction_scores", "retrieval_scores", "score_heads"]
+__all__ = ["ABLATIONS", "METHODS", "VARIANTS", "PCSResult", "induction_scores", "retrieval_scores", "score_heads"]

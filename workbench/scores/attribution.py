@@ -13,7 +13,8 @@ far the linear terms can move the loss; the hybrid method also screens candidate
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

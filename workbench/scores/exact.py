@@ -8,8 +8,8 @@ at the target positions. Rows are chunked (`max_rows`) to bound memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import groupby
-from typing import Sequence
 
 import torch
 

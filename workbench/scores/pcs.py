@@ -23,8 +23,8 @@ continues where it stopped and gives identical results, other arguments are refu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -35,7 +35,7 @@ from workbench.errors import InputError
 from workbench.heads import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.lens import Lens
 from workbench.masks import Head
-from workbench.scores.ablation import Ablation, make_ablation
+from workbench.scores.ablation import make_ablation
 from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence
@@ -111,7 +111,12 @@ def score_heads(
             "geometry": vars(lens.geometry),
             "dtype": str(next(lens.bridge.parameters()).dtype),
             "max_rows": max_rows,
-            "examples": digest([[e.example_id, e.user_id, e.prompt_ids, e.target_ids, e.no_profile_prompt_ids, e.swapped_prompt_ids] for e in examples]),
+            "examples": digest(
+                [
+                    [e.example_id, e.user_id, e.prompt_ids, e.target_ids, e.no_profile_prompt_ids, e.swapped_prompt_ids]
+                    for e in examples
+                ]
+            ),
             "reference": digest([list(r) for r in reference]) if ablation == "mean" else None,
         }
         store = CheckpointStore(checkpoint, fingerprint)

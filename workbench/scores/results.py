@@ -105,7 +105,9 @@ class PCSResult:
         if len(frame) != len(examples) * n_layers * n_heads:
             raise InputError(f"{path}: expected {n_layers} x {n_heads} heads for each of {len(examples)} examples")
         frame = frame.sort_values(["example_id", "layer", "head"], key=_in_order_of(examples["example_id"]))
-        per_example = torch.from_numpy(frame["pcs"].to_numpy(dtype=np.float64, copy=True).reshape(len(examples), n_layers, n_heads))
+        per_example = torch.from_numpy(
+            frame["pcs"].to_numpy(dtype=np.float64, copy=True).reshape(len(examples), n_layers, n_heads)
+        )
         exact = torch.from_numpy(frame["exact"].to_numpy(dtype=bool, copy=True)[: n_layers * n_heads].reshape(n_layers, n_heads))
         return cls(per_example, exact, list(examples["example_id"]), list(examples["user_id"]), metadata)
 

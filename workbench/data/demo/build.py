@@ -150,7 +150,9 @@ def user_records(user: int, style: str, rng: random.Random) -> dict[str, list]:
                     profile.append({"text": apply_style(style, source), "id": f"{question_id}{position}"})
             source, written = pairs[n_profile + q]
             task_input, gold = (source, written) if task == "LaMP-4" else (written, source)
-            questions.append({"id": question_id, "user_id": user_id, "input": TASK_INPUT[task].format(task_input), "profile": profile})
+            questions.append(
+                {"id": question_id, "user_id": user_id, "input": TASK_INPUT[task].format(task_input), "profile": profile}
+            )
             golds.append({"id": question_id, "output": apply_style(style, gold)})
         records[task] = [questions, golds]
     return records
