@@ -38,10 +38,6 @@ Hook = tuple[str, Callable[..., Any]]
 CPU_PREFILL_CHUNK_TOKENS = 2048
 
 
-# The hook kind (see `workbench.adapters.HOOKS`) each intervention site acts on.
-SITE_HOOK_KINDS: dict[str, str] = {"head-output": "z", "query-scale": "q", "resid-slice": "o_out"}
-
-
 @dataclass
 class TailContext:
     """What the tail runner needs to restart a clean forward at any layer: each block's input
@@ -145,8 +141,11 @@ class Lens:
         return self.adapter.hook_name(kind, layer)
 
     def site_hook_name(self, site: str, layer: int) -> str:
-        """The hook point an intervention site (`HeadMask.site`) acts on in block `layer`."""
-        return self.hook_name(SITE_HOOK_KINDS[site], layer)
+        """The hook point an intervention site (`HeadMask.site`) acts on in block `layer`: the
+        head output `z`, the query (after the query norm where the family has one), or the
+        output projection's output."""
+        kind = {"head-output": "z", "query-scale": self.adapter.query_hook, "resid-slice": "o_out"}[site]
+        return self.hook_name(kind, layer)
 
     # --- tokenization ------------------------------------------------------------------------
 
@@ -167,9 +166,10 @@ class Lens:
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
         """Token ids of `text`. Chat-template text already carries its own special tokens, so
-        `add_bos` defaults to False (the template must not get a second BOS)."""
+        `add_bos` defaults to False (the template must not get a second BOS). A family without a
+        BOS token (Qwen) gets none."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id
+        bos = self.tokenizer.bos_token_id if self.adapter.has_bos else None
         if add_bos and bos is not None and (not ids or ids[0] != bos):
             ids = [bos] + ids
         return ids
@@ -220,6 +220,8 @@ class Lens:
         scale_by_row = mask.scale[:, layer, :]  # [rows, head]
         z_ref_of_layer = None if mask.z_ref is None else mask.z_ref[layer]  # [head, d_head]
         n_heads = self.geometry.n_heads
+        # Heads lie on axis 2 of z ([batch, pos, head, d]); a normed query may be [batch, head, pos, d].
+        head_axis = self.adapter.query_head_axis if mask.site == "query-scale" else 2
         placed: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
         def like(activation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -234,7 +236,7 @@ class Lens:
 
         def per_head(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, head, d]
             scale_by_head, z_ref = like(activation)
-            scale = scale_by_head[:, None, :, None]
+            scale = scale_by_head[:, None, :, None] if head_axis == 2 else scale_by_head[:, :, None, None]
             if z_ref is None:
                 return activation * scale
             # z_ref + s·(z − z_ref), written so that s = 1 gives z and s = 0 gives z_ref bit-exactly

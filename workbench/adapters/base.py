@@ -36,6 +36,7 @@ from workbench.errors import InputError
 HOOKS: dict[str, str] = {
     "z": "blocks.{layer}.attn.hook_z",  # per-head output, the output projection's input [b, pos, head, d_head]
     "q": "blocks.{layer}.attn.hook_q",  # per-head query before RoPE [b, pos, head, d_head]
+    "q_normed": "blocks.{layer}.attn.hook_q_normed",  # after a per-head query norm [b, head, pos, d_head]
     "k": "blocks.{layer}.attn.hook_k",  # per-KV-head key before RoPE
     "v": "blocks.{layer}.attn.hook_v",  # per-KV-head value
     "pattern": "blocks.{layer}.attn.hook_pattern",  # attention probabilities [b, head, query, key]
@@ -47,6 +48,9 @@ HOOKS: dict[str, str] = {
     "resid_mid": "blocks.{layer}.hook_resid_mid",
     "resid_post": "blocks.{layer}.hook_resid_post",
 }
+
+# Hook points that only families with query/key norms have.
+OPTIONAL_HOOKS = ("q_normed",)
 
 # Recorded block keyword arguments that must not be replayed: the tail reruns blocks without a cache.
 NOT_REPLAYED = ("hidden_states", "past_key_values", "cache_position")
@@ -63,6 +67,9 @@ class ModelAdapter:
     # End-of-turn tokens of the family's chat formats, added to the tokenizer's EOS and the
     # generation config's EOS ids wherever the vocabulary has them.
     end_of_turn_tokens: tuple[str, ...] = ()
+    # Whether the family has a BOS token at all (Qwen has none: TransformerLens then sets the
+    # tokenizer's BOS to its EOS, which must never be prepended).
+    has_bos: bool = True
     # Plain (non-chat) text must start with BOS: the model was trained that way and degrades without.
     requires_bos: bool = False
     # Whether the chat template takes a "system" message; when not, the system text opens the user turn.
@@ -71,6 +78,10 @@ class ModelAdapter:
     chat_template_kwargs: tuple[tuple[str, Any], ...] = ()
     # The config attribute holding the final-logit soft-cap, if the family has one.
     softcap_attribute: str | None = None
+    # Where "the query" of a head is scaled (the `query-scale` site) and the head axis there. With
+    # a per-head query norm (Qwen3, Gemma-3) it must be after the norm, which would undo a scale.
+    query_hook: str = "q"
+    query_head_axis: int = 2
 
     # --- hook names ----------------------------------------------------------------------------
 
@@ -81,7 +92,8 @@ class ModelAdapter:
 
     def check_hooks(self, hook_names: Sequence[str]) -> None:
         """Raise if the bridge lacks a hook point this adapter names (a TransformerLens change)."""
-        missing = [name for name in (self.hook_name(kind, 0) for kind in HOOKS) if name not in hook_names]
+        kinds = [kind for kind in HOOKS if kind not in OPTIONAL_HOOKS] + [self.query_hook]
+        missing = [name for name in (self.hook_name(kind, 0) for kind in kinds) if name not in hook_names]
         if missing:
             raise InputError(f"the {self.family} bridge has no hook point {', '.join(missing)}")
 

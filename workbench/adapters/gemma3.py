@@ -12,4 +12,6 @@ ADAPTER = ModelAdapter(
     requires_bos=True,
     system_role=False,
     softcap_attribute="final_logit_softcapping",
+    query_hook="q_normed",
+    query_head_axis=1,
 )

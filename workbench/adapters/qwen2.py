@@ -8,4 +8,5 @@ ADAPTER = ModelAdapter(
     hf_classes=("Qwen2ForCausalLM",),
     gguf_architectures=("qwen2",),
     end_of_turn_tokens=("<|im_end|>", "<|endoftext|>"),
+    has_bos=False,
 )

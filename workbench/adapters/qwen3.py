@@ -8,5 +8,8 @@ ADAPTER = ModelAdapter(
     hf_classes=("Qwen3ForCausalLM",),
     gguf_architectures=("qwen3",),
     end_of_turn_tokens=("<|im_end|>", "<|endoftext|>"),
+    has_bos=False,
     chat_template_kwargs=(("enable_thinking", False),),
+    query_hook="q_normed",
+    query_head_axis=1,
 )
