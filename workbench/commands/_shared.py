@@ -1,4 +1,4 @@
-"""Conventions shared by every subcommand: the `--model` / `--device` options and clean errors."""
+"""Conventions shared by every subcommand: the `--model` / `--device` / `--device-map` options and clean errors."""
 
 from __future__ import annotations
 
@@ -14,10 +14,20 @@ from workbench.errors import InputError
 ModelOption = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", help="Hugging Face name, local folder or .gguf file; default: the embedded SmolLM2-135M-Instruct."
+        "--model",
+        "-m",
+        help="Hugging Face name, local folder, .gguf file, or the embedded gemma-3-270m; default: the embedded SmolLM2-135M-Instruct.",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+DeviceMapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        help="Spread a model larger than one device: auto, balanced, or a JSON object of module -> device "
+        "(e.g. '{\"model.layers.0\": 0, ...}'); replaces --device.",
+    ),
+]
 DtypeOption = Annotated[str | None, typer.Option("--dtype", help="float32 (default), float16 or bfloat16.")]
 
 
@@ -48,8 +58,8 @@ def quiet_transformers() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_lens(model: str | None, device: str = "auto", dtype: str | None = None):
+def load_lens(model: str | None, device: str = "auto", dtype: str | None = None, device_map: str | None = None):
     from workbench.models import load_model
 
     quiet_transformers()
-    return load_model(model, device=device, dtype=dtype)
+    return load_model(model, device=device, dtype=dtype, device_map=device_map)
