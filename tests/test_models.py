@@ -229,3 +229,39 @@ def test_embedded_default_loads_without_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     lens = models.load_model(device="cpu")
     assert lens.n_heads == 9
+
+
+@pytest.mark.slow
+def test_gemma_3_270m_loads_with_its_geometry_and_token_policy(gemma_lens):
+    g = gemma_lens.geometry
+    assert (g.n_layers, g.n_heads, g.n_kv_heads, g.d_head, g.d_model, g.d_vocab) == (18, 4, 1, 256, 640, 262144)
+    assert gemma_lens.adapter.family == "gemma3" and not gemma_lens.has_chat_template
+    tokenizer = gemma_lens.tokenizer
+    assert gemma_lens.encode("The capital of France is", add_bos=tokenizer.add_bos_token)[0] == tokenizer.bos_token_id
+    assert {tokenizer.convert_tokens_to_ids(t) for t in ("<eos>", "<end_of_turn>")} <= gemma_lens.stop_token_ids
+
+
+@pytest.mark.slow
+def test_gemma_3_270m_matches_hand_patched_hugging_face(gemma_lens):
+    """Zeroing a head of a sliding-window layer and of a full-attention layer at hook_z equals
+    zeroing those output-projection columns of an independently loaded copy; a masked cached
+    step equals the last position of that copy's full forward."""
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(
+        models.embedded_folder(models.EMBEDDED["gemma-3-270m"]), attn_implementation="eager"
+    ).eval()
+    tokens = gemma_lens.as_batch(gemma_lens.encode("The capital of France is Paris, and the capital of Italy is", add_bos=True))
+    heads, d_head = [(3, 1), (5, 2)], gemma_lens.d_head  # layer 3 slides, layer 5 attends to everything
+    with torch.no_grad():
+        clean = reference(tokens).logits
+        for layer, head in heads:
+            reference.model.layers[layer].self_attn.o_proj.weight[:, head * d_head : (head + 1) * d_head] = 0.0
+        expected = reference(tokens).logits
+    assert (expected - clean).abs().max() > 1e-2
+    mask = HeadMask.ablate(gemma_lens.geometry, heads)
+    torch.testing.assert_close(gemma_lens.forward(tokens), clean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(gemma_lens.forward(tokens, mask=mask), expected, atol=1e-4, rtol=0)
+    _, past = gemma_lens.step(tokens[:, :-1], mask=mask)
+    step, _ = gemma_lens.step(tokens[:, -1:], past, mask=mask)
+    torch.testing.assert_close(step[:, -1], expected[:, -1], atol=1e-4, rtol=0)
