@@ -552,9 +552,14 @@ def tiny_hf_model(
         attn_implementation="eager",
     )
     config = _tiny_config(family, common, n_layers, sliding_window)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         hf_model = AutoModelForCausalLM.from_config(config).eval()
+        # Initial biases are 0 and norm weights constant; perturbed, the tests see them (Qwen2's
+        # query/key/value biases, norms with Gemma's 1 + w offset).
+        for parameter in hf_model.parameters():
+            if parameter.ndim == 1:
+                parameter.add_(torch.randn_like(parameter), alpha=init_std / 2)
     return hf_model, tokenizer
 
 
