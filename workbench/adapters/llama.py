@@ -7,6 +7,6 @@ ADAPTER = ModelAdapter(
     hf_classes=("LlamaForCausalLM",),
     gguf_architectures=("llama",),
     # Llama-3 ends a turn with <|eot_id|> (<|eom_id|> after a tool call); Llama-architecture
-    # fine-tunes such as SmolLM2 use ChatML's <|im_end|>.
-    end_of_turn_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>"),
+    # fine-tunes such as SmolLM2 use ChatML's <|im_end|> and end documents with <|endoftext|>.
+    end_of_turn_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>"),
 )
