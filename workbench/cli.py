@@ -9,8 +9,10 @@ import pkgutil
 import typer
 
 import workbench.commands
+from workbench.commands._shared import OneLineErrors
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Preference-heads workbench: find the attention heads that carry a user's preferences, and steer with them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
