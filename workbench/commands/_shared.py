@@ -5,6 +5,7 @@ clean errors: bad input and interruptions end with one line on stderr, never a t
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import os
 import sys
@@ -12,12 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from workbench.errors import InputError
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
+# a path the user named is missing, is in the way or cannot be written: their input, not a bug
+PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+# click's exception classes: recent typer releases vendor click, so take them from typer's module
+click_errors = importlib.import_module(typer.BadParameter.__module__)
 
 
 def _checked_device(value: str) -> str:
@@ -84,7 +88,7 @@ OutOption = Annotated[
 
 
 def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: bool | None = None) -> Any:
-    """Report bad input (`InputError`, missing files) as one line on stderr with exit status 2,
+    """Report bad input (`InputError`, `PATH_ERRORS`) as one line on stderr with exit status 2,
     and an interruption (Ctrl-C) as one line saying what was kept, with exit status 130.
 
     `resumable` says whether a rerun resumes from what the command wrote to its `--out` folder
@@ -102,8 +106,11 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (InputError, FileNotFoundError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        except (InputError, *PATH_ERRORS) as error:
+            if isinstance(error, OSError) and error.filename is not None:
+                message = f"{error.filename}: {error.strerror}"
+            else:
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"error: {message}", file=sys.stderr)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
@@ -117,9 +124,9 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
     return wrapper
 
 
-def one_line(error: click.ClickException) -> str:
-    """A usage or type error as one line, e.g. `--top-k: 'x' is not a valid integer`."""
-    if isinstance(error, click.BadParameter) and not isinstance(error, click.MissingParameter):
+def one_line(error: Exception) -> str:
+    """A click usage or type error as one line, e.g. `--top-k: 'x' is not a valid integer`."""
+    if isinstance(error, click_errors.BadParameter) and not isinstance(error, click_errors.MissingParameter):
         message = error.message
         cause = error.__cause__
         if cause is not None and hasattr(cause, "errors") and cause.errors():  # pydantic's validation error
@@ -129,11 +136,13 @@ def one_line(error: click.ClickException) -> str:
                 expected = "is not " + expected.removeprefix("Input should be ")
             message = f"{detail.get('input')!r} {expected}"
         if error.param is not None:
-            name = " / ".join(error.param.opts) if isinstance(error.param, click.Option) else error.param.human_readable_name
+            option = getattr(error.param, "param_type_name", "") == "option"
+            name = " / ".join(error.param.opts) if option else error.param.human_readable_name
             message = f"{name}: {message}"
     else:
         message = error.format_message()
-    return " ".join(message.split()).rstrip(".")
+    message = " ".join(message.split()).rstrip(".")
+    return message[0].lower() + message[1:] if message[1:2].islower() else message
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -147,13 +156,13 @@ class OneLineErrors(typer.core.TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as error:
-            error.show()
+        except click_errors.ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # `workbench` alone: the help text
+                error.show()
+            else:
+                print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(error.exit_code)
-        except click.ClickException as error:
-            print(f"error: {one_line(error)}", file=sys.stderr)
-            sys.exit(error.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             print("aborted", file=sys.stderr)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)

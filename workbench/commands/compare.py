@@ -83,4 +83,4 @@ def _interval(low: float, high: float) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare")(compare)
+    app.command("compare", short_help="Compare evaluation runs side by side, paired by example.")(compare)
