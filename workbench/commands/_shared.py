@@ -118,7 +118,7 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
             if resumes and out is not None:
                 print(f"interrupted; finished examples are saved in {out}; re-run the same command to resume", file=sys.stderr)
             else:
-                print("interrupted; nothing was written", file=sys.stderr)
+                print("interrupted; no half-written file was left; re-run the command to start again", file=sys.stderr)
             raise typer.Exit(code=INTERRUPTED) from None
 
     return wrapper

@@ -14,7 +14,10 @@ from workbench.commands._shared import friendly_errors
 @friendly_errors
 def compare(
     runs: Annotated[
-        list[Path], typer.Argument(help="Output folders of `workbench evaluate`; the first is the baseline.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="Output folders of `workbench evaluate`; the first is the baseline.", metavar="FOLDER", show_default=False
+        ),
     ],
     resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples for the intervals.")] = 1000,
     permutations: Annotated[

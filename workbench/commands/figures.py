@@ -68,7 +68,7 @@ def heatmap(
 @app.command("overlap")
 @friendly_errors(resumable=False)
 def overlap(
-    heads: Annotated[list[Path], typer.Argument(help="Two or more heads.json files.", show_default=False)],
+    heads: Annotated[list[Path], typer.Argument(help="Two or more heads.json files.", metavar="HEADS_JSON", show_default=False)],
     out: OutOption,
     name: NameOption = None,
     title: Annotated[str, typer.Option("--title", help="Figure title.")] = "overlap of selected heads",
