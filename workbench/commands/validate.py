@@ -7,13 +7,20 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import (
+    DeviceMapOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    OutOption,
+    friendly_errors,
+    load_lens,
+)
 from workbench.commands.discover import (
     AblationOption,
     DataOption,
     FormatOption,
     LimitOption,
-    OutOption,
     SeedOption,
     TaskOption,
     check_source,
@@ -21,7 +28,7 @@ from workbench.commands.discover import (
 )
 
 
-@friendly_errors
+@friendly_errors(resumable=False)
 def validate(
     heads: Annotated[Path, typer.Option("--heads", help="heads.json from `workbench discover` (or a reference head file).")],
     out: OutOption,
@@ -70,4 +77,4 @@ def validate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
+    app.command("validate", short_help="Test selected heads on held-out examples against control heads.")(validate)
