@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
 from workbench.errors import InputError
 
 DataOption = Annotated[
@@ -95,6 +95,7 @@ def discover(
     max_rows: Annotated[int, typer.Option("--max-rows", help="Ablated heads per batch (memory bound).")] = 64,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Score every attention head's Preference Contribution Score and select the top-K heads."""
@@ -102,7 +103,7 @@ def discover(
     from workbench.scores import score_heads
 
     check_source(data, task)
-    lens = load_lens(model, device, dtype)
+    lens = load_lens(model, device, dtype, device_map)
     examples = load_examples(lens, data, task, split, prompt_format, k, seed, limit)
     if not 1 <= top_k <= lens.geometry.n_total_heads:
         raise InputError(f"--top-k must lie in 1..{lens.geometry.n_total_heads} (the model's number of heads), got {top_k}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
 
 
 @friendly_errors
@@ -45,6 +45,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Seed of retrieval draws, random heads and bootstrap intervals.")] = 0,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Generate with one method on one split, score with the task's metrics, and write OUT."""
@@ -55,7 +56,7 @@ def evaluate(
 
     prompt = PromptConfig(format=prompt_format, k=k, retriever=retriever, seed=seed, max_prompt_tokens=max_prompt_tokens)  # type: ignore[arg-type]
     examples = load_examples(data, task, split)  # bad data fails before the model loads
-    lens = load_lens(model, device, dtype)
+    lens = load_lens(model, device, dtype, device_map)
     config = EvalConfig(
         task=task, split=split, method=method, model=lens.name, data=str(data) if data else "demo",
         heads=str(heads) if heads else None, gamma=gamma, alpha=alpha, max_new_tokens=max_new_tokens,

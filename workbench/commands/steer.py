@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
 from workbench.errors import InputError
 
 
@@ -40,6 +40,7 @@ def steer(
     suppression: Annotated[str, typer.Option("--suppression", help="weighted (1 - w), zero or mean.")] = "weighted",
     model: ModelOption = None,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Print the personalized (greedy), generic (heads suppressed) and DPS continuations of --prompt."""
@@ -58,7 +59,7 @@ def steer(
     if suppression not in SUPPRESSIONS:
         raise InputError(f"--suppression must be one of {', '.join(SUPPRESSIONS)}, got {suppression!r}")
     rule = ContrastRule(parse_gamma(gamma), combine=combine, plausibility=plausibility, owner="steer")  # fail before loading
-    lens = load_lens(model, device, dtype)
+    lens = load_lens(model, device, dtype, device_map)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     if not lens.has_chat_template:
         raise InputError(f"model {lens.name!r} has no chat template to wrap --prompt in")

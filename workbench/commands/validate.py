@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, OutOption, friendly_errors, load_lens
+from workbench.commands._shared import (
+    DeviceMapOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    OutOption,
+    friendly_errors,
+    load_lens,
+)
 from workbench.commands.discover import (
     AblationOption,
     DataOption,
@@ -42,6 +50,7 @@ def validate(
     ablation: AblationOption = "zero",
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Mask the top-k preference heads together vs random, retrieval and induction heads, with
@@ -52,7 +61,7 @@ def validate(
     from workbench.validation import head_sets, summarize_validation, validation_deltas
 
     check_source(data, task)
-    lens = load_lens(model, device, dtype)
+    lens = load_lens(model, device, dtype, device_map)
     examples = load_examples(lens, data, task, split, prompt_format, profile_k, seed, limit)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     pattern_grids = (

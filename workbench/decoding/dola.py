@@ -31,10 +31,6 @@ from workbench.tensor_types import StepLogits
 LayerLogits = Float[Tensor, "batch candidate vocab"]
 
 
-def resid_post_name(block: int) -> str:
-    return f"blocks.{block}.hook_resid_post"
-
-
 def candidate_blocks(candidates: Sequence[int] | Literal["low", "high"], n_layers: int) -> list[int]:
     if candidates == "low":
         return list(range(0, max(n_layers // 2, 1), 2))
@@ -96,7 +92,7 @@ class _LayerContrastRun(DecoderRun):
 
             return read
 
-        return [(resid_post_name(block), reader(block)) for block in self.blocks]
+        return [(self.lens.hook_name("resid_post", block), reader(block)) for block in self.blocks]
 
     def layer_logits(self) -> LayerLogits:
         """Next-token logits of every candidate block, from the residuals of the last forward."""

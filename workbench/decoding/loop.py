@@ -163,7 +163,7 @@ class _Batch:
         n, past = len(self.active), None
         if tokens.shape[1] > 1:
             _, past = self.lens.prefill(tokens[:n, :-1], attention_mask=attention[:n, :-1])
-            past.reorder_cache(torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
+            past = self.lens.select_cache_rows(past, torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
         return self.forward(tokens[:, -1:], past, attention, self.batch_mask(), hooks)
 
     # --- the loop ----------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class _Batch:
                 mask = self.batch_mask()
                 tokens, attention = tokens[rows], attention[rows]
                 if use_cache:
-                    past.batch_select_indices(rows)
+                    past = self.lens.select_cache_rows(past, rows)
             attention = torch.cat([attention, attention.new_ones(len(next_tokens), 1)], dim=1)
             if use_cache:
                 logits, past = self.forward(next_tokens, past, attention, mask, self.decoder_run.hooks())
