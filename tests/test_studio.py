@@ -219,6 +219,19 @@ def head_columns(twin, head: int) -> slice:
     return slice(head * d_head, (head + 1) * d_head)
 
 
+def scaled(twin, weights):
+    """A patch that scales each head's output by 1 - w."""
+
+    def patch(layer, z):
+        z = z.clone()
+        for (head_layer, h), w in weights.items():
+            if head_layer == layer:
+                z[..., head_columns(twin, h)] *= 1 - w
+        return z
+
+    return patch
+
+
 def test_session_nll_equals_hand_patched_model(lens, twin, train):
     """Zero, weighted and mean ablation, with and without profile, against the plain HF model with
     the heads' o_proj inputs replaced by hand."""
@@ -230,16 +243,6 @@ def test_session_nll_equals_hand_patched_model(lens, twin, train):
     assert example.prompt_ids(OFF) == reference.no_profile_prompt_ids
     heads = {(0, 1): 1.0, (2, 3): 0.5}
     prompts = {"own": reference.prompt_ids, "off": reference.no_profile_prompt_ids}
-
-    def scaled(weights):
-        def patch(layer, z):
-            z = z.clone()
-            for (head_layer, h), w in weights.items():
-                if head_layer == layer:
-                    z[..., head_columns(twin, h)] *= 1 - w
-            return z
-
-        return patch
 
     # The mean reference: o_proj inputs averaged over both sequences, captured from the twin.
     captured = {index: [] for index in range(twin.config.num_hidden_layers)}
@@ -260,8 +263,8 @@ def test_session_nll_equals_hand_patched_model(lens, twin, train):
         return z
 
     expected = {
-        "zero": scaled(dict.fromkeys(heads, 1.0)),
-        "weighted": scaled({head: 0.6 * w for head, w in heads.items()}),
+        "zero": scaled(twin, dict.fromkeys(heads, 1.0)),
+        "weighted": scaled(twin, {head: 0.6 * w for head, w in heads.items()}),
         "mean": mean_patch,
     }
     for kind, patch in expected.items():
@@ -279,6 +282,44 @@ def test_session_nll_equals_hand_patched_model(lens, twin, train):
     assert off_only.conditions[0].ablated == pytest.approx(
         session.nll(example, ProfileState("own"), heads, AblationKind()).conditions[1].ablated
     )
+
+
+def test_clicks_restart_at_the_clicked_layer_and_stay_exact(lens, twin, train):
+    """A run of clicks (adding heads above and below, removing the lowest, changing the kind):
+    every step equals the hand-patched model, and adding a head above the set's lowest layer
+    reruns only the blocks from the clicked layer up."""
+    session = StudioSession(lens, RunFolder(None))
+    session.source = session.source.__class__(task=TASK, split="train")
+    reference = train[2]
+    example = session.example("train", reference.example_id)
+    calls = []
+    hooks = [
+        block.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+        for index, block in enumerate(lens.bridge.blocks)
+    ]
+    steps = [
+        ({(0, 1)}, "zero", None),
+        ({(0, 1), (2, 3)}, "zero", [2]),  # a click on layer 2 reruns block 2 only
+        ({(0, 1), (2, 3), (1, 0)}, "zero", [1, 2]),
+        ({(2, 3), (1, 0)}, "zero", [1, 2]),  # the lowest head removed: from the new lowest layer
+        ({(2, 3), (1, 0)}, "weighted", [1, 2]),
+        ({(2, 3), (1, 0), (2, 1)}, "weighted", [2]),
+        ({(2, 3), (1, 0), (2, 1)}, "zero", [1, 2]),
+    ]
+    try:
+        session.nll(example, ProfileState("own"), {}, AblationKind())  # the clean forwards
+        for heads, kind, blocks in steps:
+            calls.clear()
+            report = session.nll(example, ProfileState("own"), dict.fromkeys(heads, 1.0), AblationKind(kind, 0.7))
+            weight = 0.7 if kind == "weighted" else 1.0
+            for condition, prompt in zip(report.conditions, (reference.prompt_ids, reference.no_profile_prompt_ids)):
+                expected = hand_nll(twin, prompt, reference.target_ids, scaled(twin, dict.fromkeys(heads, weight)))
+                assert condition.ablated == pytest.approx(expected, abs=1e-4), (heads, kind)
+            if blocks is not None:
+                assert calls == blocks * 2, (heads, kind)  # both conditions
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_weighted_at_full_strength_equals_zero_for_clicked_heads(lens, train):

@@ -30,6 +30,8 @@ ATTRIBUTION_SOURCES = {
 }
 TOP_OF_MAP = "map-top-k"
 POLL_MS = 300
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # typed texts are capped far below this; larger requests are refused
+MAX_HISTORY_ROWS = 2000  # comparisons kept per tab (the oldest go first)
 DECODER_TITLES = {"greedy": "greedy (full model)", "ablated": "greedy, head set ablated", "dps": "DPS"}
 
 CARD = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "10px 14px", "marginBottom": "12px", "background": "#fff"}
@@ -45,6 +47,7 @@ def create_app(session: StudioSession) -> Dash:
         on_error=_show_error,
         update_title=None,
     )
+    app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.layout = _layout(session)
     _register(app, session, JobBoard())
     return app
@@ -480,8 +483,7 @@ def _per_token(report: NLLReport) -> list:
 
 
 def _details(example: StudioExample, state: ProfileState, session: StudioSession) -> list:
-    prompt = example.prompt_ids(state)
-    shown = session.lens.decode(prompt, skip_special_tokens=False)
+    prompt, shown = session.prompt(example, state)
     return [
         html.Div(
             [
@@ -668,7 +670,7 @@ def _register(app: Dash, session: StudioSession, jobs: JobBoard) -> None:
         if heads:
             rows = export.comparison_rows(example.key, example.user_id, state.describe(), heads, report)
             if not history or history[-len(rows) :] != rows:
-                history += rows
+                history = (history + rows)[-MAX_HISTORY_ROWS:]
         return _nll_table(report, heads), _per_token(report), history
 
     @app.callback(

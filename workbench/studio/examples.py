@@ -182,7 +182,12 @@ class TextExample(StudioExample):
 
 def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample]:
     """The examples of one split of the run's data (with references), in file order."""
-    config = PromptConfig(format=source.prompt_format, k=source.k, seed=source.seed)  # type: ignore[arg-type]
+    config = PromptConfig(
+        format=source.prompt_format,  # type: ignore[arg-type]
+        k=source.k,
+        seed=source.seed,
+        max_prompt_tokens=source.max_prompt_tokens,
+    )
     if source.data is not None and source.data.endswith(".jsonl") and not _is_task(source.task):
         records = read_prompt_records(source.data)
         return [

@@ -44,6 +44,7 @@ class TaskSource:
     prompt_format: str = "plain"
     k: int = 5
     seed: int = 0
+    max_prompt_tokens: int | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -176,6 +177,7 @@ class RunFolder:
             prompt_format=prompt_format,
             k=_as_int(_first(records, ("k", "profile_k")), 5),
             seed=_as_int(_first(records, ("seed",)), 0),
+            max_prompt_tokens=_as_int(_first(records, ("max_prompt_tokens",)), None),
             notes=tuple(notes),
         )
 
@@ -223,7 +225,7 @@ def _find(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return None
 
 
-def _as_int(value: Any, default: int) -> int:
+def _as_int(value: Any, default: int | None) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):

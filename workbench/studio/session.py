@@ -7,8 +7,12 @@ generates greedy, ablated and DPS continuations; it computes attribution PCS of 
 
 Speed: the clean forward of each (example, profile state) runs once and is kept as the lens's tail
 context (`Lens.tail_context`); an ablation then costs only the layers from its lowest ablated
-layer up (`Lens.run_tail`), and only the reference positions are unembedded. The two conditions
-are not batched: their prompts differ in length, and the prompt without profile is the short one.
+layer up (`Lens.run_tail`), and only the reference positions are unembedded. The last ablated run
+of each (example, state) also keeps every block's input residual: a new set that differs from it
+only from layer d on (a click on a head of layer d) restarts there, so a click costs the layers
+above the clicked head, not above the set's lowest head. The two conditions are not batched:
+their prompts differ in length, the one without profile is the short one, and at a few hundred
+tokens a CPU forward is compute-bound, so padding them into one batch would cost more than it saves.
 
 The ablation masks are the DPS decoders' own (`Suppressed(...).as_dps().generic_mask`), so the
 ablated NLL, the ablated continuation and DPS's generic pass suppress the heads in the same way:
@@ -44,13 +48,14 @@ from workbench.scores.nll import TargetSequence
 from workbench.studio.examples import OFF, ProfileState, StudioExample, TextExample, load_split
 from workbench.studio.jobs import FairLock
 from workbench.studio.runfolder import RunFolder
-from workbench.tensor_types import HeadReference, Logits
+from workbench.tensor_types import HeadReference, Logits, Residual
 
 KINDS: tuple[str, ...] = ("zero", "mean", "weighted")
 DECODERS: tuple[str, ...] = ("greedy", "ablated", "dps")
 HeadSet = Mapping[Head, float]
 MAX_NEW_TOKENS = 256
-CACHED_CONTEXTS = 16
+CACHED_ITEMS = 16
+CACHE_BYTES = 1 << 30  # clean contexts kept, at most (about 7,000 tokens of the default model)
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,33 @@ class _Clean:
     sequence: TargetSequence
     tokens: np.ndarray
 
+    @property
+    def nbytes(self) -> int:
+        tensors = {id(t): t for t in _tensors([self.context.residuals, self.context.block_kwargs, self.context.logits])}
+        return sum(t.nelement() * t.element_size() for t in tensors.values())
+
+
+@dataclass
+class _Ablated:
+    """One ablated run: its mask (one row) and each block's input residual from its lowest
+    ablated layer up."""
+
+    scale: torch.Tensor  # [layer, head]
+    z_ref: HeadReference | None
+    residuals: dict[int, Residual]
+    tokens: np.ndarray
+
+    def first_difference(self, mask: HeadMask) -> int | None:
+        """The lowest layer where `mask` (one row) acts differently from this run's mask; None when
+        they are the same (a different reference activation differs everywhere)."""
+        same_reference = (self.z_ref is None and mask.z_ref is None) or (
+            self.z_ref is not None and mask.z_ref is not None and torch.equal(self.z_ref, mask.z_ref)
+        )
+        if not same_reference:
+            return 0
+        differing = torch.nonzero((self.scale != mask.scale[0]).any(dim=1)).flatten().tolist()
+        return differing[0] if differing else None
+
 
 def token_nll(logits: Logits, targets: torch.Tensor) -> np.ndarray:
     """NLL of each target token, `[batch, target]`, from logits at the target positions (log-softmax
@@ -124,6 +156,7 @@ class StudioSession:
         self._splits: dict[str, list[StudioExample]] = {}
         self._typed: OrderedDict[tuple, TextExample] = OrderedDict()
         self._clean: OrderedDict[tuple[str, str], _Clean] = OrderedDict()
+        self._ablated: OrderedDict[tuple[str, str], _Ablated] = OrderedDict()
         self._z_ref: OrderedDict[str, HeadReference] = OrderedDict()
         self._attribution: OrderedDict[tuple[str, str, str], PCSResult] = OrderedDict()
 
@@ -150,6 +183,12 @@ class StudioSession:
                 example = TextExample(self.lens, key, "typed", prompt, reference, profile=profile, chat=chat)
             _remember(self._typed, identity, example)
         return self._typed[identity]
+
+    def prompt(self, example: StudioExample, state: ProfileState) -> tuple[tuple[int, ...], str]:
+        """The state's prompt as token ids and as the model sees it (special tokens shown)."""
+        with self.lock:
+            ids = example.prompt_ids(state)
+            return ids, self.lens.decode(ids, skip_special_tokens=False)
 
     # --- masks -------------------------------------------------------------------------------
 
@@ -183,15 +222,54 @@ class StudioSession:
             context = self.lens.tail_context(list(sequence.ids))
             kept = replace(context, logits=context.logits[:, sequence.positions.to(context.logits.device)])
             _remember(self._clean, key, _Clean(kept, sequence, token_nll(kept.logits, sequence.targets)[0]))
+            while len(self._clean) > 1 and sum(c.nbytes for c in self._clean.values()) > CACHE_BYTES:
+                dropped, _ = self._clean.popitem(last=False)
+                self._ablated.pop(dropped, None)
+        self._clean.move_to_end(key)
         return self._clean[key]
 
-    def _ablated_tokens(self, clean: _Clean, mask: HeadMask | None) -> np.ndarray:
+    def _ablated_tokens(self, key: tuple[str, str], clean: _Clean, mask: HeadMask | None) -> np.ndarray:
+        """Per-token reference NLL with `mask`, restarting from the last run of `key` where it can."""
         if mask is None:
             return clean.tokens
-        start = min(mask.active_layers())
-        positions = clean.sequence.positions.to(self.lens.device)
-        logits = self.lens.run_tail(clean.context, start, mask=mask, positions=positions)
-        return token_nll(logits, clean.sequence.targets)[0]
+        start, residual, inherited = min(mask.active_layers()), None, {}
+        previous = self._ablated.get(key)
+        if previous is not None:
+            first = previous.first_difference(mask)
+            if first is None:
+                return previous.tokens
+            if first > start and first in previous.residuals:
+                start, residual = first, previous.residuals[first]
+                inherited = {layer: r for layer, r in previous.residuals.items() if layer < first}
+        recorded: dict[int, Residual] = {}
+
+        def recorder(layer: int) -> Callable[..., None]:
+            def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+                recorded[layer] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+            return record
+
+        blocks = self.lens.bridge.blocks
+        handles = [
+            blocks[layer].register_forward_pre_hook(recorder(layer), with_kwargs=True)
+            for layer in range(start, self.lens.n_layers)
+        ]
+        try:
+            positions = clean.sequence.positions.to(self.lens.device)
+            context = clean.context
+            if residual is not None:  # the previous run's residual entering block `start`
+                residuals = list(context.residuals)
+                residuals[start] = residual
+                context = replace(context, residuals=residuals)
+            logits = self.lens.run_tail(context, start, mask=mask, positions=positions)
+        finally:
+            for handle in handles:
+                handle.remove()
+        tokens = token_nll(logits, clean.sequence.targets)[0]
+        # Only the clean contexts' keys keep a run (one per example and profile state).
+        if key in self._clean:
+            self._ablated[key] = _Ablated(mask.scale[0].clone(), mask.z_ref, {**inherited, **recorded}, tokens)
+        return tokens
 
     def nll(self, example: StudioExample, state: ProfileState, heads: HeadSet, ablation: AblationKind) -> NLLReport:
         """The reference NLL clean and with `heads` ablated, for `state` and without profile."""
@@ -205,7 +283,7 @@ class StudioSession:
                 mask = None
                 if weights is not None:
                     mask = self._suppressed(example, weights, ablation).as_dps().generic_mask(self.lens, [clean.sequence.ids])
-                ablated = self._ablated_tokens(clean, mask)
+                ablated = self._ablated_tokens((example.key, current.key), clean, mask)
                 conditions.append(
                     Condition(current.describe(), float(clean.tokens.mean()), float(ablated.mean()), clean.tokens, ablated)
                 )
@@ -295,7 +373,17 @@ class _ObservedRun:
         return self._inner.score(logits)
 
 
-def _remember(cache: OrderedDict, key: Any, value: Any, size: int = CACHED_CONTEXTS) -> None:
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def _remember(cache: OrderedDict, key: Any, value: Any, size: int = CACHED_ITEMS) -> None:
     cache[key] = value
     cache.move_to_end(key)
     while len(cache) > size:
