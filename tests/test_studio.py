@@ -232,6 +232,29 @@ def scaled(twin, weights):
     return patch
 
 
+def mean_replaced(twin, prompts, target_ids, heads):
+    """A patch that puts each head's mean output over `prompts` ‖ target (o_proj inputs averaged
+    over all positions, captured from the twin) in place of its output."""
+    captured = {index: [] for index in range(twin.config.num_hidden_layers)}
+
+    def record(layer, z):
+        captured[layer].append(z[0])
+        return z
+
+    for prompt in prompts:
+        hand_nll(twin, prompt, target_ids, record)
+    means = {layer: torch.cat(parts).mean(dim=0) for layer, parts in captured.items()}
+
+    def patch(layer, z):
+        z = z.clone()
+        for head_layer, h in heads:
+            if head_layer == layer:
+                z[..., head_columns(twin, h)] = means[layer][head_columns(twin, h)]
+        return z
+
+    return patch
+
+
 def test_session_nll_equals_hand_patched_model(lens, twin, train):
     """Zero, weighted and mean ablation, with and without profile, against the plain HF model with
     the heads' o_proj inputs replaced by hand."""
@@ -244,28 +267,10 @@ def test_session_nll_equals_hand_patched_model(lens, twin, train):
     heads = {(0, 1): 1.0, (2, 3): 0.5}
     prompts = {"own": reference.prompt_ids, "off": reference.no_profile_prompt_ids}
 
-    # The mean reference: o_proj inputs averaged over both sequences, captured from the twin.
-    captured = {index: [] for index in range(twin.config.num_hidden_layers)}
-    for prompt in prompts.values():
-
-        def record(layer, z):
-            captured[layer].append(z[0])
-            return z
-
-        hand_nll(twin, prompt, reference.target_ids, record)
-    means = {layer: torch.cat(parts).mean(dim=0) for layer, parts in captured.items()}
-
-    def mean_patch(layer, z):
-        z = z.clone()
-        for head_layer, h in heads:
-            if head_layer == layer:
-                z[..., head_columns(twin, h)] = means[layer][head_columns(twin, h)]
-        return z
-
     expected = {
         "zero": scaled(twin, dict.fromkeys(heads, 1.0)),
         "weighted": scaled(twin, {head: 0.6 * w for head, w in heads.items()}),
-        "mean": mean_patch,
+        "mean": mean_replaced(twin, prompts.values(), reference.target_ids, heads),
     }
     for kind, patch in expected.items():
         report = session.nll(example, ProfileState("own"), heads, AblationKind(kind, 0.6))
@@ -305,6 +310,8 @@ def test_clicks_restart_at_the_clicked_layer_and_stay_exact(lens, twin, train):
         ({(2, 3), (1, 0)}, "weighted", [1, 2]),
         ({(2, 3), (1, 0), (2, 1)}, "weighted", [2]),
         ({(2, 3), (1, 0), (2, 1)}, "zero", [1, 2]),
+        ({(2, 3), (1, 0), (2, 1)}, "mean", None),  # same heads, another reference (its first use computes it)
+        ({(2, 3), (1, 0)}, "mean", [2]),
     ]
     try:
         session.nll(example, ProfileState("own"), {}, AblationKind())  # the clean forwards
@@ -312,8 +319,13 @@ def test_clicks_restart_at_the_clicked_layer_and_stay_exact(lens, twin, train):
             calls.clear()
             report = session.nll(example, ProfileState("own"), dict.fromkeys(heads, 1.0), AblationKind(kind, 0.7))
             weight = 0.7 if kind == "weighted" else 1.0
-            for condition, prompt in zip(report.conditions, (reference.prompt_ids, reference.no_profile_prompt_ids)):
-                expected = hand_nll(twin, prompt, reference.target_ids, scaled(twin, dict.fromkeys(heads, weight)))
+            prompts = (reference.prompt_ids, reference.no_profile_prompt_ids)
+            if kind == "mean":
+                patch = mean_replaced(twin, prompts, reference.target_ids, heads)
+            else:
+                patch = scaled(twin, dict.fromkeys(heads, weight))
+            for condition, prompt in zip(report.conditions, prompts):
+                expected = hand_nll(twin, prompt, reference.target_ids, patch)
                 assert condition.ablated == pytest.approx(expected, abs=1e-4), (heads, kind)
             if blocks is not None:
                 assert calls == blocks * 2, (heads, kind)  # both conditions
