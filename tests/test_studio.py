@@ -76,12 +76,13 @@ def twin(tiny_folder):
     return AutoModelForCausalLM.from_pretrained(tiny_folder, attn_implementation="eager").eval()
 
 
-def write_run(lens, folder: Path, task: str = TASK, n_examples: int = 2, method: str = "attribution") -> Path:
-    """A run folder as `workbench discover` writes it: PCS on a few train examples, standard at the
-    top and profile-contrast in a sub-folder, each with its top heads."""
+def write_run(lens, folder: Path, task: str = TASK, n_examples: int = 2, variants=("standard", "profile-contrast")) -> Path:
+    """A run folder as `workbench discover` writes it: attribution PCS on a few train examples,
+    standard at the top and profile-contrast in a sub-folder, each with its top heads."""
     examples = tokenized_examples(lens, load_examples(None, task, "train")[:n_examples], PromptConfig())
-    for variant, target in (("standard", folder), ("profile-contrast", folder / "contrast")):
-        result = score_heads(lens, examples, method=method, variant=variant, task=task, progress=False)
+    places = {"standard": folder, "profile-contrast": folder / "contrast"}
+    for variant, target in ((variant, places[variant]) for variant in variants):
+        result = score_heads(lens, examples, method="attribution", variant=variant, task=task, progress=False)
         result.metadata["split"] = "train"
         result.save(target / "pcs.parquet")
         HeadWeights.from_scores(result, top_k=3, extra={"split": "train", "data": "demo"}).save(target / "heads.json")
@@ -691,7 +692,7 @@ def test_the_browser_cannot_open_files_outside_the_run_folder(studio):
 
 @pytest.mark.slow
 def test_default_model_end_to_end(default_lens, browser, tmp_path):
-    run = write_run(default_lens, tmp_path / "run", task="LaMP-4", method="attribution")
+    run = write_run(default_lens, tmp_path / "run", task="LaMP-4", n_examples=1, variants=("standard",))
     session = StudioSession(default_lens, RunFolder(run))
     url, server = serve(session)
     try:
