@@ -110,7 +110,7 @@ def click_to_update(url: str, heads: list[tuple[int, int]]) -> list[float]:
         page.set_default_timeout(120_000)
         page.goto(url)
         page.wait_for_selector("#nll-table table")
-        page.wait_for_selector("#map .nsewdrag")
+        page.wait_for_function("document.querySelector('#map .js-plotly-plot')?.data?.[0]?.type === 'heatmap'")
         chosen: list[tuple[int, int]] = []
         for layer, head in heads:
             x, y = page.eval_on_selector(

@@ -153,9 +153,12 @@ def shot(page, name: str) -> None:
 # --- page helpers ------------------------------------------------------------------------------
 
 
+MAP_DRAWN = "document.querySelector('#map .js-plotly-plot')?.data?.[0]?.type === 'heatmap'"
+
+
 def click_head(page, layer: int, head: int) -> None:
     """Click the map cell of (layer, head), located through plotly's own axes."""
-    page.wait_for_selector("#map .nsewdrag")
+    page.wait_for_function(MAP_DRAWN)
     x, y = page.eval_on_selector(
         "#map .js-plotly-plot",
         """(plot, [head, layer]) => {
