@@ -30,11 +30,15 @@ def _smollm_geometry():
     "args, message",
     [
         (["--heads", "missing.json", "--prompt", "hi"], "missing.json: file not found"),
-        (["--prompt", "hi", "--gamma", "-1"], "γ must be a finite number >= 0"),
-        (["--prompt", "hi", "--gamma", "strong"], "--gamma must be a number >= 0 or 'adaptive'"),
+        (["--prompt", "hi", "--gamma", "-1"], "dps: gamma must be a number >= 0 or 'entropy', got '-1'"),
+        (["--prompt", "hi", "--gamma", "strong"], "dps: gamma must be a number >= 0 or 'entropy', got 'strong'"),
         (["--prompt", "  "], "--prompt is empty"),
-        (["--prompt", "hi", "--combine", "probs"], "combine must be one of"),
-        (["--prompt", "hi", "--suppression", "half"], "--suppression must be one of"),
+        (["--prompt", "hi", "--combine", "probs"], "dps: combine must be 'logits' or 'logprobs', got 'probs'"),
+        (["--prompt", "hi", "--suppression", "half"], "dps: suppression must be 'weighted', 'zero' or 'mean', got 'half'"),
+        (["--prompt", "hi", "--site", "resid-slice"], "dps: site must be 'head-output' or 'query-scale'"),
+        (["--prompt", "hi", "--format", "markdown"], "prompt: format must be 'plain', 'chat' or 'history'"),
+        (["--prompt", "hi", "--example", "e1"], "give --prompt TEXT or --example ID"),
+        (["--prompt", "hi", "--system", "be brief"], "--system applies to --prompt with --format chat"),
     ],
 )
 def test_bad_options_exit_2_before_loading_the_model(heads_file, args, message):

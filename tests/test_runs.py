@@ -29,7 +29,7 @@ def examples():
 
 def config(**changes) -> EvalConfig:
     base = dict(task="LaMP-7", split="dev", method="greedy", model="tiny", max_new_tokens=6, batch_size=2,
-                prompt=PromptConfig(k=2), resamples=50)  # fmt: skip
+                prompt=PromptConfig(profile_k=2), resamples=50)  # fmt: skip
     return EvalConfig(**{**base, **changes})
 
 

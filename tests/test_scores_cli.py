@@ -60,7 +60,7 @@ def test_discover_writes_scores_and_heads_and_resumes_identically(cli, data, tmp
     [
         (["--task", "LaMP-9"], "unknown task 'LaMP-9'"),
         (["--top-k", "13"], "--top-k must lie in 1..12"),
-        (["--method", "guess"], "unknown method 'guess'"),
+        (["--method", "guess"], "discover: method must be 'exact', 'attribution' or 'hybrid', got 'guess'"),
         (["--variant", "swap-contrast"], "prompt_swapped"),
     ],
 )
