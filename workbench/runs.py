@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +35,12 @@ from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prom
 from workbench.data.tasks import TaskSpec, task_spec
 from workbench.decoding.base import Decoder
 from workbench.decoding.greedy import Greedy
-from workbench.decoding.registry import uses_heads
+from workbench.decoding.registry import decoder_options as decoder_options_of
+from workbench.decoding.registry import make_decoder, uses_heads
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.metrics import aggregate, score_example
+from workbench.presets import preset_values
 from workbench.stats import Interval, bootstrap_interval, paired_bootstrap
 from workbench.typed_config import PYTHON_ONLY, PositiveInt, flat_values, typed_config
 
@@ -113,6 +115,34 @@ class EvalConfig:
             "decoder": self.decoder.options(),
             "prompt": flat_values(self.prompt),
         }
+
+
+def eval_config(
+    *,
+    task: str,
+    split: str,
+    model: str,
+    method: str | None = None,
+    preset: str | None = None,
+    decoder_options: Mapping[str, Any] | None = None,
+    prompt_options: Mapping[str, Any] | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    **rest: Any,
+) -> EvalConfig:
+    """The configuration of an evaluation from options by name, as `workbench evaluate` (and the
+    demo) take them: the preset's values (`workbench.presets`) fill in what is not given (None);
+    its decoder options apply where the chosen decoder has them; the rest are `EvalConfig`'s."""
+    given = {"method": method, "max_new_tokens": max_new_tokens, **(prompt_options or {})}
+    values = preset_values(preset, "evaluate", given)
+    chosen = values.pop("method", "greedy")
+    names = {option.name for option in decoder_options_of(chosen)}
+    preset_decoder = {k: v for k, v in values.pop("decoder", {}).items() if k in names}
+    decoder = make_decoder(chosen, **{**preset_decoder, **(decoder_options or {})})
+    max_new_tokens = values.pop("max_new_tokens", None)
+    prompt = PromptConfig(seed=seed, **values)
+    return EvalConfig(task=task, split=split, model=model, decoder=decoder, prompt=prompt, max_new_tokens=max_new_tokens,
+                      seed=seed, preset=preset, **rest)  # fmt: skip
 
 
 def bind_heads(config: EvalConfig, lens: Lens) -> tuple[Decoder, HeadWeights | None]:

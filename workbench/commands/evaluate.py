@@ -23,8 +23,6 @@ from workbench.commands.discover import (
 from workbench.data.tasks import TASKS
 from workbench.decoding.registry import DECODERS
 
-PROMPT_OPTIONS = ("format", "profile_k", "retriever", "max_prompt_tokens")
-
 
 @friendly_errors
 @with_decoder_options()
@@ -69,27 +67,21 @@ def evaluate(
     and every resulting option."""
     import dataclasses
 
-    from workbench.data.prompts import PromptConfig
     from workbench.data.sources import load_examples
-    from workbench.decoding.registry import decoder_options as options_of
-    from workbench.decoding.registry import make_decoder
     from workbench.heads import HeadWeights
-    from workbench.presets import preset_values
-    from workbench.runs import EvalConfig
+    from workbench.runs import eval_config
     from workbench.runs import evaluate as run_evaluation
 
-    given = {"method": method, "format": prompt_format, "profile_k": profile_k, "retriever": retriever,
-             "max_prompt_tokens": max_prompt_tokens, "max_new_tokens": max_new_tokens}  # fmt: skip
-    values = preset_values(preset, "evaluate", given)
-    chosen_method = values.pop("method", "greedy")
-    names = {option.name for option in options_of(chosen_method)}
-    preset_decoder = {k: v for k, v in values.pop("decoder", {}).items() if k in names}
-    decoder = make_decoder(chosen_method, **{**preset_decoder, **(decoder_options or {})})
-    prompt = PromptConfig(seed=seed, **{k: v for k, v in values.items() if k in PROMPT_OPTIONS})
-    config = EvalConfig(
-        task=task, split=split, model=model or "default", decoder=decoder, heads=str(heads) if heads else None,
-        data=str(data) if data else "demo", max_new_tokens=values.get("max_new_tokens"), prompt=prompt,
-        batch_size=batch_size, seed=seed, limit=limit, preset=preset,
+    prompt_options = {
+        "format": prompt_format,
+        "profile_k": profile_k,
+        "retriever": retriever,
+        "max_prompt_tokens": max_prompt_tokens,
+    }
+    config = eval_config(
+        task=task, split=split, model=model or "default", method=method, preset=preset, decoder_options=decoder_options,
+        prompt_options=prompt_options, heads=str(heads) if heads else None, data=str(data) if data else "demo",
+        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit,
     )  # fmt: skip
     if heads is not None:
         HeadWeights.load_any(heads)  # a malformed file fails before the model loads

@@ -70,8 +70,13 @@ def steer(
     if not heads.is_file():
         raise InputError(f"{heads}: file not found")
     dps = DPS(**(decoder_options or {}))  # bad options fail before the model loads
-    config = PromptConfig(format=prompt_format, profile_k=5 if profile_k is None else profile_k, retriever=retriever or "bm25",
-                          seed=seed, max_prompt_tokens=max_prompt_tokens)  # fmt: skip  (so does a bad prompt option)
+    config = PromptConfig(
+        format=prompt_format,
+        profile_k=5 if profile_k is None else profile_k,
+        retriever=retriever or "bm25",
+        seed=seed,
+        max_prompt_tokens=max_prompt_tokens,
+    )  # fmt: skip  (so does a bad prompt option)
     chosen = None
     if example is not None:
         found = [e for e in load_examples(data, task, split) if e.example_id == example]
