@@ -1,12 +1,12 @@
 """The registry of decoders: one name per decoder, the same on command lines, in Python and in
 every record. Each decoder class declares its options once (`workbench.typed_config`);
-`make_decoder` builds one from flat options, and `decoder_options` / `all_options` list them
-for `workbench decoders` and the command-line options of `evaluate` and `steer`.
+`make_decoder` builds one from flat options, and `decoder_options` lists them for `workbench
+decoders` and the command-line options of `evaluate` and `steer`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
 from workbench.decoding.base import Decoder
 from workbench.decoding.cad import CAD
@@ -18,12 +18,10 @@ from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.typed_config import Option, options
 
-Method = Literal["greedy", "dps", "random-heads", "suppressed", "cad", "dola", "decore"]
 DECODERS: dict[str, type[Decoder]] = {
     cls.name: cls
     for cls in (Greedy, DPS, RandomHeads, Suppressed, CAD, DoLa, DeCoRe)  # type: ignore[type-abstract]
 }
-assert tuple(DECODERS) == get_args(Method)
 
 
 def decoder_class(method: str) -> type[Decoder]:
@@ -40,15 +38,6 @@ def uses_heads(method: str) -> bool:
 def decoder_options(method: str) -> list[Option]:
     """The command-line options of one decoder (its head weights and tensors are Python-only)."""
     return [option for option in options(decoder_class(method)) if not option.python_only]
-
-
-def all_options() -> dict[str, list[tuple[str, Option]]]:
-    """Every decoder option by name, with the decoders that have it (and their defaults)."""
-    union: dict[str, list[tuple[str, Option]]] = {}
-    for method in DECODERS:
-        for option in decoder_options(method):
-            union.setdefault(option.name, []).append((method, option))
-    return union
 
 
 def make_decoder(method: str, heads: HeadWeights | None = None, **values: Any) -> Decoder:
