@@ -86,7 +86,7 @@ def test_the_authors_preset_records_itself_and_yields_to_explicit_options(cli, h
     result = cli("--out", tmp_path / "o", "--preset", "authors", "--heads", heads_file, "--gamma", "1.5")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert metrics["preset"] == "authors" and metrics["method"] == "dps" and metrics["label"] == "dps (authors preset)"
+    assert metrics["preset"] == "authors" and metrics["method"] == "dps" and metrics["label"] == "dps (authors)"
     config = metrics["config"]
     assert config["decoder"] == {
         "gamma": 1.5, "gamma_cap": None, "entropy_scale": "nats", "combine": "logprobs", "plausibility": None,
@@ -95,7 +95,7 @@ def test_the_authors_preset_records_itself_and_yields_to_explicit_options(cli, h
     assert config["prompt"]["format"] == "chat" and config["prompt"]["max_prompt_tokens"] == 2048
     assert config["max_new_tokens"] == 4  # given explicitly (the preset's is 32)
     assert json.loads((tmp_path / "o" / "config.json").read_text()) == config
-    assert "dps (authors preset)" in result.output and "site=query-scale" in result.output
+    assert "dps (authors)" in result.output and "site=query-scale" in result.output
 
 
 def test_every_decoder_option_is_reachable(cli, heads_file, tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench import io
+from workbench.comparison import compare_runs
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import demo_folder, load_examples
 from workbench.decoding import make_decoder
@@ -27,7 +28,7 @@ from workbench.errors import InputError
 from workbench.figures import overlap_heatmap, pcs_heatmap, save_figure, validation_bars
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
-from workbench.runs import EvalConfig, compare_runs, evaluate
+from workbench.runs import EvalConfig, evaluate
 from workbench.scores import METHODS, PCSResult, induction_scores, retrieval_scores, score_heads
 from workbench.validation import validate_heads
 

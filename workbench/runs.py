@@ -23,14 +23,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import Field
 from tqdm.auto import tqdm
 
 from workbench import io
 from workbench.checkpoint import digest
+from workbench.comparison import metric_statistic
 from workbench.data.examples import Example
-from workbench.data.files import read_json, read_jsonl
+from workbench.data.files import read_json
 from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prompt
 from workbench.data.tasks import TaskSpec, task_spec
 from workbench.decoding.base import Decoder
@@ -41,7 +41,7 @@ from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.metrics import aggregate, score_example
 from workbench.presets import preset_values
-from workbench.stats import Interval, bootstrap_interval, paired_bootstrap
+from workbench.stats import Interval, bootstrap_interval
 from workbench.typed_config import PYTHON_ONLY, PositiveInt, flat_values, typed_config
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class EvalConfig:
     @property
     def label(self) -> str:
         """How reports name the run: the decoder, and the preset it came from."""
-        return self.method if self.preset is None else f"{self.method} ({self.preset} preset)"
+        return self.method if self.preset is None else f"{self.method} ({self.preset})"
 
     @property
     def spec(self) -> TaskSpec:
@@ -111,7 +111,6 @@ class EvalConfig:
         return {
             **own,
             "method": self.method,
-            "label": self.label,
             "decoder": self.decoder.options(),
             "prompt": flat_values(self.prompt),
         }
@@ -291,11 +290,6 @@ def evaluate(
     return result
 
 
-def metric_statistic(spec: TaskSpec, rows: Sequence[dict[str, float]], name: str):
-    """The statistic "metric `name` over the resampled examples" for the bootstrap."""
-    return lambda indices: aggregate(spec, [rows[i] for i in indices])[name]
-
-
 def metric_intervals(spec: TaskSpec, rows: Sequence[dict[str, float]], config: EvalConfig) -> dict[str, Interval]:
     return {
         name: bootstrap_interval(len(rows), metric_statistic(spec, rows, name), resamples=config.resamples, seed=config.seed)
@@ -311,41 +305,3 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[package] = "not installed"
     return versions
-
-
-def load_run(out: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """`(metrics.json, predictions by id)` of a finished run folder."""
-    out = Path(out)
-    if not (out / METRICS).is_file():
-        raise InputError(f"{out}: no {METRICS} (not a finished `workbench evaluate` output folder)")
-    predictions = {str(record["id"]): record for _, record in read_jsonl(out / PREDICTIONS)}
-    return read_json(out / METRICS), predictions
-
-
-def compare_runs(outs: Sequence[str | Path], *, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Paired comparison of every run against the first (the baseline), on the examples they share:
-    one row per (run, metric) with both values, the difference, its interval and p-value."""
-    if len(outs) < 2:
-        raise InputError("compare needs at least two evaluation folders (the first is the baseline)")
-    runs = [load_run(out) for out in outs]
-    tasks = {metrics["task"] for metrics, _ in runs}
-    if len(tasks) != 1:
-        raise InputError(f"the runs are for different tasks ({', '.join(sorted(tasks))}); compare runs of one task")
-    spec = task_spec(tasks.pop())
-    shared = sorted(set.intersection(*(set(predictions) for _, predictions in runs)))
-    if not shared:
-        raise InputError("the runs share no example ids")
-    base_rows = [runs[0][1][i]["scores"] for i in shared]
-    table = []
-    for out, (metrics, predictions) in zip(outs[1:], runs[1:]):
-        rows = [predictions[i]["scores"] for i in shared]
-        base_metrics, run_metrics = aggregate(spec, base_rows), aggregate(spec, rows)
-        for name in [name for name in base_metrics if name in run_metrics]:
-            comparison = paired_bootstrap(len(shared), metric_statistic(spec, base_rows, name), metric_statistic(spec, rows, name),
-                                          resamples=resamples, seed=seed)  # fmt: skip
-            table.append({
-                "baseline": str(outs[0]), "run": str(out), "method": metrics["method"], "metric": name,
-                "baseline_value": base_metrics[name], "value": run_metrics[name],
-                **comparison.as_dict(),
-            })  # fmt: skip
-    return pd.DataFrame(table)

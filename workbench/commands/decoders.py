@@ -6,7 +6,7 @@ import typer
 
 
 def decoders() -> None:
-    """List each decoder's options (the --options of `evaluate` and `steer`), defaults and the presets."""
+    """List every decoder's options and defaults, and the presets."""
     from rich.console import Console
     from rich.table import Table
 

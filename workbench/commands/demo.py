@@ -21,7 +21,9 @@ def demo(
     method: Annotated[str, typer.Option("--method", help="PCS method: exact, attribution or hybrid.")] = "hybrid",
     n_random: Annotated[int, typer.Option("--n-random", help="Random head sets in the validation study.")] = 20,
     gamma: Annotated[float, typer.Option("--gamma", help="DPS contrast strength γ (>= 0).")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of every random draw: retrieval, random head sets, bootstrap and permutations.")
+    ] = 0,
     device: DeviceOption = "auto",
     dtype: DtypeOption = None,
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, OutOption, friendly_errors, load_lens
 from workbench.errors import InputError
 from workbench.presets import PRESETS
 
@@ -60,7 +60,6 @@ AblationOption = Annotated[
         "--ablation", help="zero (default), mean or resid-slice (the authors' residual-slice zeroing; not a head ablation)."
     ),
 ]
-OutOption = Annotated[Path, typer.Option("--out", help="Output folder.")]
 LimitOption = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
 METHOD_HELP = (
     "hybrid (default): attribution for every head, then exact PCS for 3 x --top-k candidates (about 5 s per "

@@ -1,5 +1,4 @@
-"""`workbench evaluate` (generate, score, write a resumable run folder) and `workbench compare`
-(paired bootstrap comparison of run folders against the first)."""
+"""`workbench evaluate`: generate, score, write a resumable run folder (`workbench compare` reads it)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from workbench.commands._decoder_options import with_decoder_options
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, OutOption, friendly_errors, load_lens
 from workbench.commands.discover import (
     DataOption,
     FormatOption,
@@ -27,7 +26,7 @@ from workbench.decoding.registry import DECODERS
 @friendly_errors
 @with_decoder_options()
 def evaluate(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (predictions.jsonl, metrics.json); rerunning resumes.")],
+    out: OutOption,
     model: ModelOption = None,
     data: DataOption = None,
     task: Annotated[str, typer.Option("--task", help=f"{', '.join(TASKS)}.")] = "LaMP-4",
@@ -101,28 +100,5 @@ def evaluate(
     typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")
 
 
-@friendly_errors
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Evaluation output folders; the first is the baseline.")],
-    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-) -> None:
-    """Paired comparison table: each run against the first, with bootstrap intervals and p-values."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from workbench.runs import compare_runs
-
-    frame = compare_runs(runs, resamples=resamples, seed=seed)
-    table = Table(title=f"paired bootstrap vs {runs[0]} (n={int(frame['n'].iloc[0])}, {resamples} resamples, seed {seed})")
-    for column in ("run", "method", "metric", "baseline", "value", "difference", "95% interval", "p"):
-        table.add_column(column)
-    for row in frame.itertuples():
-        table.add_row(row.run, row.method, row.metric, f"{row.baseline_value:.4f}", f"{row.value:.4f}", f"{row.difference:+.4f}",
-                      f"[{row.low:+.4f}, {row.high:+.4f}]", f"{row.p_value:.3g}")  # fmt: skip
-    Console().print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
-    app.command("compare")(compare)

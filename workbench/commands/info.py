@@ -42,4 +42,4 @@ def info(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info")(info)
+    app.command("info", short_help="Load a model and print its head geometry.")(info)

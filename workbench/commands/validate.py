@@ -7,21 +7,21 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, OutOption, friendly_errors, load_lens
 from workbench.commands.discover import (
     AblationOption,
     DataOption,
     FormatOption,
     LimitOption,
-    OutOption,
     ProfileKOption,
     RetrieverOption,
     SeedOption,
     TaskOption,
 )
+from workbench.data.scoring_examples import check_source, load_scoring_examples
 
 
-@friendly_errors
+@friendly_errors(resumable=False)
 def validate(
     heads: Annotated[Path, typer.Option("--heads", help="heads.json from `workbench discover` (or a reference head file).")],
     out: OutOption,
@@ -52,7 +52,6 @@ def validate(
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
     from workbench import io
     from workbench.data.prompts import PromptConfig
-    from workbench.data.scoring_examples import check_source, load_scoring_examples
     from workbench.heads import HeadWeights
     from workbench.scores import induction_scores, retrieval_scores
     from workbench.validation import head_sets, summarize_validation, validation_deltas
@@ -76,4 +75,4 @@ def validate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
+    app.command("validate", short_help="Test selected heads on held-out examples against control heads.")(validate)

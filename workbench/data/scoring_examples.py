@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import load_examples
 from workbench.data.tasks import task_spec
@@ -64,6 +63,8 @@ def load_scoring_examples(
     (see the module docstring); `sample` draws with `prompt.seed`."""
     check_source(data, task)
     if task is None:
+        from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
+
         records = choose(read_prompt_records(data), limit, sample, prompt.seed)  # type: ignore[arg-type]
         try:
             return [
