@@ -14,7 +14,7 @@ above the clicked head, not above the set's lowest head. The two conditions are 
 their prompts differ in length, the one without profile is the short one, and at a few hundred
 tokens a CPU forward is compute-bound, so padding them into one batch would cost more than it saves.
 
-The ablation masks are the DPS decoders' own (`Suppressed(...).as_dps().generic_mask`), so the
+The ablation masks are the DPS decoders' own (`Suppression.mask`, the generic pass of `Suppressed` and `DPS`), so the
 ablated NLL, the ablated continuation and DPS's generic pass suppress the heads in the same way:
 
 - `zero`: every head of the set outputs 0 (its weight only selects it);
@@ -282,7 +282,7 @@ class StudioSession:
                 clean = self._clean_run(example, current)
                 mask = None
                 if weights is not None:
-                    mask = self._suppressed(example, weights, ablation).as_dps().generic_mask(self.lens, [clean.sequence.ids])
+                    mask = self._suppressed(example, weights, ablation).generic.mask(self.lens, weights, [clean.sequence.ids])
                 ablated = self._ablated_tokens((example.key, current.key), clean, mask)
                 conditions.append(
                     Condition(current.describe(), float(clean.tokens.mean()), float(ablated.mean()), clean.tokens, ablated)
@@ -304,7 +304,7 @@ class StudioSession:
             suppressed = self._suppressed(example, weights, ablation)
         if which == "ablated":
             return suppressed
-        return DPS(weights, gamma=gamma, suppression=suppressed.suppression, z_ref=suppressed.z_ref)
+        return DPS(weights, gamma=gamma, generic=suppressed.generic)
 
     def generate(
         self,
