@@ -60,12 +60,13 @@ ALL_VARIANTS = ["ours", "hf-eager", "hf-sdpa", "llama-q4", "llama-f32"]
 class Variant:
     """One row of the table: `run(prompts, new_tokens)` returns every prompt's greedy new tokens,
     stop tokens ignored. `max_batch` is the largest batch it decodes (None: any); `weights` says
-    what its weights are."""
+    what its weights are; `close` frees what it holds outside Python."""
 
     name: str
     run: Callable[[Prompts, int], NewTokens]
     weights: str = "float32"
     max_batch: int | None = None
+    close: Callable[[], None] = lambda: None
 
 
 def ours(lens) -> Variant:
@@ -101,8 +102,10 @@ def hf(model, tokenizer, attention: str) -> Variant:
 
 
 def llama_cpp(path: Path, name: str, weights: str, threads: int, n_ctx: int) -> Variant:
-    """llama.cpp through llama-cpp-python, one prompt at a time, argmax of its logits each step."""
-    import numpy as np
+    """llama.cpp through llama-cpp-python's `generate` with its greedy sampler (temperature 0, no
+    penalties), one prompt at a time; its stream is simply read past any stop token."""
+    from itertools import islice
+
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -110,18 +113,13 @@ def llama_cpp(path: Path, name: str, weights: str, threads: int, n_ctx: int) -> 
     def run(prompts: Prompts, new_tokens: int) -> NewTokens:
         generated = []
         for prompt in prompts:
-            llm.reset()  # forget the previous prompt: no reuse of a cached prefix
-            llm.eval(prompt)
-            tokens: list[int] = []
-            while True:
-                tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
-                if len(tokens) == new_tokens:
-                    break
-                llm.eval(tokens[-1:])
-            generated.append(tokens)
+            llm.reset()  # forget the previous prompt, so that no cached prefix is reused
+            stream = llm.generate(prompt, temp=0.0, repeat_penalty=1.0, reset=True)
+            generated.append(list(islice(stream, new_tokens)))
+            stream.close()
         return generated
 
-    return Variant(name, run, weights=weights, max_batch=1)
+    return Variant(name, run, weights=weights, max_batch=1, close=llm.close)
 
 
 # --- the GGUF files ------------------------------------------------------------------------------
@@ -481,6 +479,81 @@ def make_variants(names: list[str], lens, tokenizer, plain: dict, threads: int, 
     return variants, notes
 
 
+@dataclass
+class Row:
+    prompt_tokens: int
+    batch: int
+    new_tokens: int
+    variant: str
+    weights: str
+    seconds: float
+    rate: float  # new tokens per second, all prompts together
+    to_eager: float  # rate / hf-eager's rate
+    to_sdpa: float  # rate / hf-sdpa's rate
+    rounds: str
+    check: str
+
+    HEADER = (
+        "| prompt tokens | batch | new tokens | variant | weights | best (s) | tokens / s "
+        "| ratio to hf-eager | ratio to hf-sdpa | rounds | tokens vs hf-eager |"
+    )
+
+    def markdown(self) -> str:
+        return (
+            f"| {self.prompt_tokens} | {self.batch} | {self.new_tokens} | {self.variant} | {self.weights} | {self.seconds:.2f} "
+            f"| {self.rate:.1f} | {self.to_eager:.2f} | {self.to_sdpa:.2f} | {self.rounds} | {self.check} |"
+        )
+
+    def line(self) -> str:
+        return (
+            f"prompt {self.prompt_tokens:4d} batch {self.batch} new {self.new_tokens:4d}  {self.variant:10s} {self.seconds:7.2f} s  "
+            f"{self.rate:7.1f} tok/s  x{self.to_eager:.2f} hf-eager  x{self.to_sdpa:.2f} hf-sdpa  rounds {self.rounds}  {self.check}"
+        )
+
+
+def table_rows(
+    variants: list[Variant],
+    results: dict[str, Measurement],
+    length: int,
+    prompts: Prompts,
+    new_tokens: int,
+    rounds: str,
+    reference_model,
+) -> list[Row]:
+    """One row per variant of one setting: speed, ratios and the token check against hf-eager."""
+    reference = results[REFERENCE].tokens
+    rates = {name: len(prompts) * new_tokens / m.best for name, m in results.items()}
+    rows = []
+    for variant in variants:
+        m = results[variant.name]
+        if variant.name == REFERENCE:
+            check = "reference"
+        elif variant.name.startswith("llama"):
+            check = common_prefix(m.tokens, reference)
+        else:
+            check = describe(compare_tokens(m.tokens, reference), prompts, reference, reference_model)
+        if not m.deterministic:
+            check += "; tokens changed between runs"
+        rate = rates[variant.name]
+        to_sdpa = rate / rates["hf-sdpa"] if "hf-sdpa" in rates else float("nan")
+        rows.append(
+            Row(
+                length,
+                len(prompts),
+                new_tokens,
+                variant.name,
+                variant.weights,
+                m.best,
+                rate,
+                rate / rates[REFERENCE],
+                to_sdpa,
+                rounds,
+                check,
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
@@ -517,67 +590,44 @@ def main() -> None:
     variants, notes = make_variants(args.variants, lens, tokenizer, plain, args.threads, n_ctx)
     for note in notes:
         print("left out:", note, flush=True)
-    warm = build_prompts(lens, 32, 1)
-    for variant in variants:
-        timed(variant, warm, 2)
-
-    rows, checks, loads = [], [], [os.getloadavg()[0]]
-    for length in args.lengths:
-        for batch in args.batches:
-            prompts = build_prompts(lens, length, batch)
-            for new_tokens in args.new_tokens:
-                here = [v for v in variants if v.max_batch is None or batch <= v.max_batch]
-                results, rounds, settled = measure(here, prompts, new_tokens, args.max_rounds, args.tolerance)
-                loads.append(os.getloadavg()[0])
-                reference = results[REFERENCE].tokens
-                rates = {name: batch * new_tokens / m.best for name, m in results.items()}
-                for variant in here:
-                    m = results[variant.name]
-                    if variant.name.startswith("llama"):
-                        check = common_prefix(m.tokens, reference)
-                    elif variant.name == REFERENCE:
-                        check = "reference"
-                    else:
-                        check = describe(compare_tokens(m.tokens, reference), prompts, reference, plain["eager"])
-                    if not m.deterministic:
-                        check += "; tokens changed between runs"
-                    rows.append(
-                        (
-                            length,
-                            batch,
-                            new_tokens,
-                            variant.name,
-                            variant.weights,
-                            m.best,
-                            rates[variant.name],
-                            rates[variant.name] / rates["hf-eager"],
-                            rates[variant.name] / rates["hf-sdpa"] if "hf-sdpa" in rates else float("nan"),
-                            f"{rounds}{'' if settled else ' (not settled)'}",
-                            check,
-                        )
-                    )
-                    print(
-                        f"prompt {length:4d} batch {batch} new {new_tokens:4d}  {variant.name:10s} {m.best:7.2f} s  "
-                        f"{rates[variant.name]:7.1f} tok/s  x{rows[-1][7]:.2f} hf-eager  x{rows[-1][8]:.2f} hf-sdpa  "
-                        f"rounds {rows[-1][9]}  {check}",
-                        flush=True,
-                    )
-                checks.append(settled)
+    try:
+        warm = build_prompts(lens, 32, 1)
+        for variant in variants:
+            timed(variant, warm, 2)
+        loads = [os.getloadavg()[0]]
+        rows: list[Row] = []
+        settled = []
+        for length in args.lengths:
+            for batch in args.batches:
+                prompts = build_prompts(lens, length, batch)
+                for new_tokens in args.new_tokens:
+                    here = [v for v in variants if v.max_batch is None or batch <= v.max_batch]
+                    results, rounds, stable = measure(here, prompts, new_tokens, args.max_rounds, args.tolerance)
+                    loads.append(os.getloadavg()[0])
+                    settled.append(stable)
+                    for row in table_rows(
+                        here,
+                        results,
+                        length,
+                        prompts,
+                        new_tokens,
+                        f"{rounds}{'' if stable else ' (not settled)'}",
+                        plain["eager"],
+                    ):
+                        print(row.line(), flush=True)
+                        rows.append(row)
+    finally:
+        for variant in variants:
+            variant.close()
     print(
         f"\nthreads {args.threads}; load average (1 min) {min(loads):.1f}–{max(loads):.1f}; "
-        f"{sum(checks)}/{len(checks)} settings settled within {args.tolerance:.0%}"
+        f"{sum(settled)}/{len(settled)} settings settled within {args.tolerance:.0%}"
     )
     if args.markdown:
-        print(
-            "\n| prompt tokens | batch | new tokens | variant | weights | best (s) | tokens / s "
-            "| ratio to hf-eager | ratio to hf-sdpa | rounds | tokens vs hf-eager |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for length, batch, new, name, weights, seconds, rate, eager, sdpa, rounds, check in rows:
-            print(
-                f"| {length} | {batch} | {new} | {name} | {weights} | {seconds:.2f} | {rate:.1f} "
-                f"| {eager:.2f} | {sdpa:.2f} | {rounds} | {check} |"
-            )
+        print("\n" + Row.HEADER)
+        print("|---" * (Row.HEADER.count("|") - 1) + "|")
+        for row in rows:
+            print(row.markdown())
 
 
 if __name__ == "__main__":
