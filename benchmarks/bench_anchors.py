@@ -279,7 +279,8 @@ def _one_more(attention: torch.Tensor) -> torch.Tensor:
 
 
 def hf_stepper(model, tokenizer, prompts: Prompts) -> Stepper:
-    """A plain Hugging Face model's forward, one token per step, after a prefill of `prompts`."""
+    """A plain Hugging Face model's forward, one token per step, after a prefill of `prompts`
+    (positions follow the cache rather than the padding: for timing, not for tokens)."""
     batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")
     state = {"attention": batch["attention_mask"]}
     with torch.no_grad():
