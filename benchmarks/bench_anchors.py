@@ -19,18 +19,20 @@ number of new tokens with the model's stop tokens ignored, variants alternating,
 Stop tokens are ignored, not forbidden: every variant takes the argmax even when it is an
 end-of-turn token, and goes on (`min_new_tokens` would instead forbid the stop token and so change
 the tokens). Rounds (each variant once, in turn) repeat until two consecutive rounds agree within
---tolerance for every variant, or --max-rounds; the best round is reported. The tokens are checked:
+--tolerance for every variant, or --max-rounds; each variant's best run is reported. The tokens are checked:
 ours must equal `hf-eager`'s for every prompt; `hf-sdpa` may differ by float rounding (counted);
 llama.cpp's common prefix with `hf-eager` is information only. A mismatch is reported with
 `hf-eager`'s margin between its two best logits at the first differing step (a near-tie or not).
 
     .venv/bin/python benchmarks/bench_anchors.py [--lengths 128 512] [--batches 1 8]
         [--new-tokens 32 128] [--variants ours hf-eager hf-sdpa llama-q4 llama-f32] [--threads 2]
-        [--max-rounds 5] [--tolerance 0.10] [--markdown]
+        [--max-rounds 5] [--tolerance 0.10] [--markdown] [--diagnose STEPS]
 
-`llama-cpp-python` builds llama.cpp from source: `CMAKE_ARGS="-DLLAVA_BUILD=OFF"
-.venv/bin/pip install -e ".[bench]"` (a few minutes per core). Without it the llama.cpp rows are
-left out with a note.
+`--diagnose` prints, instead of the table, per-step costs of the pieces of our loop and of Hugging
+Face's and an operator profile (benchmarks/RESULTS.md, "Anchors"). `llama-cpp-python` builds
+llama.cpp from source: `CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/pip install -e ".[bench]"` (about
+50 minutes as one niced compile job on the shared 2-core machine). Without it the llama.cpp rows
+are left out with a note.
 """
 
 from __future__ import annotations
