@@ -101,7 +101,8 @@ class TaskExample(StudioExample):
     def profile_items(self) -> tuple[str, ...]:  # type: ignore[override]
         spec = task_spec(self.example.task)
         return tuple(
-            shot_text(spec, item) for item in retrieve(self.example, self.config.profile_k, self.config.retriever, seed=self.config.seed)
+            shot_text(spec, item)
+            for item in retrieve(self.example, self.config.profile_k, self.config.retriever, seed=self.config.seed)
         )
 
     def _partner(self, user_id: str) -> Example:
