@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
@@ -414,6 +415,71 @@ class Lens:
             f"Lens({self.name!r}: {g.n_layers} layers, {g.n_heads} query heads, {g.n_kv_heads} key-value heads, "
             f"d_head {g.d_head}, d_model {g.d_model}, context {g.n_ctx}, on {self.device})"
         )
+
+    # --- the tail runner with less work (for ΔNLL engines) --------------------------------------
+
+    def finish_block(
+        self,
+        context: TailContext,
+        layer: int,
+        hidden: Residual,
+        *,
+        head_outputs: HeadOutputs | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> Float[torch.Tensor, "batch kept d_model"]:
+        """Block `layer`'s output residual from its input `hidden`, only at `positions` when given.
+
+        With `head_outputs` (the block's per-head `z`, `[batch, pos, head, d_head]`, e.g. recorded
+        in a clean run) the attention is not recomputed: only its output projection runs, so hooks
+        at `hook_z` and after still apply. Without, the attention runs on every position (later
+        positions attend to all earlier ones) and only the MLP is restricted to `positions`. Call
+        inside `intervene`. Written for pre-norm blocks (Llama: `h = x + attn(ln1(x))`,
+        `out = h + mlp(ln2(h))`).
+        """
+        block = self.bridge.blocks[layer]
+        if head_outputs is None:
+            kwargs = {k: v for k, v in context.block_kwargs[layer].items() if k in ("attention_mask", "position_embeddings")}
+            attention, _ = block.attn(hidden_states=block.ln1(hidden), **kwargs)
+        else:
+            attention = block.attn.hook_out(block.attn.o(head_outputs.flatten(-2)))
+        if positions is not None:
+            hidden, attention = hidden[:, positions], attention[:, positions]
+        middle = hidden + attention
+        return middle + block.mlp(block.ln2(middle))
+
+    def run_tail_at(
+        self,
+        context: TailContext,
+        start_layer: int,
+        positions: torch.Tensor,
+        *,
+        rows: int = 1,
+        mask: HeadMask | None = None,
+        head_outputs: Float[torch.Tensor, "#rows pos head d_head"] | None = None,
+    ) -> Float[torch.Tensor, "rows kept vocab"]:
+        """`run_tail(context, start_layer, rows=rows, mask=mask, positions=positions)` with less work:
+        the last block's MLP and the unembedding run only at `positions`, and with `head_outputs`
+        (block `start_layer`'s clean per-head `z`) that block's attention is not recomputed. Exact
+        when the mask leaves block `start_layer`'s attention pattern as in the clean run, i.e. for
+        masks at the head output or on residual slices, not for `query-scale`."""
+        self.geometry.check_head(start_layer, 0)
+        if head_outputs is not None and mask is not None and mask.site == "query-scale":
+            raise InputError("a query-scale mask changes the attention pattern; recorded head outputs cannot be reused")
+        hidden = context.residuals[start_layer]
+        hidden = (hidden.expand(rows, -1, -1) if hidden.shape[0] == 1 and rows > 1 else hidden).contiguous()
+        if head_outputs is not None and head_outputs.shape[0] == 1 and rows > 1:
+            head_outputs = head_outputs.expand(rows, -1, -1, -1)
+        last = self.n_layers - 1
+        positions = positions.to(self.device)
+        with torch.no_grad(), self.intervene(mask):
+            for layer in range(start_layer, last):
+                if layer == start_layer and head_outputs is not None:
+                    hidden = self.finish_block(context, layer, hidden, head_outputs=head_outputs)
+                    continue
+                output = self.bridge.blocks[layer](hidden, **context.block_kwargs[layer])
+                hidden = output[0] if isinstance(output, tuple) else output
+            reuse = head_outputs if start_layer == last else None
+            return self.unembed(self.finish_block(context, last, hidden, head_outputs=reuse, positions=positions))
 
 
 def _join_caches(caches: list[Any]) -> Any:

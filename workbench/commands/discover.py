@@ -113,7 +113,8 @@ def discover(
         variant=variant,
         ablation=ablation,
         checkpoint=out / "checkpoint",
-        top_m=3 * top_k if top_m is None else top_m,
+        top_m=top_m,
+        top_k=top_k,
         max_rows=max_rows,
         seed=seed,
         task=task or data.stem,  # type: ignore[union-attr]
