@@ -123,6 +123,16 @@ def test_sequence_nll_equals_one_twin_forward_per_mask(tiny, twin, sequence, z_r
         assert result.deltas[row].item() == pytest.approx(float(expected.mean() - clean.mean()), abs=TOLERANCE)
 
 
+def test_query_scale_masks_rerun_their_start_block_in_full(tiny, sequence):
+    masks = [HeadMask.ablate(tiny.geometry, heads, site="query-scale") for heads in ([(1, 2)], [(0, 0), (2, 1)])]
+    result = sequence_nll(tiny, sequence, masks)
+    for row, mask in enumerate(masks):
+        logits = tiny.forward(list(sequence.ids), mask=mask)[0, sequence.positions].double()
+        expected = -logits.log_softmax(-1)[torch.arange(len(sequence.targets)), sequence.targets]
+        assert (expected - result.clean).abs().max() > 1e-3
+        torch.testing.assert_close(result.masked[row], expected, atol=TOLERANCE, rtol=0)
+
+
 def test_a_mask_without_effect_is_the_clean_pass(tiny, sequence):
     result = sequence_nll(tiny, sequence, [HeadMask.identity(tiny.geometry)])
     assert torch.equal(result.masked[0], result.clean) and result.deltas[0] == 0

@@ -157,6 +157,14 @@ def test_more_examples_reuse_the_finished_ones_and_the_bar_starts_there(tiny, ex
     assert extended.example_ids == ["e0", "e1", "e2"]
 
 
+def test_an_example_whose_tokens_changed_is_scored_again(tiny, examples, tmp_path, monkeypatch):
+    score_heads(tiny, examples[:2], variant="profile-contrast", checkpoint=tmp_path, progress=False)
+    changed = replace(examples[1], no_profile_prompt_ids=examples[1].no_profile_prompt_ids[:-1])  # same id, other control
+    calls = counting(monkeypatch)
+    score_heads(tiny, [examples[0], changed], variant="profile-contrast", checkpoint=tmp_path, progress=False)
+    assert len(calls) == 2  # both sequences of the changed example, none of the unchanged one
+
+
 def test_a_hybrid_entry_for_other_candidates_is_completed_not_recomputed(tiny, examples, tmp_path, monkeypatch):
     score_heads(tiny, examples[:2], method="hybrid", top_m=4, checkpoint=tmp_path, progress=False)
     attribution_calls = counting(monkeypatch, "attribution_terms")

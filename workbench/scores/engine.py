@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.errors import InputError
 from workbench.lens import Lens, z_hook_name
@@ -85,22 +84,6 @@ def sequence_nll(lens: Lens, sequence: TargetSequence, masks: Sequence[HeadMask]
             )
             masked[chunk] = token_nll(logits, sequence.targets).cpu()
     return SequenceNLL(clean, masked)
-
-
-def masked_nll(
-    lens: Lens,
-    sequences: Sequence[TargetSequence],
-    masks: Sequence[HeadMask] = (),
-    *,
-    max_rows: int = 64,
-    progress: bool = False,
-    desc: str = "NLL",
-) -> list[SequenceNLL]:
-    """`sequence_nll` for each of `sequences` with the same masks (a progress bar per sequence)."""
-    return [
-        sequence_nll(lens, sequence, masks, max_rows=max_rows)
-        for sequence in tqdm(sequences, desc=desc, unit="sequence", disable=not progress)
-    ]
 
 
 def _recorder(store: dict[int, torch.Tensor], layer: int) -> Callable[..., None]:
