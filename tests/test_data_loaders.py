@@ -136,6 +136,16 @@ def test_questions_without_outputs_load_without_gold() -> None:
     assert [e.output for e in examples] == [None, None]
 
 
+def test_a_lamp_folder_without_gold_outputs_is_refused_at_load_time(tmp_path: Path) -> None:
+    """Not at evaluation time as "no gold output for id ...": the missing file is named."""
+    shutil.copytree(LAMP / "LaMP-7", tmp_path / "LaMP-7")
+    (tmp_path / "LaMP-7" / "dev" / "dev_outputs.json").unlink()
+    with pytest.raises(InputError, match=r"LaMP-7/dev: no dev_outputs.json \(the gold outputs\); evaluation and head"):
+        load_examples(tmp_path / "LaMP-7", "LaMP-7", "dev")
+    examples = load_examples(tmp_path / "LaMP-7", "LaMP-7", "dev", need_gold=False)
+    assert [e.output for e in examples] == [None, None]
+
+
 def test_longlamp_jsonl_and_parquet(tmp_path: Path) -> None:
     jsonl = FIXTURES / "longlamp_abstract.jsonl"
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]

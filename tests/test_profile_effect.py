@@ -23,7 +23,7 @@ def test_reference_nll_matches_the_twin(tiny) -> None:
 
 def test_profile_nll_table_equals_twin_forwards_of_each_prompt(tiny) -> None:
     examples = load_examples(None, "LaMP-7", "dev")[:3]
-    config = PromptConfig(k=2)
+    config = PromptConfig(profile_k=2)
     table = profile_nll(tiny, examples, config)
     assert list(table["example_id"]) == [e.example_id for e in examples]
     assert list(table["style"]) == [e.style for e in examples]
@@ -47,7 +47,7 @@ def test_demo_profile_lowers_reference_nll_on_the_default_model(default_lens) ->
 @pytest.mark.slow
 def test_greedy_evaluation_end_to_end_on_the_default_model(default_lens, tmp_path: Path) -> None:
     examples = load_examples(None, "LaMP-4", "dev")[:2]
-    config = EvalConfig(task="LaMP-4", split="dev", method="greedy", model=default_lens.name, max_new_tokens=16, resamples=50)
+    config = EvalConfig(task="LaMP-4", split="dev", model=default_lens.name, max_new_tokens=16, resamples=50)
     result = evaluate(default_lens, examples, config, tmp_path, progress=False)
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [e.example_id for e in examples]

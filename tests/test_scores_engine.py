@@ -9,7 +9,6 @@ import torch
 from reference_twin import ablated, intervention, tiny_twin, twin_token_nll
 
 from workbench.errors import InputError
-from workbench.lens import z_hook_name
 from workbench.masks import HeadMask
 from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
@@ -39,7 +38,7 @@ def recorded_context(lens, tokens):
     def recorder(layer):
         return lambda z, hook: store.__setitem__(layer, z.detach())
 
-    with lens.intervene(None, [(z_hook_name(layer), recorder(layer)) for layer in range(lens.n_layers)]):
+    with lens.intervene(None, [(lens.hook_name("z", layer), recorder(layer)) for layer in range(lens.n_layers)]):
         context = lens.tail_context(tokens)
     return context, store
 

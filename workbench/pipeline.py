@@ -20,13 +20,15 @@ from pathlib import Path
 import pandas as pd
 
 from workbench import io
+from workbench.comparison import compare_runs
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import demo_folder, load_examples
+from workbench.decoding import make_decoder
 from workbench.errors import InputError
 from workbench.figures import overlap_heatmap, pcs_heatmap, save_figure, validation_bars
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
-from workbench.runs import EvalConfig, compare_runs, evaluate
+from workbench.runs import EvalConfig, evaluate
 from workbench.scores import METHODS, PCSResult, induction_scores, retrieval_scores, score_heads
 from workbench.validation import validate_heads
 
@@ -121,8 +123,9 @@ def run_demo(lens: Lens, config: DemoConfig, out: str | Path, *, progress: bool 
     for name, variant in runs.items():
         method = "dps" if name.startswith("dps") else name
         heads_file = None if variant is None else str(out / f"discover-{variant}" / "heads.json")
+        decoder = make_decoder(method, **({"gamma": config.gamma} if method in ("dps", "random-heads") else {}))
         eval_config = EvalConfig(
-            task=config.task, split="dev", method=method, model=lens.name, heads=heads_file, gamma=config.gamma,
+            task=config.task, split="dev", decoder=decoder, model=lens.name, heads=heads_file,
             prompt=prompt, seed=config.seed, limit=config.n_dev,
         )  # fmt: skip
         evaluate(lens, dev_examples, eval_config, out / "eval" / name, progress=progress)

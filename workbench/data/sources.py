@@ -29,7 +29,10 @@ def demo_folder(task: str) -> Path:
     return DEMO_FOLDER / name
 
 
-def load_examples(data: str | Path | None, task: str, split: str = "dev") -> list[Example]:
+def load_examples(data: str | Path | None, task: str, split: str = "dev", *, need_gold: bool = True) -> list[Example]:
+    """The examples of `split`. Evaluation and head discovery both need each example's gold
+    output, so a LaMP folder without `{split}_outputs.json` is refused here, naming the file,
+    unless `need_gold=False` (examples then have `output=None`)."""
     spec = task_spec(task)
     path = demo_folder(spec.name) if data is None else Path(data)
     if path.is_dir():
@@ -37,6 +40,10 @@ def load_examples(data: str | Path | None, task: str, split: str = "dev") -> lis
             if candidate.is_file() and spec.name.startswith("LongLaMP"):
                 return load_longlamp(candidate, spec.name)
         questions, outputs = lamp_files(path, split)
+        if outputs is None and need_gold:
+            raise InputError(
+                f"{questions.parent}: no {split}_outputs.json (the gold outputs); evaluation and head discovery need it"
+            )
         styles_file = next((f for f in (path / STYLES_FILE, path.parent / STYLES_FILE) if f.is_file()), None)
         styles = read_styles(styles_file) if styles_file else None
         return load_lamp(questions, outputs, spec.name, styles)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from workbench.lens import SITE_HOOKS, Lens
+from workbench.lens import Lens
 from workbench.scores.ablation import Ablation
 from workbench.scores.nll import TargetSequence, mean_nll
 from workbench.tensor_types import HeadGrid, HeadOutputs
@@ -42,10 +42,10 @@ def head_gradients(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> 
 
         return hook
 
-    positions = sequence.positions.to(lens.device)
-    hooks = [(SITE_HOOKS[ablation.site](layer), keep(layer)) for layer in range(geometry.n_layers)]
+    positions = sequence.positions
+    hooks = [(lens.site_hook_name(ablation.site, layer), keep(layer)) for layer in range(geometry.n_layers)]
     # Only the target positions reach the final norm and unembedding (forward and backward).
-    hooks.append((FINAL_NORM_INPUT, lambda residual, hook: residual[:, positions]))
+    hooks.append((FINAL_NORM_INPUT, lambda residual, hook: residual[:, positions.to(residual.device)]))
     tokens = lens.as_batch(list(sequence.ids))
     with torch.enable_grad(), lens.intervene(None, extra_hooks=hooks):
         logits = lens.bridge(tokens, return_type="logits")

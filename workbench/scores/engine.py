@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import InputError
-from workbench.lens import Lens, z_hook_name
+from workbench.lens import Lens
 from workbench.masks import HeadMask
 from workbench.scores.nll import TargetSequence, token_nll
 
@@ -64,7 +64,7 @@ def sequence_nll(lens: Lens, sequence: TargetSequence, masks: Sequence[HeadMask]
     reuse_z = all(mask.site != "query-scale" for mask in masks)
     recorded: dict[int, torch.Tensor] = {}
     record_layers = sorted({start for start in starts if start is not None}) if reuse_z else []
-    with lens.intervene(None, [(z_hook_name(layer), _recorder(recorded, layer)) for layer in record_layers]):
+    with lens.intervene(None, [(lens.hook_name("z", layer), _recorder(recorded, layer)) for layer in record_layers]):
         context = lens.tail_context(list(sequence.ids))
     positions = sequence.positions.to(lens.device)
     clean = token_nll(context.logits[:, positions], sequence.targets)[0].cpu()
