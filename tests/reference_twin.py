@@ -45,7 +45,7 @@ def intervention(
             features[..., head * width : (head + 1) * width] = base + factor * (part - base)
         return features
 
-    d_head, slice_width = config.head_dim, config.hidden_size // n_heads
+    d_head, slice_width = getattr(config, "head_dim", None) or config.hidden_size // n_heads, config.hidden_size // n_heads
     with ExitStack() as stack:
         for layer in by_layer:
             o_proj = twin.model.layers[layer].self_attn.o_proj

@@ -8,8 +8,10 @@ import pytest
 import torch
 from reference_twin import ablated, intervention, tiny_twin, twin_token_nll
 
+from workbench.adapters import FAMILIES
 from workbench.errors import InputError
 from workbench.masks import HeadMask
+from workbench.models import tiny_model
 from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
 
@@ -129,6 +131,27 @@ def test_query_scale_masks_rerun_their_start_block_in_full(tiny, sequence):
         logits = tiny.forward(list(sequence.ids), mask=mask)[0, sequence.positions].double()
         expected = -logits.log_softmax(-1)[torch.arange(len(sequence.targets)), sequence.targets]
         assert (expected - result.clean).abs().max() > 1e-3
+        torch.testing.assert_close(result.masked[row], expected, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_s_masks_equal_twin_forwards(family):
+    """Each family's blocks: pre-norm ones finished from recorded z and with the last MLP at the
+    targets only, the others (Gemma's extra norms) replayed whole; sliding windows shorter than
+    the sequence."""
+    lens = tiny_model(family=family)
+    twin = tiny_twin(family=family)
+    sequence = TargetSequence(
+        tuple(lens.encode("Tell me about hiking, please.", add_bos=True)), tuple(lens.encode(" I love trails!"))
+    )
+    sets = [[(0, 1)], [(1, 2), (2, 0)], [(2, 3)]]
+    result = sequence_nll(lens, sequence, [HeadMask.ablate(lens.geometry, heads) for heads in sets], max_rows=2)
+    prompt, target = sequence.ids[: sequence.prompt_len], sequence.ids[sequence.prompt_len :]
+    clean = twin_token_nll(twin, prompt, target)
+    torch.testing.assert_close(result.clean, clean, atol=TOLERANCE, rtol=0)
+    for row, heads in enumerate(sets):
+        expected = twin_token_nll(twin, prompt, target, ablated(heads))
+        assert (expected - clean).abs().max() > 1e-3
         torch.testing.assert_close(result.masked[row], expected, atol=TOLERANCE, rtol=0)
 
 

@@ -165,24 +165,28 @@ def test_an_example_whose_tokens_changed_is_scored_again(tiny, examples, tmp_pat
     assert len(calls) == 2  # both sequences of the changed example, none of the unchanged one
 
 
+def candidates_of(lens, examples, top_m):
+    result = score_heads(lens, examples, method="hybrid", top_m=top_m, progress=False)
+    return {tuple(head) for head in torch.nonzero(result.exact).tolist()}
+
+
 def test_a_hybrid_entry_for_other_candidates_is_completed_not_recomputed(tiny, examples, tmp_path, monkeypatch):
-    score_heads(tiny, examples[:2], method="hybrid", top_m=4, checkpoint=tmp_path, progress=False)
+    first = examples[:2]
+    old_heads = candidates_of(tiny, first, 5)
+    third = tokenize_pair(tiny, "x", "u", "Hi.", "Nothing like it.")
+    new_heads = candidates_of(tiny, [*first, third], 5)
+    assert new_heads != old_heads  # the third example changes the candidates: the first two entries need completing
+    score_heads(tiny, first, method="hybrid", top_m=5, checkpoint=tmp_path, progress=False)
     attribution_calls = counting(monkeypatch, "attribution_terms")
     exact_calls = counting(monkeypatch)
-    extended = score_heads(tiny, examples, method="hybrid", top_m=4, checkpoint=tmp_path, progress=False)
+    extended = score_heads(tiny, [*first, third], method="hybrid", top_m=5, checkpoint=tmp_path, progress=False)
     assert len(attribution_calls) == 1  # attribution of the first two examples was kept
-    calls = [set(heads) for heads in exact_calls]
+    # one call per example (one sequence each); the first two score only the heads their entries lacked
+    assert [set(heads) for heads in exact_calls] == [new_heads - old_heads] * 2 + [new_heads]
     monkeypatch.undo()
-    fresh = score_heads(tiny, examples, method="hybrid", top_m=4, progress=False)
+    fresh = score_heads(tiny, [*first, third], method="hybrid", top_m=5, progress=False)
     assert torch.equal(extended.exact, fresh.exact)
     torch.testing.assert_close(extended.per_example, fresh.per_example, atol=1e-6, rtol=0)
-    new_heads = {tuple(h) for h in torch.nonzero(fresh.exact).tolist()}
-    old_heads = {
-        tuple(h) for h in torch.nonzero(score_heads(tiny, examples[:2], method="hybrid", top_m=4, progress=False).exact).tolist()
-    }
-    assert new_heads != old_heads  # the third example changes the candidates, so entries need completing
-    # one call per example (one sequence each); the first two score only the heads their entries lacked
-    assert calls == [new_heads - old_heads] * 2 + [new_heads]
 
 
 def test_checkpoint_with_other_options_is_refused_naming_them(tiny, examples, tmp_path):
