@@ -65,4 +65,4 @@ def studio(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("studio")(studio)
+    app.command("studio", short_help="Interactive head-ablation studies in the browser.")(studio)

@@ -101,7 +101,8 @@ class TaskExample(StudioExample):
     def profile_items(self) -> tuple[str, ...]:  # type: ignore[override]
         spec = task_spec(self.example.task)
         return tuple(
-            shot_text(spec, item) for item in retrieve(self.example, self.config.k, self.config.retriever, seed=self.config.seed)
+            shot_text(spec, item)
+            for item in retrieve(self.example, self.config.profile_k, self.config.retriever, seed=self.config.seed)
         )
 
     def _partner(self, user_id: str) -> Example:
@@ -184,7 +185,7 @@ def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample
     """The examples of one split of the run's data (with references), in file order."""
     config = PromptConfig(
         format=source.prompt_format,  # type: ignore[arg-type]
-        k=source.k,
+        profile_k=source.k,
         seed=source.seed,
         max_prompt_tokens=source.max_prompt_tokens,
     )

@@ -166,7 +166,7 @@ class RunFolder:
         if split is None:
             split = "dev"
         prompt_format = _first(records, ("prompt_format", "format"))
-        if prompt_format not in ("plain", "chat"):
+        if prompt_format not in ("plain", "chat", "history"):
             prompt_format = "plain"
             if self.root is not None:
                 notes.append("the run records no prompt format; assuming plain")
