@@ -487,7 +487,11 @@ class Lens:
         device = _parameter_device(block)
         hidden = hidden.to(device)
         if head_outputs is None:
-            kwargs = {k: _moved(v, device) for k, v in context.block_kwargs[layer].items() if k in ("position_embeddings",)}
+            kwargs = {
+                k: _moved(v, device)
+                for k, v in context.block_kwargs[layer].items()
+                if k in ("attention_mask", "position_embeddings")
+            }
             attention, _ = block.attn(hidden_states=block.ln1(hidden), **kwargs)
         else:
             attention = block.attn.hook_out(block.attn.o(head_outputs.to(device).flatten(-2)))
