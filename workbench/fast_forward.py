@@ -48,7 +48,7 @@ from transformers import AttentionInterface
 from workbench.errors import InputError
 from workbench.kv_cache import CacheSpec, GrowingKVCache
 from workbench.masks import HeadMask
-from workbench.tensor_types import ContextMask, Logits, TokenIds
+from workbench.tensor_types import ContextMask, TokenIds
 
 if TYPE_CHECKING:
     from workbench.lens import Hook, Lens
@@ -57,6 +57,8 @@ ATTENTION = "workbench-grouped"
 # Hook kinds the fast path serves (names as in `workbench.adapters.HOOKS`).
 SERVED_KINDS = ("z", "q", "q_normed", "o_out", "resid_pre", "resid_post")
 AllowedKeys = Bool[Tensor, "rows 1 new keys"]
+# The logits of the new positions, or of the last one only (`last_only`).
+NewLogits = Float[Tensor, "batch out vocab"]
 
 
 def unwrapped(module: nn.Module, memo: dict[int, nn.Module] | None = None) -> nn.Module:
@@ -129,9 +131,7 @@ def grouped_attention(
     key, value = key[:, :, first:], value[:, :, first:]
     allowed = masks.allowed(rows, sliding_window, first)
     if softcap is None and new > 1:
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=allowed, scale=scaling, enable_gqa=kv_heads != heads
-        )
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling, enable_gqa=kv_heads != heads)
         return out.transpose(1, 2), None
     # Each key-value head's group of query heads in one product (queries ordered kv head by kv head).
     group = heads // kv_heads
@@ -164,9 +164,7 @@ class FastForward:
         self.lm_head, self.rotary = self.model.lm_head, base.rotary_emb
         self.layer_types = list(getattr(fast_config, "layer_types", None) or ["full_attention"] * len(self.blocks))
         self.rope_by_layer_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
-        self.hook_points = {
-            lens.hook_name(kind, layer): (kind, layer) for kind in SERVED_KINDS for layer in range(lens.n_layers)
-        }
+        self.hook_points = {lens.hook_name(kind, layer): (kind, layer) for kind in SERVED_KINDS for layer in range(lens.n_layers)}
         devices = {parameter.device for parameter in original.parameters()}
         self.devices_refusal = f"the model is spread over {len(devices)} devices" if len(devices) > 1 else None
 
@@ -181,6 +179,25 @@ class FastForward:
                 return f"it serves no hook at {name!r} (only {', '.join(SERVED_KINDS)})"
         return None
 
+    def shareable_depth(self, tokens: TokenIds, groups: int, mask: HeadMask | None, hooks: Sequence[Hook]) -> int:
+        """How many lower layers the `groups` row groups of `tokens` (row `g·n + i` = group g of
+        prompt i) can share: 0 unless every group has the same tokens; then the layers below the
+        lowest one where the groups' head masks differ or an extra hook acts."""
+        rows = tokens.shape[0]
+        if groups == 1 or rows % groups:
+            return 0
+        by_group = tokens.view(groups, rows // groups, -1)
+        if not bool((by_group == by_group[:1]).all()):
+            return 0
+        depth = len(self.blocks)
+        if mask is not None and mask.rows > 1:
+            scales = mask.scale.reshape(groups, rows // groups, *mask.scale.shape[1:])
+            layers = (scales != scales[:1]).any(dim=(0, 1, 3)).nonzero()  # [groups, n, layer, head]
+            depth = int(layers[0]) if len(layers) else depth
+        for name, _ in hooks:
+            depth = min(depth, self.hook_points[name][1])
+        return depth
+
     # --- forwards ----------------------------------------------------------------------------
 
     def prefill(
@@ -191,7 +208,7 @@ class FastForward:
         *,
         mask: HeadMask | None = None,
         extra_hooks: Sequence[Hook] = (),
-    ) -> tuple[Logits, GrowingKVCache]:
+    ) -> tuple[NewLogits, GrowingKVCache]:
         """Last-position logits of `tokens` and a new cache holding them (laid out by `spec`)."""
         cache = GrowingKVCache(len(self.blocks), tokens.shape[0], spec)
         return self.step(tokens, cache, attention_mask, mask=mask, extra_hooks=extra_hooks, last_only=True), cache
@@ -205,7 +222,7 @@ class FastForward:
         mask: HeadMask | None = None,
         extra_hooks: Sequence[Hook] = (),
         last_only: bool = False,
-    ) -> Logits:
+    ) -> NewLogits:
         """Logits of the new positions `tokens` (only the last with `last_only`); `cache` is
         extended in place. `attention_mask` spans the cached positions and the new ones."""
         refusal = self.refusal(mask, extra_hooks)

@@ -71,7 +71,9 @@ class GrowingKVCache:
 
     # --- the Hugging Face cache protocol (what attention modules call) ------------------------
 
-    def update(self, key: LayerKeys, value: LayerKeys, layer_idx: int, cache_kwargs: object = None) -> tuple[LayerKeys, LayerKeys]:
+    def update(
+        self, key: LayerKeys, value: LayerKeys, layer_idx: int, cache_kwargs: object = None
+    ) -> tuple[LayerKeys, LayerKeys]:
         """Write the new positions' keys and values after the filled ones; return views of all of
         them. The positions count as filled once the whole forward is done (`advance`)."""
         rows, _, new, _ = key.shape

@@ -298,10 +298,10 @@ class Lens:
         """
         if isinstance(past, GrowingKVCache):
             if attention_mask is None:
-                attention_mask = torch.ones(tokens.shape[0], past.length + tokens.shape[1], dtype=torch.long, device=tokens.device)
-            logits = self.fast_forward.step(
-                tokens, past, attention_mask, mask=mask, extra_hooks=extra_hooks, last_only=last_only
-            )
+                attention_mask = torch.ones(
+                    tokens.shape[0], past.length + tokens.shape[1], dtype=torch.long, device=tokens.device
+                )
+            logits = self.fast_forward.step(tokens, past, attention_mask, mask=mask, extra_hooks=extra_hooks, last_only=last_only)
             return logits, past
         with torch.no_grad(), self.intervene(mask, extra_hooks):
             return self.bridge(
