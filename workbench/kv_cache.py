@@ -150,7 +150,7 @@ class GrowingKVCache:
         return joined
 
 
-def _resized(buffer: LayerKeys, filled: int, size: int) -> LayerKeys:
+def _resized(buffer: LayerKeys, filled: int, size: int) -> Float[Tensor, "rows kv_head size d_head"]:
     """`buffer` with room for `size` positions (itself when it has exactly that), its filled part copied."""
     if buffer.shape[2] == size:
         return buffer
