@@ -154,7 +154,9 @@ def main() -> None:
     hf_model = AutoModelForCausalLM.from_pretrained(embedded_default_folder(), dtype=torch.float32).eval()
     weights = HeadWeights.random_heads(lens.geometry, 20, seed=0)
     upper_weights = upper_half(weights, lens.n_layers)
-    print(f"load average {os.getloadavg()[0]:.1f}; lowest suppressed layer: dps {lowest_layer(weights)}, dps-upper {lowest_layer(upper_weights)}")
+    print(
+        f"load average {os.getloadavg()[0]:.1f}; lowest suppressed layer: dps {lowest_layer(weights)}, dps-upper {lowest_layer(upper_weights)}"
+    )
     names = ["greedy"] + [name for name in args.decoders if name != "greedy"]
     rows = []
     for length in args.lengths:
