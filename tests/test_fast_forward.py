@@ -187,3 +187,29 @@ def test_dps_generation_shares_the_layers_below_its_heads_and_decodes_like_the_t
 
     for prompt, generation in zip(prompts, generations):
         assert generation.token_ids == decode(prompt, score, set(), steps=steps)
+
+
+@pytest.mark.slow
+def test_dps_on_the_default_model_decodes_like_the_plain_hugging_face_model(default_lens):
+    """The embedded model: DPS (γ = 1, heads in layers 15 and up, so the rows share layers 0-14)
+    on the fast path picks, at every step, the argmax of 2·full − masked computed by full
+    forwards of the plain Hugging Face model and a weight-patched copy of it."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.models import embedded_default_folder
+
+    plain = AutoModelForCausalLM.from_pretrained(embedded_default_folder(), dtype=torch.float32).eval()
+    weights = torch.zeros(default_lens.n_layers, default_lens.n_heads)
+    weights[15, 2], weights[20, 0], weights[27, 5] = 1.0, 0.7, 1.0
+    masked = patched(plain, output_scale=1 - weights)
+    prompts = [default_lens.encode_chat(text) for text in ("What is the capital of France?", "Say hi.")]
+    steps = 6
+    generations = generate(
+        default_lens, prompts, decoder=DPS(HeadWeights(weights), gamma=1.0), max_new_tokens=steps, stop_at_eos=False
+    )
+
+    def score(sequence):
+        return 2 * next_logits(plain, sequence) - next_logits(masked, sequence)
+
+    for prompt, generation in zip(prompts, generations):
+        assert generation.token_ids == decode(prompt, score, set(), steps=steps)
