@@ -14,10 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from workbench.data.files import read_jsonl
-from workbench.data.profile_effect import profile_nll
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import DEMO_TASKS, load_examples
 from workbench.models import load_model
+from workbench.profile_effect import profile_nll
 from workbench.runs import PREDICTIONS, EvalConfig, evaluate
 
 FORMATS = ("plain", "chat")  # the prompt formats the data card compares

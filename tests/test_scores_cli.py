@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from reference_twin import ablated, tiny_twin, twin_token_nll
 from typer.testing import CliRunner
 
 import workbench.commands.discover as discover_command
@@ -40,19 +41,45 @@ def data(tmp_path):
     return path
 
 
-def test_discover_writes_scores_and_heads_and_resumes_identically(cli, data, tmp_path):
+def top_heads_by_hand(frame: pd.DataFrame, k: int) -> list[tuple[int, int]]:
+    """The k heads with the highest mean PCS over examples; ties to the lower layer, then head."""
+    means = frame.groupby(["layer", "head"])["pcs"].mean().reset_index()
+    ordered = means.assign(neg=-means["pcs"]).sort_values(["neg", "layer", "head"])
+    return [(int(row.layer), int(row.head)) for row in ordered.head(k).itertuples()]
+
+
+def test_discover_writes_scores_and_heads_and_resumes_identically(cli, tiny, data, tmp_path):
     out = tmp_path / "run"
-    result = cli("discover", "--data", data, "--out", out, "--method", "hybrid", "--top-k", 3, "--seed", 4)
+    arguments = ("discover", "--data", data, "--out", out, "--method", "hybrid", "--top-k", 3, "--top-m", 5, "--seed", 4)
+    result = cli(*arguments)
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out / "pcs.parquet")
     assert {"example_id", "user_id", "layer", "head", "pcs", "exact"} <= set(frame.columns)
-    assert frame["exact"].sum() == 2 * 9  # top-m = 3 x top-k heads per example
+    assert frame["exact"].sum() == 2 * 5  # --top-m heads re-scored exactly, per example
+    twin = tiny_twin()
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    for row in frame[frame["exact"]].itertuples():
+        record = records[int(row.example_id[1:])]
+        prompt, target = tiny.encode_chat(record["prompt"]), tiny.encode(record["target"])
+        clean = twin_token_nll(twin, prompt, target).mean()
+        expected = twin_token_nll(twin, prompt, target, ablated([(row.layer, row.head)])).mean() - clean
+        assert row.pcs == pytest.approx(float(expected), abs=1e-5)
     weights = HeadWeights.load(out / "heads.json")
-    assert len(weights.heads()) <= 3 and weights.method == "hybrid" and weights.seed == 4
-    assert weights.heads() == HeadWeights.from_scores(PCSResult.load(out / "pcs.parquet"), top_k=3).heads()
+    assert weights.method == "hybrid" and weights.seed == 4
+    means = frame.groupby(["layer", "head"])["pcs"].mean()
+    assert weights.heads() == [head for head in top_heads_by_hand(frame, 3) if means[head] > 0]  # zero weights drop out
     first = (out / "pcs.parquet").read_bytes()
-    again = cli("discover", "--data", data, "--out", out, "--method", "hybrid", "--top-k", 3, "--seed", 4)
+    again = cli(*arguments)
     assert again.exit_code == 0 and (out / "pcs.parquet").read_bytes() == first
+
+
+def test_discover_with_a_larger_limit_extends_the_checkpoint(cli, data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("discover", "--data", data, "--out", out, "--limit", 1).exit_code == 0
+    extended = cli("discover", "--data", data, "--out", out, "--limit", 2)
+    assert extended.exit_code == 0, extended.output
+    assert cli("discover", "--data", data, "--out", tmp_path / "fresh", "--limit", 2).exit_code == 0
+    assert (out / "pcs.parquet").read_bytes() == (tmp_path / "fresh" / "pcs.parquet").read_bytes()
 
 
 @pytest.mark.parametrize(

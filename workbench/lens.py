@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
@@ -455,6 +456,90 @@ class Lens:
             f"Lens({self.name!r}: {g.n_layers} layers, {g.n_heads} query heads, {g.n_kv_heads} key-value heads, "
             f"d_head {g.d_head}, d_model {g.d_model}, context {g.n_ctx}, on {self.device})"
         )
+
+    # --- the tail runner with less work (for ΔNLL engines) --------------------------------------
+
+    # Families whose blocks are pre-norm as `finish_block` computes them; the others (Gemma's
+    # post-attention and post-feed-forward norms) replay whole blocks in `run_tail_at`.
+    FINISHED_BLOCK_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3"})
+
+    def finish_block(
+        self,
+        context: TailContext,
+        layer: int,
+        hidden: Residual,
+        *,
+        head_outputs: HeadOutputs | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> Float[torch.Tensor, "batch kept d_model"]:
+        """Block `layer`'s output residual from its input `hidden`, only at `positions` when given.
+
+        With `head_outputs` (the block's per-head `z`, `[batch, pos, head, d_head]`, e.g. recorded
+        in a clean run) the attention is not recomputed: only its output projection runs, so hooks
+        at `hook_z` and after still apply. Without, the attention runs on every position (later
+        positions attend to all earlier ones) and only the MLP is restricted to `positions`. Call
+        inside `intervene`. Only for pre-norm blocks, `h = x + attn(ln1(x))`, `out = h + mlp(ln2(h))`
+        (`FINISHED_BLOCK_FAMILIES`).
+        """
+        if self.adapter.family not in self.FINISHED_BLOCK_FAMILIES:
+            raise InputError(f"finish_block does not know the {self.adapter.family} block; replay the block instead")
+        block = self.bridge.blocks[layer]
+        device = _parameter_device(block)
+        hidden = hidden.to(device)
+        if head_outputs is None:
+            kwargs = {
+                k: _moved(v, device)
+                for k, v in context.block_kwargs[layer].items()
+                if k in ("attention_mask", "position_embeddings")
+            }
+            attention, _ = block.attn(hidden_states=block.ln1(hidden), **kwargs)
+        else:
+            attention = block.attn.hook_out(block.attn.o(head_outputs.to(device).flatten(-2)))
+        if positions is not None:
+            positions = positions.to(device)
+            hidden, attention = hidden[:, positions], attention[:, positions]
+        middle = hidden + attention
+        return middle + block.mlp(block.ln2(middle))
+
+    def run_tail_at(
+        self,
+        context: TailContext,
+        start_layer: int,
+        positions: torch.Tensor,
+        *,
+        rows: int = 1,
+        mask: HeadMask | None = None,
+        head_outputs: Float[torch.Tensor, "#rows pos head d_head"] | None = None,
+    ) -> Float[torch.Tensor, "rows kept vocab"]:
+        """`run_tail(context, start_layer, rows=rows, mask=mask, positions=positions)` with less work
+        where the family's blocks allow (`finish_block`): the last block's MLP and the unembedding
+        run only at `positions`, and with `head_outputs` (block `start_layer`'s clean per-head `z`)
+        that block's attention is not recomputed. Exact when the mask leaves block `start_layer`'s
+        attention pattern as in the clean run: masks at the head output or on residual slices, not
+        `query-scale`."""
+        self.geometry.check_head(start_layer, 0)
+        if head_outputs is not None and mask is not None and mask.site == "query-scale":
+            raise InputError("a query-scale mask changes the attention pattern; recorded head outputs cannot be reused")
+        if self.adapter.family not in self.FINISHED_BLOCK_FAMILIES:
+            return self.run_tail(context, start_layer, rows=rows, mask=mask, positions=positions)
+        hidden = context.residuals[start_layer]
+        hidden = (hidden.expand(rows, -1, -1) if hidden.shape[0] == 1 and rows > 1 else hidden).contiguous()
+        if head_outputs is not None and head_outputs.shape[0] == 1 and rows > 1:
+            head_outputs = head_outputs.expand(rows, -1, -1, -1)
+        last = self.n_layers - 1
+        with torch.no_grad(), self.intervene(mask):
+            if head_outputs is not None:
+                kept = positions if start_layer == last else None
+                hidden = self.finish_block(context, start_layer, hidden, head_outputs=head_outputs, positions=kept)
+                if start_layer == last:
+                    return self.unembed(hidden)
+                start_layer += 1
+            for layer in range(start_layer, last):
+                block = self.bridge.blocks[layer]
+                device = _parameter_device(block)
+                kwargs = {key: _moved(value, device) for key, value in context.block_kwargs[layer].items()}
+                hidden = self.adapter.block_output(block(hidden.to(device), **kwargs))
+            return self.unembed(self.finish_block(context, last, hidden, positions=positions))
 
 
 def _parameter_device(module: torch.nn.Module) -> torch.device:

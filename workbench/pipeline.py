@@ -65,7 +65,7 @@ def discover(lens: Lens, config: DemoConfig, out: Path, variant: str, prompt: Pr
     examples = tokenized_examples(lens, load_examples(None, config.task, "train")[: config.n_train], prompt)
     result = score_heads(
         lens, examples, method=config.method, variant=variant, checkpoint=folder / "checkpoint",
-        top_m=3 * config.top_k, seed=config.seed, task=config.task,
+        top_k=config.top_k, seed=config.seed, task=config.task,
     )  # fmt: skip
     result.metadata["split"] = "train"
     result.save(folder / "pcs.parquet")
