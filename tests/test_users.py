@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import workbench.users.clusters as clusters_module
 import workbench.users.embeddings as embeddings_module
 from workbench.data.examples import Example
 from workbench.data.sources import load_examples
@@ -66,7 +65,15 @@ def test_kmeans_recovers_separated_groups_and_is_seeded():
     assert np.allclose(np.linalg.norm(clusters.centroids, axis=1), 1.0, atol=1e-6)
 
 
-def test_clusters_are_the_cosine_regions_of_their_centroids_numbered_by_size(monkeypatch):
+def test_clustering_is_determined_by_its_seed():
+    points = overlapping(3, n=60)
+    runs = [cluster_users(points, 4, seed=seed) for seed in range(6)]
+    again = cluster_users(points, 4, seed=2)
+    assert np.array_equal(again.labels, runs[2].labels) and np.array_equal(again.centroids, runs[2].centroids)
+    assert len({tuple(run.labels) for run in runs}) > 1  # overlapping data: the seed decides the partition
+
+
+def test_clusters_are_the_cosine_regions_of_their_centroids_numbered_by_size():
     """Every user is in the cluster of its most similar centroid, each centroid is the normalised
     mean of its users, and cluster 0 is the largest (checked by hand on overlapping data)."""
 
@@ -83,11 +90,6 @@ def test_clusters_are_the_cosine_regions_of_their_centroids_numbered_by_size(mon
 
     for seed in range(3):
         check(overlapping(seed), 4)
-    with monkeypatch.context() as patch:  # broken: scikit-learn's Euclidean labels kept as they are
-        patch.setattr(clusters_module, "_spherical_refinement", lambda points, centroids: (centroids, (points @ centroids.T).argmax(1)))
-        with pytest.raises(AssertionError):
-            for seed in range(3):
-                check(overlapping(seed), 4)
 
 
 def test_number_of_clusters_follows_the_target_group_size():
@@ -140,12 +142,13 @@ def test_routing_diagnostics_match_a_hand_computation():
     global_map = [0.5, 0.5, 0.5, 0.3, 0.0, 0.1]  # the plain mean of the two cluster maps
     for row, r, w in zip(table.itertuples(), routes, mixed):
         flat = w.weights.flatten().tolist()
-        cosine = sum(a * b for a, b in zip(flat, global_map)) / math.sqrt(sum(a * a for a in flat) * sum(b * b for b in global_map))
+        cosine = sum(a * b for a, b in zip(flat, global_map)) / math.sqrt(
+            sum(a * a for a in flat) * sum(b * b for b in global_map)
+        )
         assert row.cosine_to_global == pytest.approx(cosine)
         assert row.entropy == pytest.approx(-sum(p * math.log(p) for p in r if p > 0))
         assert row.uniform_entropy == pytest.approx(math.log(2)) and row.top_weight == max(r)
         assert row.heads_over_half == sum(v > 0.5 for v in flat) and row.heads_weighted == sum(v > 0 for v in flat)
-    assert table["heads_over_half"].tolist() == [1, 0, 2]  # the 0.5 heads of user b are not "more than half"
     assert table["cluster"].tolist() == [0, 0, 1]
     assert table.loc[1, "cosine_to_global"] == pytest.approx(1.0)  # an even mix is the global map
 
@@ -173,7 +176,10 @@ def test_one_user_is_one_profile_the_union_of_their_examples_profiles():
 def test_profile_text_recipes():
     profile = user_profiles([example("e1", "u1", [ITEM_A, ITEM_B, ITEM_C])])[0]
     shots = profile_text("LaMP-4", profile, ProfileText(items=2))
-    assert shots == "Article: Rain fell on the town all week.\nHeadline: week of rain\n\nArticle: The bakery won a prize.\nHeadline: bakery wins"
+    assert (
+        shots
+        == "Article: Rain fell on the town all week.\nHeadline: week of rain\n\nArticle: The bakery won a prize.\nHeadline: bakery wins"
+    )
     authors = profile_text("LaMP-4", profile, ProfileText(source="authors"))
     assert authors == "Rain fell on the town all week.\nThe bakery won a prize.\nmuseum opens"  # text, else the title
     blank = user_profiles([example("e1", "u9", [{"id": "7", "text": " ", "title": ""}])])[0]
@@ -181,6 +187,7 @@ def test_profile_text_recipes():
         profile_text("LaMP-4", blank, ProfileText(source="authors"))
 
 
+@pytest.mark.slow  # loads the embedding model
 def test_profile_embeddings_are_unit_norm_and_semantic(tmp_path):
     vectors = embed_texts(
         [
@@ -195,6 +202,7 @@ def test_profile_embeddings_are_unit_norm_and_semantic(tmp_path):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
 
 
+@pytest.mark.slow  # loads the embedding model
 def test_embeddings_are_cached_by_content_and_embedder(tmp_path, monkeypatch):
     texts = ["the first profile", "a second, longer profile text", "the first profile"]
     fresh = embed_texts(texts, cache=tmp_path)
@@ -224,6 +232,7 @@ def test_the_embedder_identity_is_a_digest_of_its_files(tmp_path, monkeypatch):
     assert other["name"] == real["name"] and other["weights_digest"] != real["weights_digest"]
 
 
+@pytest.mark.slow  # loads the embedding model
 def test_clustering_a_split_covers_every_user_once(tmp_path):
     examples = load_examples(None, "LaMP-7", "train")
     clustering = cluster_examples(examples, task="LaMP-7", split="train", data="demo", k=3, cache=tmp_path)

@@ -10,6 +10,8 @@ soon as its batch is decoded; a rerun reads it back, drops a torn last line or a
 at most one batch and never writes an example twice. `OUT/metrics.json` (atomic) holds the metric
 values with seeded bootstrap intervals, n, the configuration, package versions and any warnings,
 e.g. that the heads were discovered on the split being evaluated (allowed, but recorded).
+A routed run (`routing`) also writes `OUT/routing.json` and `OUT/routing_weights.parquet`
+(`workbench.users.routing.UserRoutes.save`) before it decodes.
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     io.write_json(out / CONFIG, record)
     if routes is not None:
-        routes.save(out)
+        routes.save(out, config.routing)  # type: ignore[arg-type]
     warning = discovery_warning(config, heads if routes is None else routes.heads.weights[0])
     if warning:
         warnings.warn(warning, stacklevel=2)

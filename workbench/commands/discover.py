@@ -167,29 +167,14 @@ def discover(
 
 
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed) -> None:
-    from workbench.heads import HeadWeights
-    from workbench.scores import score_heads
+    from workbench.discovery import discover_heads
 
-    selection = settings.selection_size(lens.geometry.n_total_heads)
-    result = score_heads(
-        lens,
-        examples,
-        method=settings.method,
-        variant=settings.variant,
-        ablation=settings.ablation,
-        checkpoint=out / "checkpoint",
-        top_m=top_m,
-        top_k=selection,
-        max_rows=max_rows,
-        seed=seed,
-        task=task or data.stem,  # type: ignore[union-attr]
-    )
-    result.metadata.update(split=split, preset=record["preset"], options=record)
-    result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(
-        result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-        extra={"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record},
+    extra = {"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
+    result, weights = discover_heads(
+        lens, examples, settings, checkpoint=out / "checkpoint", top_m=top_m, max_rows=max_rows, seed=seed,
+        task=task or data.stem, metadata={"split": split, "preset": record["preset"], "options": record}, extra=extra,
     )  # fmt: skip
+    result.save(out / "pcs.parquet")
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
         f"({settings.method}, {settings.variant}, {settings.ablation} ablation)"

@@ -1,8 +1,8 @@
 """Preference heads per cluster of users: PCS on each cluster's member examples, heads per cluster.
 
-`discover_cluster_heads` scores each cluster's member examples with `score_heads` (the options of
-`workbench discover`, `DiscoverSettings`) and selects each cluster's heads as a global run would.
-With one cluster it is global discovery. `ClusterHeads` is the result on disk: one folder
+`discover_cluster_heads` runs global discovery (`workbench.discovery.discover_heads`, with the
+options of `workbench discover`) on each cluster's member examples, so one cluster is global
+discovery. `ClusterHeads` is the result on disk: one folder
 `cluster-<id>/` per cluster with its `pcs.parquet` and `heads.json`, and the index
 `cluster_heads.json` naming the clusters file (and its digest), the model, the options, and each
 cluster's head file with a digest of its weights. Routed decoding reads the index and refuses
@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from workbench import io
 from workbench.checkpoint import digest
 from workbench.data.tokenized import TokenizedExample
+from workbench.discovery import DiscoverSettings, discover_heads
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.scores import PCSResult, score_heads
+from workbench.scores import PCSResult
 from workbench.users.clusters import ClusterFile
 
 if TYPE_CHECKING:
-    from workbench.discovery import DiscoverSettings
     from workbench.lens import Lens
 
 INDEX = "cluster_heads.json"
@@ -136,21 +136,16 @@ def discover_cluster_heads(
             f"cluster {empty[0]} has no member examples among the {len(examples)} examples given "
             f"(its {clusters.sizes()[empty[0]]} users' examples were left out; score all of the clustered examples)"
         )
-    selection = settings.selection_size(lens.geometry.n_total_heads)
     extra = {"clusters_digest": clusters.digest(), **(extra or {})}
     results, weights = [], []
     for cluster, chosen in enumerate(members):
-        result = score_heads(
-            lens, chosen, method=settings.method, variant=settings.variant, ablation=settings.ablation,
-            checkpoint=None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster),
-            top_m=3 * selection if top_m is None else top_m, max_rows=max_rows, seed=seed, task=task, progress=progress,
+        result, selected = discover_heads(
+            lens, chosen, settings, checkpoint=None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster),
+            top_m=top_m, max_rows=max_rows, seed=seed, task=task, metadata={"cluster": cluster},
+            extra={"cluster": cluster, "n_users": len({e.user_id for e in chosen}), **extra}, progress=progress,
         )  # fmt: skip
-        result.metadata.update(cluster=cluster)
         results.append(result)
-        weights.append(HeadWeights.from_scores(
-            result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-            extra={"cluster": cluster, "n_users": len({e.user_id for e in chosen}), **extra},
-        ))  # fmt: skip
+        weights.append(selected)
     return results, ClusterHeads(weights, clusters.digest(), lens.name, extra)
 
 
@@ -163,7 +158,7 @@ def save_cluster_discovery(folder: str | Path, results: Sequence[PCSResult], hea
     for cluster, weights in enumerate(heads.weights):
         if not weights.heads():
             raise InputError(
-                f"cluster {cluster}: no head has PCS >= {weights.extra.get('min_score')}, so no cluster heads were written "
+                f"cluster {cluster}: no head passed the PCS threshold (--min-pcs), so no cluster heads were written "
                 f"(lower --min-pcs); the scores are kept in {folder / cluster_folder(cluster) / 'pcs.parquet'}"
             )
     heads.save(folder)

@@ -50,7 +50,7 @@ DEFAULT_TEMPERATURE = 0.05
 USER_COLUMNS = ("user_id", "seen_in_clustering", "n_examples", "cluster", "top_weight", "entropy", "uniform_entropy",
                 "cosine_to_global", "heads_over_half", "heads_weighted")  # fmt: skip
 ROUTE_COLUMNS = ("user_id", "cluster", "similarity", "weight")
-USERS_TABLE, ROUTES_TABLE = "routing_users.parquet", "routing_weights.parquet"
+ROUTING_FILE, ROUTES_TABLE = "routing.json", "routing_weights.parquet"
 
 
 def route(
@@ -189,8 +189,11 @@ class UserRoutes:
             "mean_heads_weighted": float(users["heads_weighted"].mean()),
         }
 
-    def save(self, folder: str | Path) -> None:
-        io.write_parquet(Path(folder) / USERS_TABLE, self.users)
+    def save(self, folder: str | Path, config: RoutingConfig) -> None:
+        """`routing.json` (the summary and one record per user) and `routing_weights.parquet`
+        (one row per user and cluster: cosine similarity and route weight)."""
+        users = self.users.astype(object).where(self.users.notna(), None).to_dict(orient="records")
+        io.write_json(Path(folder) / ROUTING_FILE, {"summary": self.summary(config), "users": users})
         io.write_parquet(Path(folder) / ROUTES_TABLE, self.routes)
 
 
