@@ -215,7 +215,22 @@ def one_cluster_file(path) -> None:
 
 def test_one_cluster_discovery_is_global_discovery_bit_for_bit(cli, tmp_path):
     one_cluster_file(tmp_path / "clusters.json")
-    options = ("--task", "LaMP-7", "--split", "train", "--limit", 4, "--method", "hybrid", "--top-k", 3, "--profile-k", 1)
+    options = (
+        "--task",
+        "LaMP-7",
+        "--split",
+        "train",
+        "--limit",
+        4,
+        "--method",
+        "hybrid",
+        "--top-k",
+        3,
+        "--top-m",
+        5,
+        "--profile-k",
+        1,
+    )
     plain = cli("discover", *options, "--out", tmp_path / "global")
     assert plain.exit_code == 0, plain.output
     clustered = cli("discover", *options, "--clusters", tmp_path / "clusters.json", "--out", tmp_path / "per-cluster")
@@ -276,7 +291,8 @@ def test_bad_clustering_and_routing_input_gives_one_line_errors(cli, tiny, embed
     discover = ("discover", "--task", "LaMP-7", "--out", tmp_path / "d")
     one_line_error(cli(*discover, "--clusters", tmp_path / "broken.json"), "missing field 'centroids'")
     cluster = ("cluster", "--task", "LaMP-7", "--out", tmp_path / "c")
+    embedded.clear()
     one_line_error(cli(*cluster, "--k", 39), "cannot make 39 clusters from 38 users")
     one_line_error(cli(*cluster, "--k", 2, "--group-size", 10), "give one of --k and --group-size")
     one_line_error(cli(*cluster, "--k", 2, "--temperature", -0.5), "temperature must be a finite number > 0")
-    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists() and not embedded  # refused before embedding
