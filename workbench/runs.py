@@ -229,7 +229,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Generate, score and write predictions and metrics for `examples`; resumes an interrupted run."""
     from workbench.decoding import generate
-    from workbench.decoding.routed import generate_routed
+    from workbench.decoding.routed import Routed, generate_routed
     from workbench.users.routing import route_users
 
     out = Path(out)
@@ -241,8 +241,8 @@ def evaluate(
         )
     decoder, heads = bind_heads(config, lens)
     routes = None if config.routing is None else route_users(lens, examples, config.routing)
-    for weights in [] if routes is None else routes.weights.values():
-        dataclasses.replace(decoder, heads=weights).check(lens)  # type: ignore[type-var]
+    if routes is not None:  # every user's routed decoder, checked before anything is written
+        Routed(decoder, list(routes.weights.values())).check(lens)
     prompts = {e.example_id: build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in examples}
     contrasts = {}
     if decoder.contrast_prompts:
