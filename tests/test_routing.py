@@ -287,6 +287,14 @@ def test_bad_clustering_and_routing_input_gives_one_line_errors(cli, tiny, embed
                    "--temperature applies to soft routing only")  # fmt: skip
     one_line_error(cli(*evaluate, "--clusters", clusters), "give --clusters and --cluster-heads together")
     one_line_error(cli(*evaluate, "--clusters", tmp_path / "broken.json", "--cluster-heads", heads), "missing field 'centroids'")
+    other = json.loads(clusters.read_text())
+    other["embedder"]["weights_digest"] = "0" * 16
+    (tmp_path / "other-embedder.json").write_text(json.dumps(other))
+    one_line_error(cli(*evaluate, "--clusters", tmp_path / "other-embedder.json", "--cluster-heads", heads),
+                   "clustered with embedder")  # fmt: skip
+    index = json.loads((heads / "cluster_heads.json").read_text())
+    (heads / "cluster_heads.json").write_text(json.dumps({**index, "model": "another-model"}))
+    one_line_error(cli(*evaluate, "--clusters", clusters, "--cluster-heads", heads), "discovered with model 'another-model'")
     assert not (tmp_path / "o").exists()
     discover = ("discover", "--task", "LaMP-7", "--out", tmp_path / "d")
     one_line_error(cli(*discover, "--clusters", tmp_path / "broken.json"), "missing field 'centroids'")
