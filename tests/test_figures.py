@@ -100,7 +100,7 @@ def test_hybrid_maps_dot_the_estimated_cells_and_name_the_method():
     exact[3, 1] = exact[0, 4] = exact[2, 2] = True
     result = pcs_result(0, exact=exact, method="hybrid", variant="profile-contrast", ablation="mean")
     figure = pcs_heatmap(result, highlight=[(3, 1)])
-    heatmap, rings, dots = figure.data
+    heatmap, _, dots = figure.data
     assert np.allclose(np.asarray(heatmap.z), result.mean().numpy())
     dotted = set(zip(dots.y, dots.x))
     assert dotted == {(layer, head) for layer in range(4) for head in range(5)} - {(3, 1), (0, 4), (2, 2)}

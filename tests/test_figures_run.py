@@ -56,7 +56,7 @@ def evaluation(folder, method, scores):
 def demo_run(root):
     """The layout `workbench demo` writes today."""
     (root / "figures").mkdir(parents=True)
-    (root / "demo-config.json").write_text(json.dumps({"top_k": 3, "task": "LaMP-4"}))
+    (root / "demo-config.json").write_text(json.dumps({"top_k": 5, "task": "LaMP-4"}))  # a fallback: the head sets have 3
     discovery(root / "discover-profile-contrast", 2, variant="profile-contrast")
     discovery(root / "discover-standard", 1)
     summary = pd.concat(
@@ -132,6 +132,11 @@ def test_stage_folders_clusters_sweeps_and_timings(tmp_path):
     boxes = [t for t in validation.data if t.type == "box"]
     assert len(boxes) == 3 and len(boxes[0].y) == 6  # the distribution over the 6 random sets
     assert "K = 3 heads per set" in validation.layout.title.subtitle.text  # from the heads.json beside it
+    written = pd.read_csv(tmp_path / "validate" / "validation_summary.csv").set_index(["condition", "head_set"])
+    (preference,) = [t for t in validation.data if t.type == "scatter" and t.xaxis == "x" and t.x[0] == "preference"]
+    assert preference.error_y.array[0] == pytest.approx(  # the summary written beside it (seed 5), not a recomputation
+        written.loc[("profile", "preference"), "ci_high"] - written.loc[("profile", "preference"), "mean_delta_nll"]
+    )
     assert "pcs-side-by-side" not in drawn.figures  # a single discovery that is not a cluster's
     assert list(drawn.figures["sweep-k"].data[1].y) == [0.1, 0.3, 0.4]
     assert {"sweep-gamma-rouge-1", "sweep-gamma-meteor"} <= set(drawn.figures)

@@ -14,7 +14,13 @@ from workbench.errors import InputError
 from workbench.figures.style import set_colour, titled
 
 
-def efficiency_figure(table: pd.DataFrame, *, title: str = "Cost of each method", subtitle: str = "") -> go.Figure:
+def efficiency_figure(
+    table: pd.DataFrame,
+    *,
+    title: str = "Cost of each method",
+    subtitle: str = "bars: wall-clock seconds per example, with the ratio to the first method · points: each metric "
+    "with its interval against that cost",
+) -> go.Figure:
     """A bar of seconds per example per method (with its ratio to the first method), then one
     panel per metric: the metric against seconds per example."""
     missing = [column for column in ("method", "seconds_per_example") if column not in table.columns]

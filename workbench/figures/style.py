@@ -12,14 +12,16 @@ import plotly.graph_objects as go
 TEMPLATE = "plotly_white"
 FONT = {"family": "DejaVu Sans, Arial, sans-serif", "size": 13}
 DIVERGING = "RdBu_r"  # blue below zero, red above, white at zero
-SET_COLOURS = {"preference": "#c0392b", "random": "#7f7f7f", "retrieval": "#2471a3", "induction": "#7d3c98"}
+SET_COLOURS = {"preference": "#c0392b", "random": "#7f7f7f", "retrieval": "#2471a3", "induction": "#7d3c98", "greedy": "#34495e"}
 OTHER_COLOURS = ("#d68910", "#17a589", "#5d6d7e", "#a04000", "#1abc9c")
 SUBTITLE_CHAR_PX = 7.6  # about the width of one subtitle character at the shared font size
 LEGEND_GAP_PX = 72  # between the plotting area and a legend below it (room for the x axis title)
 
 
 def set_colour(name: str, index: int = 0) -> str:
-    """The colour of a head set (or run) by name; others cycle through a fixed palette."""
+    """The colour of a head set (or run) by name (random-* controls grey); others cycle through a fixed palette."""
+    if name.startswith("random"):
+        return SET_COLOURS["random"]
     return SET_COLOURS.get(name, OTHER_COLOURS[index % len(OTHER_COLOURS)])
 
 

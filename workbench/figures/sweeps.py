@@ -48,6 +48,7 @@ def sweep_plot(
                 go.Scatter(
                     x=list(part[x]) + list(part[x])[::-1],
                     y=list(part[high]) + list(part[low])[::-1],
+                    mode="lines",
                     fill="toself",
                     fillcolor=_band_colour(colour),
                     line={"width": 0},

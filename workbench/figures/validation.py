@@ -136,13 +136,14 @@ def validation_figure(
                     col=column,
                 )
         figure.add_hline(y=0, line={"color": "#444", "width": 1}, row=1, col=column)
+        figure.update_xaxes(categoryorder="array", categoryarray=order, row=1, col=column)
     figure.update_yaxes(title_text="Δ NLL of the reference (nats/token)", row=1, col=1)
     figure.update_layout(boxgap=0.5)
     return titled(
         figure,
         title or f"Ablating the top-K heads together{f': {label}' if label else ''}",
         _subtitle(summary, k, draws is not None, level),
-        plot_size=(300 * len(conditions), 420),
+        plot_size=(330 * len(conditions), 420),
         top_extra=20,
         legend=True,
     )
@@ -157,8 +158,10 @@ def _subtitle(summary: pd.DataFrame, k: int | None, with_draws: bool, level: flo
         f"{' / '.join(map(str, n_random))} random K-head sets",
     ]
     random_note = "box: the random sets' means" if with_draws else "random sets' distribution not recorded (no per-example table)"
+    smallest = " / ".join(f"{1 / (1 + r):.2g}" for r in n_random)
     return [
         " · ".join(counts),
         f"diamonds: mean ΔNLL with its {level:.0%} percentile-bootstrap interval over examples; {random_note}",
-        "p: one-sided permutation p-value against the random sets, (1 + #random sets with mean ≥ the set's) / (1 + #random sets)",
+        "p: one-sided permutation p-value against the random sets, (1 + #random sets with mean ≥ the set's) / "
+        f"(1 + #random sets); the smallest attainable is {smallest}",
     ]
