@@ -10,8 +10,10 @@ decodes the same number of tokens), prompts of about 128 and 512 tokens, batch 1
   speed-up of the skinny path; `prefill`: greedy with one new token, i.e. the prefill alone. A
   masked prefill has twice the rows, so DPS costs at least greedy + prefill: the `prefill` row's
   `floor` column is that bound as a ratio to greedy;
-- the authors' style: one prompt at a time, one unmasked prefill, two deep copies of its cache,
-  then two separate forwards per step (full and masked), log-prob contrast with entropy γ.
+- `authors`: their procedure as `workbench.authors_hf` writes it, on a plain Hugging Face copy of
+  the model (no lens, no bridge, PyTorch's default linear layers): one prompt at a time, a query-
+  scaling hook, one unmasked prefill, two deep copies of its cache, then two separate forwards per
+  step (full and query-scaled), log-prob contrast with entropy γ.
 
 Everything runs in this process, variants alternating, best of --repeats; the figures are the
 wall-time ratio to greedy measured in the same setting and tokens per second.
@@ -23,7 +25,6 @@ wall-time ratio to greedy measured in the same setting and tokens per second.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from contextlib import contextmanager
 
@@ -49,21 +50,12 @@ def build_prompts(lens, tokens: int, batch: int) -> list[list[int]]:
     return prompts
 
 
-def authors_style(lens, prompts, weights) -> None:
-    """Their loop (research/reference_dps.md §3.1) on the lens, one prompt at a time."""
-    from workbench.decoding.contrast import entropy
+def authors_style(hf_model, prompts, weights) -> None:
+    """Their loop (`workbench.authors_hf.authors_dps`) on the plain Hugging Face model, one prompt at a time."""
+    from workbench.authors_hf import authors_dps
 
-    mask = weights.mask()
     for prompt in prompts:
-        _, cache = lens.step(lens.as_batch(prompt[:-1]))
-        cache_full, cache_generic = copy.deepcopy(cache), copy.deepcopy(cache)
-        token = prompt[-1]
-        for _ in range(NEW_TOKENS):
-            full, cache_full = lens.step(lens.as_batch([token]), cache_full)
-            generic, cache_generic = lens.step(lens.as_batch([token]), cache_generic, mask=mask)
-            full, generic = full[:, -1].float(), generic[:, -1].float()
-            gamma = entropy(full)[:, None]
-            token = int(((1 + gamma) * full.log_softmax(-1) - gamma * generic.log_softmax(-1)).argmax())
+        authors_dps(hf_model, prompt, 1 - weights.weights, max_new_tokens=NEW_TOKENS, stop_ids=set())
 
 
 @contextmanager
@@ -81,7 +73,7 @@ def plain_linear(lens):
             module.__class__ = SkinnyLinear
 
 
-def variants(lens, prompts, contrasts, weights):
+def variants(lens, hf_model, prompts, contrasts, weights):
     from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, generate
 
     def on_loop(decoder, contrast_prompts=None, new_tokens=NEW_TOKENS):
@@ -104,8 +96,8 @@ def variants(lens, prompts, contrasts, weights):
         "greedy-plain": plain_greedy,
         "prefill": on_loop(Greedy(), new_tokens=1),
         "dps": on_loop(DPS(weights, gamma=1.0)),
-        "dps-shared": on_loop(DPS(weights, gamma=1.0, shared_prefill=True)),
-        "authors": lambda: authors_style(lens, prompts, weights),
+        "dps-shared": on_loop(DPS(weights, gamma=1.0, prefill="shared")),
+        "authors": lambda: authors_style(hf_model, prompts, weights),
         "cad": on_loop(CAD(), contrasts),
         "dola": on_loop(DoLa()),
         "decore": on_loop(DeCoRe(weights)),
@@ -127,13 +119,15 @@ def main() -> None:
     args = parser.parse_args()
 
     import transformers
+    from transformers import AutoModelForCausalLM
 
     from workbench.heads import HeadWeights
-    from workbench.models import load_model
+    from workbench.models import embedded_default_folder, load_model
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     lens = load_model(device="cpu")
+    hf_model = AutoModelForCausalLM.from_pretrained(embedded_default_folder(), dtype=torch.float32).eval()
     weights = HeadWeights.random_heads(lens.geometry, 20, seed=0)
     names = ["greedy"] + [name for name in args.decoders if name != "greedy"]
     rows = []
@@ -141,7 +135,7 @@ def main() -> None:
         for batch in args.batches:
             prompts = build_prompts(lens, length, batch)
             contrasts = build_prompts(lens, length // 2, batch)  # "without the profile": shorter
-            runs = variants(lens, prompts, contrasts, weights)
+            runs = variants(lens, hf_model, prompts, contrasts, weights)
             best = {name: float("inf") for name in names}
             for _ in range(args.repeats):
                 for name in names:

@@ -29,6 +29,7 @@ def main() -> None:
     import transformers
 
     from workbench.data.sources import load_examples
+    from workbench.decoding import DPS
     from workbench.heads import HeadWeights
     from workbench.metrics import meteor
     from workbench.models import load_model
@@ -42,9 +43,9 @@ def main() -> None:
     heads = folder / "heads.json"
     HeadWeights.random_heads(lens.geometry, 10, seed=0).save(heads)
     configs = {
-        "greedy": EvalConfig(task=args.task, split="dev", method="greedy", model=lens.name, batch_size=args.batch_size),
+        "greedy": EvalConfig(task=args.task, split="dev", model=lens.name, batch_size=args.batch_size),
         "dps": EvalConfig(
-            task=args.task, split="dev", method="dps", model=lens.name, heads=str(heads), batch_size=args.batch_size
+            task=args.task, split="dev", decoder=DPS(), model=lens.name, heads=str(heads), batch_size=args.batch_size
         ),
     }
     best = {name: float("inf") for name in configs}

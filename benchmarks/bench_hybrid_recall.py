@@ -1,59 +1,133 @@
-"""Hybrid PCS: how many of the exact top-K heads its candidates contain (issue 3).
+"""Hybrid PCS: recall of the exact top-K against the number (and cost) of exactly re-scored candidates.
 
-The hybrid method scores `top_m = 3·K` candidates exactly, so its top-K equals the exact top-K
-exactly when the candidates contain them. This script scores every head exactly (the truth) and
-by attribution on two example sets, and reports the recall of the exact top-K (of the mean PCS)
-for two candidate rules: the best `3·K` by attribution estimate (the earlier rule) and the rule
-`score_heads` uses, half by estimate and half by attribution magnitude (`hybrid_candidates`).
+The hybrid method scores every head by attribution, then re-scores M candidates exactly; its top-K
+equals the exact top-K exactly when the candidates contain it. This script scores every head
+exactly (the truth) and by attribution, per sequence, and reports for several candidate rules the
+recall of the exact top-K (of the mean PCS over examples) as M grows, with the cost of exactly
+scoring the candidates (a head of layer l reruns layers l..L-1: `Σ (L − l) / L` forward passes per
+sequence). Rules:
 
-- `synthetic`: the `bench_scores.py` examples (chat prompts of about 128 tokens, 16 target tokens);
-- `demo`: the first `--demo-examples` LaMP-4 `train` examples of the shipped demo set (plain
-  few-shot prompts), a set the rule was not designed on.
+- `estimate`: the best M by mean attribution estimate;
+- `magnitude`: the largest M by mean attribution magnitude `Σ |(z_ref − z) ⊙ ∂NLL/∂z|`;
+- `half`: ⌈M/2⌉ by estimate, the rest by magnitude (`workbench.scores.pcs.hybrid_candidates`).
 
-    .venv/bin/python benchmarks/bench_hybrid_recall.py [--examples 16] [--demo-examples 8] [--markdown]
+Sets: `synthetic` (the `bench_scores.py` chat examples, about 128 prompt and 16 target tokens, with a
+short no-profile request as control) and `demo` (the first `--demo-examples` LaMP-4 `train`
+examples of the shipped demo set, tokenized as `workbench discover` does, plain few-shot prompts
+of about 290 tokens). Variants: standard and profile-contrast (`--variants`). Per-sequence grids
+are cached in `--cache` by content, so a rerun (or another variant) costs only what is missing.
+
+    .venv/bin/python benchmarks/bench_hybrid_recall.py [--examples 16] [--demo-examples 16] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import math
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from bench_scores import synthetic_examples
 
+RULES = ("estimate", "magnitude", "half")
+MULTIPLES = (1, 1.5, 2, 3, 4, 6)
 
-def estimates(lens, examples, ablation, variant):
-    """Mean attribution estimate and magnitude over `examples`, summed over the variant's sequences."""
+
+def sequence_grids(lens, sequence, ablation, cache: Path, *, compute: bool = True) -> dict[str, torch.Tensor]:
+    """Exact ΔNLL of every head, attribution estimate and magnitude of one sequence (cached;
+    with `compute=False` a missing entry raises FileNotFoundError)."""
     from workbench.scores.attribution import attribution_terms
+    from workbench.scores.exact import exact_deltas
+
+    key = hashlib.sha256(json.dumps([lens.name, ablation.name, list(sequence.ids), sequence.prompt_len]).encode()).hexdigest()[
+        :24
+    ]
+    path = cache / f"{key}.pt"
+    if path.exists():
+        stored = torch.load(path)
+        return {name: stored[name] for name in ("exact", "estimate", "magnitude")}
+    if not compute:
+        raise FileNotFoundError(path)
+    start = time.perf_counter()
+    estimate, magnitude = attribution_terms(lens, sequence, ablation)
+    grids = {"exact": exact_deltas(lens, sequence, ablation), "estimate": estimate, "magnitude": magnitude}
+    torch.save(grids, path)
+    print(f"  {len(sequence.ids)} tokens scored in {time.perf_counter() - start:.0f} s", flush=True)
+    return grids
+
+
+def variant_means(lens, examples, variant, ablation, cache: Path) -> dict[str, torch.Tensor]:
+    """Mean over examples of the variant's signed exact and estimate sums and unsigned magnitudes."""
     from workbench.scores.pcs import variant_sequences
 
-    estimate = magnitude = 0
+    totals: dict[str, torch.Tensor] = {}
     for example in examples:
         for sign, sequence in variant_sequences(example, variant):
-            e, m = attribution_terms(lens, sequence, ablation)
-            estimate, magnitude = estimate + sign * e, magnitude + m
-    return estimate / len(examples), magnitude / len(examples)
+            grids = sequence_grids(lens, sequence, ablation, cache)
+            for name, grid in grids.items():
+                totals[name] = totals.get(name, 0) + (grid if name == "magnitude" else sign * grid)
+    return {name: total / len(examples) for name, total in totals.items()}
 
 
-def recalls(exact, estimate, magnitude, ks):
-    from workbench.heads import ranked_heads
+def candidates(rule: str, estimate: torch.Tensor, magnitude: torch.Tensor, m: int) -> list[tuple[int, int]]:
     from workbench.scores.pcs import hybrid_candidates
+    from workbench.scores.ranking import ranked_heads
 
+    if rule == "estimate":
+        return ranked_heads(estimate)[:m]
+    if rule == "magnitude":
+        return ranked_heads(magnitude)[:m]
+    return hybrid_candidates(estimate, magnitude, m)
+
+
+def curves(means: dict[str, torch.Tensor], ks: list[int]) -> list[dict]:
+    """Per K, rule and M = multiple·K: recall of the exact top-K and the exact phase's cost in
+    forward passes per sequence; plus the smallest M reaching recall 0.9 and 1.0 per rule."""
+    from workbench.scores.ranking import ranked_heads
+
+    n_layers = means["exact"].shape[0]
     rows = []
     for k in ks:
-        top = set(ranked_heads(exact)[:k])
-        by_estimate = len(top & set(ranked_heads(estimate)[: 3 * k])) / k
-        screened = len(top & set(hybrid_candidates(estimate, magnitude, 3 * k))) / k
-        rows.append((k, 3 * k, by_estimate, screened))
+        top = set(ranked_heads(means["exact"])[:k])
+        for rule in RULES:
+            recall_at = {}
+            for m in range(1, means["exact"].numel() + 1):
+                recall_at[m] = len(top & set(candidates(rule, means["estimate"], means["magnitude"], m))) / k
+                if recall_at[m] == 1.0:
+                    break
+            reach = {goal: min((m for m, r in recall_at.items() if r >= goal), default=None) for goal in (0.9, 1.0)}
+            for multiple in MULTIPLES:
+                m = math.ceil(multiple * k)
+                chosen = candidates(rule, means["estimate"], means["magnitude"], m)
+                cost = sum(n_layers - layer for layer, _ in chosen) / n_layers
+                recall = len(top & set(chosen)) / k
+                rows.append(
+                    {
+                        "k": k,
+                        "rule": rule,
+                        "multiple": multiple,
+                        "m": m,
+                        "recall": recall,
+                        "cost": cost,
+                        **{f"m_{g}": v for g, v in reach.items()},
+                    }
+                )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=16)
-    parser.add_argument("--demo-examples", type=int, default=8)
+    parser.add_argument("--demo-examples", type=int, default=16)
+    parser.add_argument("--variants", nargs="+", default=["standard", "profile-contrast"])
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "workbench-hybrid-recall")
+    parser.add_argument("--json", type=Path, help="Also write every curve point to this file.")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -62,34 +136,46 @@ def main() -> None:
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
     from workbench.models import load_model
-    from workbench.scores import score_heads
     from workbench.scores.ablation import make_ablation
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
+    args.cache.mkdir(parents=True, exist_ok=True)
     lens = load_model(device="cpu")
     zero = make_ablation(lens, "zero")
     sets = {
         "synthetic": synthetic_examples(lens, args.examples, 128, 16, 0),
-        "demo": tokenized_examples(lens, load_examples(None, "LaMP-4", "train")[: args.demo_examples], PromptConfig(seed=0)),
+        # as `workbench discover --limit N` does: swap partners drawn among all examples, then the first N
+        "demo": tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[: args.demo_examples],
     }
     table = []
     for name, examples in sets.items():
-        start = time.perf_counter()
-        exact = score_heads(lens, examples, method="exact", progress=True).mean()
-        estimate, magnitude = estimates(lens, examples, zero, "standard")
-        for k, m, by_estimate, screened in recalls(exact, estimate, magnitude, args.ks):
-            table.append((name, len(examples), k, m, by_estimate, screened))
-            print(
-                f"{name:9s} n={len(examples):2d} K={k:2d} M={m:2d}  estimate only {by_estimate:.2f}  "
-                f"estimate+magnitude {screened:.2f}   ({time.perf_counter() - start:.0f} s)",
-                flush=True,
-            )
+        for variant in args.variants:
+            print(f"{name} / {variant}: {len(examples)} examples", flush=True)
+            for row in curves(variant_means(lens, examples, variant, zero, args.cache), args.ks):
+                table.append({"set": name, "variant": variant, "n": len(examples), **row})
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+    for row in table:
+        print(json.dumps(row))
     if args.markdown:
-        print("\n| examples | n | K | candidates M | recall, best M by estimate | recall, estimate + magnitude (used) |")
-        print("|---|---|---|---|---|---|")
-        for name, n, k, m, by_estimate, screened in table:
-            print(f"| {name} | {n} | {k} | {m} | {by_estimate:.2f} | {screened:.2f} |")
+        print(markdown(table))
+
+
+def markdown(table: list[dict]) -> str:
+    lines = [
+        "| set | variant | K | rule | recall at M = K, 1.5K, 2K, 3K, 4K, 6K | exact cost at 2K / 3K (forwards per sequence) | smallest M for recall 0.9 / 1.0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for row in table:
+        groups.setdefault((row["set"], row["variant"], row["k"], row["rule"]), []).append(row)
+    for (name, variant, k, rule), rows in groups.items():
+        by_multiple = {row["multiple"]: row for row in rows}
+        recalls = ", ".join(f"{row['recall']:.2f}" for row in rows)
+        costs = f"{by_multiple[2]['cost']:.1f} / {by_multiple[3]['cost']:.1f}"
+        lines.append(f"| {name} | {variant} | {k} | {rule} | {recalls} | {costs} | {rows[0]['m_0.9']} / {rows[0]['m_1.0']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+SUBSECTION = "### Methods against the naive loop (synthetic examples)"
 WORDS = [
     "trail",
     "coffee",
@@ -62,7 +63,8 @@ WORDS = [
 
 
 def synthetic_examples(lens, n: int, prompt_tokens: int, target_tokens: int, seed: int):
-    """Chat examples whose profile is a run of seeded topic words, trimmed to `prompt_tokens`."""
+    """Chat examples whose profile is a run of seeded topic words, trimmed to `prompt_tokens`, with
+    the same request without the profile as their no-profile control."""
     from workbench.data.tokenized import TokenizedExample
 
     rng = random.Random(seed)
@@ -76,7 +78,8 @@ def synthetic_examples(lens, n: int, prompt_tokens: int, target_tokens: int, see
                 break
             words.pop()
         target = lens.encode(" ".join(rng.choice(WORDS) for _ in range(target_tokens)))[:target_tokens]
-        examples.append(TokenizedExample(f"b{index}", f"u{index}", prompt, target))
+        no_profile = lens.encode_chat("Write a short headline for this user.")
+        examples.append(TokenizedExample(f"b{index}", f"u{index}", prompt, target, no_profile_prompt_ids=no_profile))
     return examples
 
 
@@ -201,7 +204,7 @@ def markdown(result: dict) -> str:
     names = {"naive (extrapolated)": "naive", "exact": "exact", "attribution": "attribution", "hybrid": "hybrid"}
     rows = "\n".join(f"| {name} | {seconds[name]:.2f} | {speedup[name]:.1f}× | {memory[names[name]]:.0f} |" for name in seconds)
     rho = result["attribution_spearman_per_example"]
-    return f"""## Head scores
+    return f"""{SUBSECTION}
 
 `.venv/bin/python benchmarks/bench_scores.py --write` (issue 3). Default model on {result["device"]}
 ({result["torch_threads"]} torch threads, a shared 2-core machine: absolute seconds are noisy, the
@@ -225,17 +228,55 @@ all layers of {result["naive_examples"]} examples and its per-example time is ex
 
 
 def write_section(text: str, path: Path = Path(__file__).with_name("RESULTS.md")) -> None:
-    """Replace (or append) the "## Head scores" section, leaving the other sections alone."""
+    """Replace (or append) this script's subsection of "## Head scores", leaving the rest alone."""
     from workbench import io
 
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    start = existing.find("## Head scores")
+    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\n## Head scores\n"
+    start = existing.find(SUBSECTION)
     if start < 0:
-        updated = existing.rstrip("\n") + "\n\n" + text
+        section = existing.find("## Head scores")
+        end = existing.find("\n## ", section + 1) if section >= 0 else -1
+        insert = len(existing) if end < 0 else end
+        updated = existing[:insert].rstrip("\n") + "\n\n" + text + existing[insert:]
     else:
-        end = existing.find("\n## ", start + 1)
-        updated = existing[:start] + text + ("" if end < 0 else existing[end:])
+        ends = [i for i in (existing.find("\n### ", start + 1), existing.find("\n## ", start + 1)) if i >= 0]
+        updated = existing[:start] + text + (existing[min(ends) :] if ends else "")
     io.write_text(path, updated)
+
+
+def contrast_batching(args) -> dict:
+    """Clean forwards of each demo example's two profile-contrast sequences (with and without the
+    profile) as one left-padded batch against two separate forwards, alternating, best of repeats:
+    what running the two sequences' rows in one batch could save."""
+    import transformers
+
+    from workbench.data.prompts import PromptConfig, tokenized_examples
+    from workbench.data.sources import load_examples
+    from workbench.models import load_model
+
+    transformers.utils.logging.disable_progress_bar()
+    lens = load_model(device=args.device)
+    examples = tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=args.seed))[: args.examples]
+    timings = {"separate": [], "one batch": []}
+    for _ in range(args.repeats):
+        for name in timings:
+            start = time.perf_counter()
+            for example in examples:
+                pair = [list(example.prompt_ids + example.target_ids), list(example.no_profile_prompt_ids + example.target_ids)]
+                if name == "separate":
+                    for ids in pair:
+                        lens.forward(ids)
+                else:
+                    tokens, attention = lens.pad_left(pair)
+                    lens.forward(tokens, attention_mask=attention)
+            timings[name].append(time.perf_counter() - start)
+    best = {name: min(values) for name, values in timings.items()}
+    return {
+        "examples": len(examples),
+        "threads": torch.get_num_threads(),
+        "seconds": best,
+        "batch_over_separate": best["one batch"] / best["separate"],
+    }
 
 
 def main() -> None:
@@ -248,8 +289,18 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--write", action="store_true", help="Write the section of benchmarks/RESULTS.md.")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    parser.add_argument("--repeats", type=int, default=2, help="Repeats of --contrast-batching.")
+    parser.add_argument(
+        "--contrast-batching", action="store_true", help="Only time the contrast sequences batched vs separate (demo set)."
+    )
+    parser.add_argument("--write", action="store_true", help="Write this script's subsection of benchmarks/RESULTS.md.")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.contrast_batching:
+        print(json.dumps(contrast_batching(args), indent=2))
+        return
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.write:

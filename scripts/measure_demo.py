@@ -14,11 +14,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from workbench.data.files import read_jsonl
-from workbench.data.profile_effect import profile_nll
-from workbench.data.prompts import FORMATS, PromptConfig
+from workbench.data.prompts import PromptConfig
 from workbench.data.sources import DEMO_TASKS, load_examples
 from workbench.models import load_model
+from workbench.profile_effect import profile_nll
 from workbench.runs import PREDICTIONS, EvalConfig, evaluate
+
+FORMATS = ("plain", "chat")  # the prompt formats the data card compares
 
 
 def main() -> None:
@@ -53,9 +55,7 @@ def print_style_match(lens, split: str, formats: list[str], limit: int | None) -
         for form in formats:
             hits = {}
             for k in (5, 0):  # k = 0 retrieves nothing: the prompt without the profile
-                config = EvalConfig(
-                    task=task, split=split, method="greedy", model=lens.name, prompt=PromptConfig(format=form, k=k)
-                )
+                config = EvalConfig(task=task, split=split, model=lens.name, prompt=PromptConfig(format=form, profile_k=k))
                 with tempfile.TemporaryDirectory() as out:
                     evaluate(lens, examples, config, out, progress=False)
                     hits[k] = [record["scores"]["style"] for _, record in read_jsonl(Path(out) / PREDICTIONS)]

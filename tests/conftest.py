@@ -45,3 +45,14 @@ def default_lens() -> Lens:
 
     transformers.utils.logging.disable_progress_bar()
     return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma_lens() -> Lens:
+    """The embedded Gemma-3-270m base model (18 layers, 4 query heads, 1 key-value head, d_head
+    256, a 262,144-token vocabulary). Its first use converts the GGUF (minutes), later ones load
+    the cached float32 copy."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    return load_model("gemma-3-270m", device="cpu")

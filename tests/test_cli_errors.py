@@ -91,7 +91,7 @@ def test_usage_and_type_errors_are_one_line(path, command) -> None:
     line = one_error_line(invoke(*path, "--no-such-option"))
     assert line.startswith("error: no such option: --no-such-option")
     integer = first_integer_option(command)
-    assert (integer is None) == (path[0] in ("info", "figures"))  # the commands without integer options
+    assert (integer is None) == (path[0] in ("info", "figures", "decoders"))  # the commands without integer options
     if integer is not None:
         name = integer.opts[0]
         assert one_error_line(invoke(*path, name, "x")) == f"error: {name}: 'x' is not a valid integer"
@@ -168,7 +168,21 @@ def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tiny, tmp_path, monkeyp
         return real_generate(*args, **kwargs)
 
     out = tmp_path / "run"
-    arguments = ["evaluate", "--task", "LaMP-7", "--limit", 3, "--batch-size", 1, "--max-new-tokens", 3, "--k", 1, "--out", out]
+    arguments = [
+        "evaluate",
+        "--task",
+        "LaMP-7",
+        "--limit",
+        3,
+        "--batch-size",
+        1,
+        "--max-new-tokens",
+        3,
+        "--profile-k",
+        1,
+        "--out",
+        out,
+    ]
     monkeypatch.setattr(workbench.decoding, "generate", interrupted_on_second_batch)
     result = invoke(*arguments)
     assert result.exit_code == 130 and "Traceback" not in result.output
@@ -188,7 +202,7 @@ def test_ctrl_c_in_a_command_that_does_not_resume_says_so(tiny, tmp_path, monkey
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(validate_command, "load_examples", interrupt)
+    monkeypatch.setattr(validate_command, "load_scoring_examples", interrupt)
     result = invoke("validate", "--task", "LaMP-7", "--heads", tiny_heads(tiny, tmp_path / "h.json"), "--out", tmp_path / "v")
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted; no half-written file was left; re-run the command to start again"
@@ -215,7 +229,7 @@ def test_a_real_sigint_ends_with_one_line_and_status_130(tmp_path) -> None:
     tokenizer.save_pretrained(tmp_path / "model")
     data, out = lamp3_folder(tmp_path / "data", 15), tmp_path / "run"
     command = [str(WORKBENCH), "evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--task", "LaMP-3",
-               "--batch-size", "1", "--max-new-tokens", "2", "--k", "1", "--out", str(out)]  # fmt: skip
+               "--batch-size", "1", "--max-new-tokens", "2", "--profile-k", "1", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     predictions = out / "predictions.jsonl"
     while process.poll() is None and not (predictions.is_file() and predictions.read_text().count("\n")):

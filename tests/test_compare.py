@@ -16,6 +16,7 @@ from workbench.cli import app
 from workbench.comparison import compare_runs, load_run, paired_table
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import load_examples
+from workbench.decoding import CAD
 from workbench.errors import InputError
 from workbench.runs import EvalConfig, evaluate
 
@@ -133,10 +134,10 @@ def test_a_prediction_without_scores_is_named(tmp_path) -> None:
 def test_compare_reads_what_evaluate_writes(tiny, tmp_path) -> None:
     examples = load_examples(None, "LaMP-7", "dev")[:3]
     config = dict(
-        task="LaMP-7", split="dev", model="tiny", max_new_tokens=4, batch_size=5, prompt=PromptConfig(k=1), resamples=20
+        task="LaMP-7", split="dev", model="tiny", max_new_tokens=4, batch_size=5, prompt=PromptConfig(profile_k=1), resamples=20
     )
-    evaluate(tiny, examples, EvalConfig(method="greedy", **config), tmp_path / "greedy", progress=False)
-    evaluate(tiny, examples[:2], EvalConfig(method="cad", **config), tmp_path / "cad", progress=False)
+    evaluate(tiny, examples, EvalConfig(**config), tmp_path / "greedy", progress=False)
+    evaluate(tiny, examples[:2], EvalConfig(decoder=CAD(), **config), tmp_path / "cad", progress=False)
     with pytest.warns(UserWarning) as caught:
         frame = compare_runs([tmp_path / "greedy", tmp_path / "cad"], resamples=50)
     assert "dropped 1 of 3" in str(caught[0].message) and "only 2 paired examples" in str(caught[1].message)

@@ -82,7 +82,7 @@ def test_plain_and_chat_texts(tiny) -> None:
 def test_budget_is_never_exceeded_and_the_input_never_cut(tiny, form: str, cap: int | None) -> None:
     long_items = [{"text": "word " * 80, "title": f"Title {i}"} for i in range(5)]
     ex = example(long_items)
-    config = PromptConfig(format=form, k=5, max_prompt_tokens=cap, answer_tokens=16)  # type: ignore[arg-type]
+    config = PromptConfig(format=form, profile_k=5, max_prompt_tokens=cap, answer_tokens=16)  # type: ignore[arg-type]
     bare = tiny.encode(prompt_text(tiny, ex, [], form))  # type: ignore[arg-type]
     if cap is not None and len(bare) > cap:
         with pytest.raises(InputError, match="task inputs are never truncated"):
@@ -106,7 +106,7 @@ def test_input_too_long_for_the_context_is_refused(tiny) -> None:
 
 def test_tokenized_examples_fill_every_prompt(tiny) -> None:
     examples = load_examples(None, "LaMP-7", "dev")[:6]
-    config = PromptConfig(k=2)
+    config = PromptConfig(profile_k=2)
     pairs = tokenized_examples(tiny, examples, config)
     for pair, ex in zip(pairs, examples):
         assert tiny.decode(pair.target_ids) == " " + ex.output.strip()

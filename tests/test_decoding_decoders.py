@@ -1,4 +1,8 @@
-"""Every decoder against a hand-written, uncached, one-prompt-at-a-time reference computation."""
+"""Every decoder on the generation loop against an independent reference (`reference_decoding`):
+greedy loops of full forwards on a plain Hugging Face twin whose heads are suppressed by editing
+its weights. Each decoder also meets a deliberately broken variant of itself (mask ignored, heads
+shuffled, γ sign flipped, contrast prompts swapped, premature layer wrong, ...), which the same
+comparison must catch: a test that cannot fail proves nothing."""
 
 from __future__ import annotations
 
@@ -6,14 +10,36 @@ import math
 
 import pytest
 import torch
+from reference_decoding import (
+    STEPS,
+    contrast,
+    decode,
+    decode_pair,
+    entropy,
+    head_output_means,
+    layer_logits,
+    next_logits,
+    patched,
+    shared_prefill_decode,
+    twin,
+)
 
-from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, Suppressed, generate
+import workbench.decoding.dola as dola_module
+import workbench.decoding.greedy as greedy_module
+from workbench.decoding import CAD, DPS, Contrast, DeCoRe, DoLa, Greedy, RandomHeads, Suppressed, Suppression, generate
+from workbench.decoding.base import StepScores
+from workbench.decoding.cad import _ContextContrastRun
 from workbench.decoding.dola import candidate_blocks, jensen_shannon
+from workbench.decoding.dps import SelfContrastRun
 from workbench.heads import HeadWeights
 from workbench.masks import HeadMask
 
-STEPS = 8
 TEXTS = ["hello there", "hi", "a somewhat longer prompt, with punctuation!"]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return twin()
 
 
 @pytest.fixture(scope="module")
@@ -28,208 +54,221 @@ def weights(tiny):
     return HeadWeights(grid)
 
 
-def last_logits(lens, sequence, mask=None):
-    return lens.forward([sequence], mask=mask)[0, -1].float()
-
-
-def reference_decode(lens, prompt, score):
-    """Greedy on `score(sequence)`, recomputing every forward from scratch; stops like the loop."""
-    sequence, generated = list(prompt), []
-    for _ in range(STEPS):
-        token = int(score(sequence).argmax())
-        generated.append(token)
-        sequence.append(token)
-        if token in lens.stop_token_ids:
-            break
-    return generated
-
-
-def contrast(full, weak, gamma, combine="logits", beta=None):
-    if combine == "logprobs":
-        full_used, weak = full.log_softmax(-1), weak.log_softmax(-1)
-    else:
-        full_used = full
-    scores = (1 + gamma) * full_used - gamma * weak
-    if beta is not None:
-        probs = full.softmax(-1)
-        scores[probs < beta * probs.max()] = -math.inf
-    return scores
-
-
-def entropy_of(logits):
-    p = logits.softmax(-1)
-    return float(-(p * p.log()).sum())
-
-
-def tokens(generations):
+def tokens(lens, prompts, decoder, contrast_prompts=None, **options):
+    generations = generate(lens, prompts, decoder=decoder, contrast_prompts=contrast_prompts, max_new_tokens=STEPS, **options)
     return [g.token_ids for g in generations]
 
 
-def test_dps_with_gamma_zero_is_greedy(tiny, prompts, weights):
-    greedy = generate(tiny, prompts, max_new_tokens=STEPS)
-    for combine in ("logits", "logprobs"):
-        dps = generate(tiny, prompts, decoder=DPS(weights, gamma=0.0, combine=combine), max_new_tokens=STEPS)
-        assert tokens(dps) == tokens(greedy)
-    assert tokens(greedy) == [reference_decode(tiny, p, lambda s: last_logits(tiny, s)) for p in prompts]
+def greedy_reference(hf, lens, prompts):
+    return [decode(p, lambda s: next_logits(hf, s), lens.stop_token_ids) for p in prompts]
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(gamma=1.5),
-        dict(gamma=2.0, combine="logprobs", plausibility=0.2),
-        dict(gamma="adaptive", normalize_entropy=True),
-        dict(gamma="adaptive", gamma_cap=0.7, combine="logprobs"),
-        dict(gamma=1.0, suppression="zero"),
-        dict(gamma=1.0, site="query-scale"),
-    ],
-)
-def test_dps_equals_two_separate_passes(tiny, prompts, weights, options):
-    decoder = DPS(weights, **options)
+def dps_reference(hf, lens, prompts, weights, options):
+    """The reference of `DPS(weights, **options)` (masked prefill)."""
     w = weights.weights
-    scale = 1 - w if decoder.suppression == "weighted" else (w == 0).float()
-    generic = HeadMask(scale[None], site=decoder.site)
+    suppression, site = options.get("suppression", "weighted"), options.get("site", "head-output")
+    scale = 1 - w if suppression == "weighted" else (w == 0).float()
+    z_ref = head_output_means(hf, prompts) if suppression == "mean" else None
+    weak = patched(hf, query_scale=scale) if site == "query-scale" else patched(hf, output_scale=scale, z_ref=z_ref)
+    gamma, cap = options.get("gamma", 1.0), options.get("gamma_cap")
+    ln_vocab = options.get("entropy_scale") == "ln-vocab"
 
     def score(sequence):
-        full, masked = last_logits(tiny, sequence), last_logits(tiny, sequence, generic)
-        gamma = decoder.gamma
-        if gamma == "adaptive":
-            gamma = entropy_of(full) / (math.log(full.numel()) if decoder.normalize_entropy else 1)
-            gamma = min(gamma, decoder.gamma_cap) if decoder.gamma_cap is not None else gamma
-        return contrast(full, masked, gamma, decoder.combine, decoder.plausibility)
+        full = next_logits(hf, sequence)
+        g = gamma if gamma != "entropy" else entropy(full) / (math.log(full.numel()) if ln_vocab else 1)
+        g = g if cap is None else min(g, cap)
+        return contrast(full, next_logits(weak, sequence), g, options.get("combine", "logits"), options.get("plausibility"))
 
+    return [decode(p, score, lens.stop_token_ids) for p in prompts]
+
+
+# --- broken variants ------------------------------------------------------------------------
+
+
+def mask_ignored(monkeypatch, lens):
+    monkeypatch.setattr(Suppression, "mask", lambda self, lens_, heads, prompts: HeadMask.identity(lens.geometry))
+
+
+def heads_shuffled(monkeypatch, lens):
+    real = Suppression.mask
+    monkeypatch.setattr(
+        Suppression, "mask", lambda self, lens_, heads, prompts: real(self, lens_, heads.shuffled(seed=3), prompts)
+    )
+
+
+def gamma_sign_flipped(monkeypatch, lens):
+    real = Contrast.gammas
+    monkeypatch.setattr(Contrast, "gammas", lambda self, full: -real(self, full))
+
+
+def rows_mixed_up(monkeypatch, lens):
+    monkeypatch.setattr(greedy_module._GreedyRun, "score", lambda self, logits: StepScores(logits.roll(1, 0), logits))
+
+
+def contrast_prompts_swapped(monkeypatch, lens):
+    monkeypatch.setattr(_ContextContrastRun, "rows", lambda self, prompts, contrasts: list(prompts) + list(contrasts)[::-1])
+
+
+def premature_layer_wrong(monkeypatch, lens):
+    monkeypatch.setattr(dola_module, "jensen_shannon", lambda final, premature: -jensen_shannon(final, premature))
+
+
+def prefill_not_shared(monkeypatch, lens):
+    real = SelfContrastRun.__init__
+    monkeypatch.setattr(SelfContrastRun, "__init__", lambda self, c, masks, shared: real(self, c, masks, False))
+
+
+def control_ignored(monkeypatch, lens):
+    monkeypatch.setattr(RandomHeads, "control_heads", lambda self, lens_: self.heads)
+
+
+def assert_caught(monkeypatch, lens, breakage, run, reference):
+    with monkeypatch.context() as patch:
+        breakage(patch, lens)
+        assert run() != reference, f"{breakage.__name__} was not caught"
+
+
+# --- greedy ---------------------------------------------------------------------------------
+
+
+def test_greedy_equals_full_forwards_of_the_twin(tiny, hf, prompts, monkeypatch):
+    reference = greedy_reference(hf, tiny, prompts)
+    assert tokens(tiny, prompts, Greedy()) == reference
+    assert tokens(tiny, prompts, None) == reference  # the default decoder
+    assert tokens(tiny, prompts, Greedy(), batch_size=1) == reference
+    assert_caught(monkeypatch, tiny, rows_mixed_up, lambda: tokens(tiny, prompts, Greedy()), reference)
+
+
+# --- DPS ------------------------------------------------------------------------------------
+
+DPS_OPTIONS = [
+    dict(gamma=1.5),
+    dict(gamma=2.0, combine="logprobs", plausibility=0.2),
+    dict(gamma="entropy", entropy_scale="ln-vocab"),
+    dict(gamma="entropy", gamma_cap=0.7, combine="logprobs"),
+    dict(gamma=1.0, suppression="zero"),
+    dict(gamma=1.0, suppression="mean"),
+    dict(gamma=1.0, site="query-scale"),
+]
+
+
+@pytest.mark.parametrize("options", DPS_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_dps_equals_the_contrast_of_a_weight_patched_twin(tiny, hf, prompts, weights, options, monkeypatch):
+    reference = dps_reference(hf, tiny, prompts, weights, options)
+    assert reference != greedy_reference(hf, tiny, prompts)  # the setting matters here
+    decoder = DPS(weights, **options)
     generations = generate(tiny, prompts, decoder=decoder, max_new_tokens=STEPS, diagnostics=True)
-    assert tokens(generations) == [reference_decode(tiny, p, score) for p in prompts]
-    first = generations[0].steps[0]
-    full, masked = last_logits(tiny, prompts[0]), last_logits(tiny, prompts[0], generic)
+    assert [g.token_ids for g in generations] == reference
+    first, full = generations[0].steps[0], next_logits(hf, prompts[0])
     assert first["top_full"][0]["value"] == pytest.approx(float(full.max()), abs=1e-4)
-    assert first["top_contrast"][0]["value"] == pytest.approx(float(masked.max()), abs=1e-4)
-    assert first["entropy"] == pytest.approx(entropy_of(full), abs=1e-4)
+    assert first["entropy"] == pytest.approx(entropy(full), abs=1e-4)
+    for breakage in (mask_ignored, heads_shuffled, gamma_sign_flipped):
+        assert_caught(monkeypatch, tiny, breakage, lambda: tokens(tiny, prompts, decoder), reference)
 
 
-def test_dps_mean_suppression_uses_mean_head_outputs(tiny, prompts, weights):
-    z_mean = tiny.mean_head_outputs(prompts)
-    binary = (weights.weights > 0).float()
-    generic = HeadMask((1 - binary)[None], z_ref=z_mean)
-    expected = [
-        reference_decode(tiny, p, lambda s: contrast(last_logits(tiny, s), last_logits(tiny, s, generic), 1.0)) for p in prompts
-    ]
-    assert tokens(generate(tiny, prompts, decoder=DPS(weights, suppression="mean"), max_new_tokens=STEPS)) == expected
-    given = DPS(weights, suppression="mean", z_ref=z_mean)
-    assert tokens(generate(tiny, prompts, decoder=given, max_new_tokens=STEPS)) == expected
+def test_dps_mean_suppression_with_a_given_reference_activation(tiny, hf, prompts, weights):
+    z_mean = head_output_means(hf, prompts[:1])  # the mean over one prompt, not over the batch
+    weak = patched(hf, output_scale=(weights.weights == 0).float(), z_ref=z_mean)
+    score = lambda s: contrast(next_logits(hf, s), next_logits(weak, s), 1.0)
+    reference = [decode(p, score, tiny.stop_token_ids) for p in prompts]
+    assert reference != dps_reference(hf, tiny, prompts, weights, dict(suppression="mean"))
+    assert tokens(tiny, prompts, DPS(weights, suppression="mean", z_ref=z_mean)) == reference
 
 
-def test_dps_shared_prefill_reuses_the_unmasked_prompt_cache(tiny, prompts, weights):
-    """The authors' procedure: unmasked cache of prompt[:-1], then every step (from the last prompt
-    token on) runs once unmasked and once masked, each pass on its own copy of the cache."""
-    gamma, generic = 1.5, weights.mask()
-
-    def authors_decode(prompt):
-        _, cache_full = tiny.step(tiny.as_batch(prompt[:-1]))
-        _, cache_generic = tiny.step(tiny.as_batch(prompt[:-1]))
-        token, generated = prompt[-1], []
-        for _ in range(STEPS):
-            full, cache_full = tiny.step(tiny.as_batch([token]), cache_full)
-            masked, cache_generic = tiny.step(tiny.as_batch([token]), cache_generic, mask=generic)
-            token = int(contrast(full[0, -1], masked[0, -1], gamma).argmax())
-            generated.append(token)
-            if token in tiny.stop_token_ids:
-                break
-        return generated
-
-    shared = generate(tiny, prompts, decoder=DPS(weights, gamma=gamma, shared_prefill=True), max_new_tokens=STEPS)
-    assert tokens(shared) == [authors_decode(p) for p in prompts]
-    full_context = generate(tiny, prompts, decoder=DPS(weights, gamma=gamma), max_new_tokens=STEPS)
-    assert tokens(shared) != tokens(full_context)  # the variant is really different
+def test_dps_with_gamma_zero_is_greedy(tiny, hf, prompts, weights):
+    for combine in ("logits", "logprobs"):
+        assert tokens(tiny, prompts, DPS(weights, gamma=0.0, combine=combine)) == greedy_reference(hf, tiny, prompts)
 
 
-def test_dps_controls_mask_their_own_heads(tiny, prompts, weights):
-    for control in (
-        HeadWeights.random_heads(tiny.geometry, 3, seed=1),
-        weights.shuffled(seed=1),
-        weights.random_mask(seed=1),
-    ):
-        mask = control.mask()
-        expected = [
-            reference_decode(tiny, p, lambda s, mask=mask: contrast(last_logits(tiny, s), last_logits(tiny, s, mask), 1.0))
-            for p in prompts[:2]
-        ]
-        assert tokens(generate(tiny, prompts[:2], decoder=DPS(control), max_new_tokens=STEPS)) == expected
+@pytest.mark.parametrize("gamma", [1.5, "entropy"])
+def test_dps_shared_prefill_continues_the_full_models_prompt_cache(tiny, hf, prompts, weights, gamma, monkeypatch):
+    """The authors' prefill at the head output: the weak twin continues a cache of the prompt but
+    its last token made by the unpatched twin."""
+    weak = patched(hf, output_scale=1 - weights.weights)
+    reference = [shared_prefill_decode(hf, weak, p, gamma, "logits", tiny.stop_token_ids) for p in prompts]
+    decoder = DPS(weights, gamma=gamma, prefill="shared")
+    assert tokens(tiny, prompts, decoder) == reference
+    assert reference != dps_reference(hf, tiny, prompts, weights, dict(gamma=gamma))  # another procedure
+    for breakage in (prefill_not_shared, mask_ignored):
+        assert_caught(monkeypatch, tiny, breakage, lambda: tokens(tiny, prompts, decoder), reference)
 
 
-@pytest.mark.parametrize("alpha", [0.5, "entropy"])
-def test_decore_contrasts_retrieval_heads_zeroed(tiny, prompts, weights, alpha):
-    zeroed = HeadMask.ablate(tiny.geometry, weights.heads())
+@pytest.mark.parametrize("control", ["random-heads", "shuffled", "random-mask"])
+def test_random_heads_decode_with_their_control_heads(tiny, hf, prompts, weights, control, monkeypatch):
+    drawn = {
+        "random-heads": HeadWeights.random_heads(tiny.geometry, len(weights.heads()), seed=5),
+        "shuffled": weights.shuffled(seed=5),
+        "random-mask": weights.random_mask(seed=5),
+    }[control]
+    reference = dps_reference(hf, tiny, prompts, drawn, dict(gamma=2.0))
+    decoder = RandomHeads(weights, gamma=2.0, control=control, control_seed=5)
+    assert tokens(tiny, prompts, decoder) == reference
+    assert_caught(monkeypatch, tiny, control_ignored, lambda: tokens(tiny, prompts, decoder), reference)
+
+
+def test_suppressed_decodes_with_the_patched_twin_alone(tiny, hf, prompts, weights, monkeypatch):
+    weak = patched(hf, output_scale=1 - weights.weights)
+    reference = [decode(p, lambda s: next_logits(weak, s), tiny.stop_token_ids) for p in prompts]
+    assert reference != greedy_reference(hf, tiny, prompts)
+    assert tokens(tiny, prompts, Suppressed(weights)) == reference
+    assert_caught(monkeypatch, tiny, mask_ignored, lambda: tokens(tiny, prompts, Suppressed(weights)), reference)
+
+
+# --- DeCoRe, CAD, DoLa ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gamma", [0.5, "entropy"])
+def test_decore_contrasts_the_heads_zeroed_on_logprobs(tiny, hf, prompts, weights, gamma, monkeypatch):
+    zeroed = patched(hf, output_scale=(weights.weights == 0).float())
 
     def score(sequence):
-        full, masked = last_logits(tiny, sequence), last_logits(tiny, sequence, zeroed)
-        return contrast(full, masked, entropy_of(full) if alpha == "entropy" else alpha, "logprobs")
+        full = next_logits(hf, sequence)
+        return contrast(full, next_logits(zeroed, sequence), entropy(full) if gamma == "entropy" else gamma, "logprobs")
 
-    decoded = generate(tiny, prompts, decoder=DeCoRe(weights, alpha=alpha), max_new_tokens=STEPS)
-    assert tokens(decoded) == [reference_decode(tiny, p, score) for p in prompts]
-
-
-def test_cad_with_identical_prompts_is_greedy(tiny, prompts):
-    greedy = generate(tiny, prompts, max_new_tokens=STEPS)
-    assert tokens(generate(tiny, prompts, decoder=CAD(), contrast_prompts=prompts, max_new_tokens=STEPS)) == tokens(greedy)
+    reference = [decode(p, score, tiny.stop_token_ids) for p in prompts]
+    assert reference != greedy_reference(hf, tiny, prompts)
+    assert tokens(tiny, prompts, DeCoRe(weights, gamma=gamma)) == reference
+    assert_caught(monkeypatch, tiny, gamma_sign_flipped, lambda: tokens(tiny, prompts, DeCoRe(weights, gamma=gamma)), reference)
 
 
-def test_cad_contrasts_the_prompt_without_profile(tiny, prompts):
+def test_cad_contrasts_the_prompt_without_the_profile(tiny, hf, prompts, monkeypatch):
     with_profile = [tiny.encode_chat("I love hiking. " + text) for text in TEXTS]
 
-    def reference(prompt, contrast_prompt):
-        sequence, extra = list(prompt), []
-        for _ in range(STEPS):
-            full, plain = last_logits(tiny, sequence), last_logits(tiny, list(contrast_prompt) + extra)
-            token = int(contrast(full, plain, 0.5).argmax())
-            sequence.append(token)
-            extra.append(token)
-            if token in tiny.stop_token_ids:
-                break
-        return extra
+    def score(sequence, other):
+        return contrast(next_logits(hf, sequence), next_logits(hf, other), 0.5)
 
-    decoded = generate(tiny, with_profile, decoder=CAD(alpha=0.5), contrast_prompts=prompts, max_new_tokens=STEPS)
-    assert tokens(decoded) == [reference(p, c) for p, c in zip(with_profile, prompts)]
+    reference = [decode_pair(p, c, score, tiny.stop_token_ids) for p, c in zip(with_profile, prompts)]
+    assert reference != greedy_reference(hf, tiny, with_profile)
+    assert tokens(tiny, with_profile, CAD(), prompts) == reference
+    run = lambda: tokens(tiny, with_profile, CAD(), prompts)
+    assert_caught(monkeypatch, tiny, contrast_prompts_swapped, run, reference)
+    # contrasted with itself, CAD is greedy (the authors' CAD baseline on LaMP)
+    assert tokens(tiny, prompts, CAD(), prompts) == greedy_reference(hf, tiny, prompts)
 
 
-def hand_layer_logits(lens, sequence, block):
-    """RMSNorm and unembedding by hand on Hugging Face's own hidden state after `block`."""
-    hf = lens.bridge.original_model
-    with torch.no_grad():
-        hidden = hf(torch.tensor([sequence]), output_hidden_states=True).hidden_states[block + 1][0, -1]
-    norm = hf.model.norm
-    normed = hidden * torch.rsqrt(hidden.pow(2).mean() + norm.variance_epsilon) * norm.weight
-    return (normed @ hf.lm_head.weight.T).float()
-
-
-def test_dola_premature_layer_logits_equal_hand_computation(tiny, prompts):
-    run = DoLa(candidate_layers=[0, 1]).prepare(tiny, prompts, None)
-    with tiny.intervene(None, run.hooks()):
-        tiny.forward([prompts[2]])
-    computed = run.layer_logits()[0]
-    for index, block in enumerate([0, 1]):
-        torch.testing.assert_close(computed[index], hand_layer_logits(tiny, prompts[2], block), atol=1e-4, rtol=1e-4)
-
-
-def test_dola_decodes_like_hand_computation(tiny, prompts):
+def test_dola_contrasts_the_most_divergent_premature_layer(tiny, hf, prompts, monkeypatch):
     candidates, beta = [0, 1], 0.1
     chosen_layers = []
 
     def score(sequence):
-        final = last_logits(tiny, sequence)
-        layers = torch.stack([hand_layer_logits(tiny, sequence, block) for block in candidates])
+        final = next_logits(hf, sequence)
+        layers = torch.stack([layer_logits(hf, sequence, block) for block in candidates])
         p, q = final.softmax(-1), layers.softmax(-1)
         m = 0.5 * (p + q)
-        jsd = 0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)
-        premature = int(jsd.argmax())
+        divergence = 0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)
+        premature = int(divergence.argmax())
         chosen_layers.append(candidates[premature])
         scores = final.log_softmax(-1) - layers[premature].log_softmax(-1)
         scores[p < beta * p.max()] = -math.inf
         return scores
 
+    reference = [decode(p, score, tiny.stop_token_ids) for p in prompts]
+    assert reference != greedy_reference(hf, tiny, prompts)
     decoded = generate(tiny, prompts, decoder=DoLa(candidate_layers=candidates), max_new_tokens=STEPS, diagnostics=True)
-    assert tokens(decoded) == [reference_decode(tiny, p, score) for p in prompts]
+    assert [g.token_ids for g in decoded] == reference
     assert [s["premature_layer"] for g in decoded for s in g.steps] == chosen_layers
+    run = lambda: tokens(tiny, prompts, DoLa(candidate_layers=candidates))
+    assert_caught(monkeypatch, tiny, premature_layer_wrong, run, reference)
 
 
 def test_dola_jensen_shannon_and_candidates():
@@ -243,15 +282,3 @@ def test_dola_jensen_shannon_and_candidates():
     assert candidate_blocks("low", 30) == list(range(0, 15, 2))
     assert candidate_blocks("high", 30) == list(range(15, 29, 2))
     assert candidate_blocks("high", 3) == [1]
-
-
-def test_greedy_is_the_default_decoder(tiny, prompts):
-    assert tokens(generate(tiny, prompts, decoder=Greedy(), max_new_tokens=4)) == tokens(
-        generate(tiny, prompts, max_new_tokens=4)
-    )
-
-
-def test_suppressed_decodes_with_the_generic_pass_alone(tiny, prompts, weights):
-    generic = weights.mask()
-    expected = [reference_decode(tiny, p, lambda s: last_logits(tiny, s, generic)) for p in prompts]
-    assert tokens(generate(tiny, prompts, decoder=Suppressed(weights), max_new_tokens=STEPS)) == expected

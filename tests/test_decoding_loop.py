@@ -24,7 +24,7 @@ def prompts(tiny):
 def dps(tiny):
     grid = torch.zeros(tiny.n_layers, tiny.n_heads)
     grid[0, 3], grid[2, 1] = 1.0, 0.5
-    return DPS(HeadWeights(grid), gamma="adaptive")
+    return DPS(HeadWeights(grid), gamma="entropy")
 
 
 def top_values(generation, name="top_full"):
@@ -144,7 +144,7 @@ def test_diagnostics_report_gamma_entropies_and_top_tokens(tiny, prompts, dps):
     assert len(generation.steps) == len(generation.token_ids)
     for step, token in zip(generation.steps, generation.token_ids):
         assert step["token_id"] == token == step["top_scores"][0]["token_id"]
-        assert step["gamma"] == pytest.approx(step["entropy"])  # adaptive γ = entropy of the full pass
+        assert step["gamma"] == pytest.approx(step["entropy"])  # entropy γ = entropy of the full pass
         assert 0 < step["entropy_contrast"] <= math.log(tiny.geometry.d_vocab) + 1e-5
         assert len(step["top_full"]) == len(step["top_contrast"]) == 5
     assert generate(tiny, prompts[:1], decoder=dps, max_new_tokens=2)[0].steps is None

@@ -30,11 +30,15 @@ def _smollm_geometry():
     "args, message",
     [
         (["--heads", "missing.json", "--prompt", "hi"], "missing.json: file not found"),
-        (["--prompt", "hi", "--gamma", "-1"], "γ must be a finite number >= 0"),
-        (["--prompt", "hi", "--gamma", "strong"], "--gamma must be a number >= 0 or 'adaptive'"),
+        (["--prompt", "hi", "--gamma", "-1"], "dps: gamma must be a number >= 0 or 'entropy', got '-1'"),
+        (["--prompt", "hi", "--gamma", "strong"], "dps: gamma must be a number >= 0 or 'entropy', got 'strong'"),
         (["--prompt", "  "], "--prompt is empty"),
-        (["--prompt", "hi", "--combine", "probs"], "combine must be one of"),
-        (["--prompt", "hi", "--suppression", "half"], "--suppression must be one of"),
+        (["--prompt", "hi", "--combine", "probs"], "dps: combine must be 'logits' or 'logprobs', got 'probs'"),
+        (["--prompt", "hi", "--suppression", "half"], "dps: suppression must be 'weighted', 'zero' or 'mean', got 'half'"),
+        (["--prompt", "hi", "--site", "resid-slice"], "dps: site must be 'head-output' or 'query-scale'"),
+        (["--prompt", "hi", "--format", "markdown"], "prompt: format must be 'plain', 'chat' or 'history'"),
+        (["--prompt", "hi", "--example", "e1"], "give --prompt TEXT or --example ID"),
+        (["--prompt", "hi", "--system", "be brief"], "--system applies to --prompt with --format chat"),
     ],
 )
 def test_bad_options_exit_2_before_loading_the_model(heads_file, args, message):
@@ -50,5 +54,40 @@ def test_bad_options_exit_2_before_loading_the_model(heads_file, args, message):
 def test_steer_prints_three_continuations(heads_file):
     result = run("--heads", str(heads_file), "--prompt", "Name a fruit.", "--gamma", "2", "--max-new-tokens", "3")
     assert result.exit_code == 0, result.output
-    for title in ("personalized", "generic", "DPS (γ = 2.0)"):
+    for title in ("greedy", "heads suppressed", "DPS γ=2.0"):
         assert title in result.output
+
+
+@pytest.fixture
+def tiny_cli(tiny, monkeypatch, tmp_path):
+    import workbench.commands.steer as steer_command
+    from workbench.models import tiny_model
+
+    long_tiny = tiny_model(n_ctx=4096)  # the few-shot prompt of a demo example is long in characters
+    monkeypatch.setattr(steer_command, "load_lens", lambda *args: long_tiny)
+    heads = tmp_path / "heads.json"
+    HeadWeights.random_heads(long_tiny.geometry, 3, seed=0).save(heads)
+    runner = CliRunner(env={"COLUMNS": "240"})
+    return lambda *args: runner.invoke(app, ["steer", "--heads", str(heads), "--max-new-tokens", "3", *map(str, args)])
+
+
+def test_steer_labels_each_column_by_what_it_is(tiny_cli):
+    example = tiny_cli("--example", "7020", "--task", "LaMP-7", "--profile-k", 2, "--gamma", 2)
+    assert example.exit_code == 0, example.output
+    for title in (
+        "greedy, with profile",
+        "heads suppressed",
+        "DPS γ=2.0",
+        "greedy, no profile",
+        "example 7020",
+        "reference (u02)",
+    ):
+        assert title in example.output
+    assert "personalized" not in example.output
+    plain = tiny_cli("--prompt", "Name a fruit:", "--site", "query-scale")
+    assert plain.exit_code == 0, plain.output
+    assert "greedy" in plain.output and "profile" not in plain.output and "DPS γ=1.0 (site=query-scale)" in plain.output
+    chat = tiny_cli("--prompt", "Name a fruit.", "--format", "chat", "--system", "Be brief.")
+    assert chat.exit_code == 0, chat.output
+    missing = tiny_cli("--example", "nope", "--task", "LaMP-7")
+    assert missing.exit_code == 2 and "no example 'nope' in the dev split" in missing.output

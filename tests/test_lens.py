@@ -196,11 +196,52 @@ def test_chat_encoding_has_a_single_leading_bos(tiny):
     assert tiny.decode(ids, skip_special_tokens=False).startswith("<|im_start|>user\nhello")
 
 
-def test_masks_are_removed_after_the_context(tiny, tokens):
-    clean = tiny.forward(tokens)
-    with tiny.intervene(HeadMask.ablate(tiny.geometry, [(0, 0)])):
-        pass
-    assert torch.equal(tiny.forward(tokens), clean)
+def test_intervene_applies_the_mask_to_forwards_inside_the_block_only(tiny, twin, tokens):
+    """Any forward of the bridge inside `intervene` (here a plain `bridge(...)` call, not a lens
+    method) is the hand-patched twin's; after the block the model is clean again."""
+    layer, head, d_head = 0, 3, tiny.d_head
+    o_proj = twin.model.layers[layer].self_attn.o_proj
+    with edited_slice(o_proj, head, d_head, lambda part: 0.0 * part, on="input"):
+        expected = twin_logits(twin, tokens)
+    clean = twin_logits(twin, tokens)
+    assert (expected - clean).abs().max() > 1e-3
+    seen: list[tuple[int, ...]] = []
+    extra = (tiny.hook_name("z", layer), lambda z, hook: seen.append(tuple(z.shape)))
+    with tiny.intervene(HeadMask.ablate(tiny.geometry, [(layer, head)]), [extra]), torch.no_grad():
+        inside = tiny.bridge(tokens, return_type="logits")
+    torch.testing.assert_close(inside, expected, atol=1e-5, rtol=0)
+    assert seen == [(1, tokens.shape[1], tiny.n_heads, d_head)]
+    torch.testing.assert_close(tiny.forward(tokens), clean, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("site", ["head-output", "resid-slice"])
+def test_mask_hooks_follow_the_activation_device(tiny, site):
+    """In a model split over devices, layer l's activation lives on layer l's device: a hook
+    must bring the mask there, not to the lens's device. `meta` stands in for the other device
+    (this machine has only the CPU): a mask left on the CPU cannot meet it."""
+    z_ref = torch.ones(tiny.n_layers, tiny.n_heads, tiny.d_head) if site == "head-output" else None
+    scale = torch.ones(2, tiny.n_layers, tiny.n_heads)
+    scale[1, 1, 2] = 0.0
+    mask = HeadMask(scale, z_ref=z_ref, site=site)
+    [(name, hook)] = tiny.mask_hooks(mask)
+    assert name == tiny.site_hook_name(site, 1)
+    shape = (2, 5, tiny.n_heads, tiny.d_head) if site == "head-output" else (2, 5, tiny.geometry.d_model)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = hook(torch.empty(shape, device="meta", dtype=dtype), None)
+        assert (out.device.type, out.dtype, tuple(out.shape)) == ("meta", dtype, shape)
+
+
+def test_tail_inputs_move_to_the_blocks_device():
+    """Residuals and recorded block arguments (RoPE's (cos, sin) pair included) go to the device
+    of the block that runs them; other arguments pass through."""
+    from workbench.lens import _moved
+
+    cos_sin = (torch.ones(1, 3, 8), torch.zeros(1, 3, 8))
+    moved = {
+        key: _moved(value, torch.device("meta")) for key, value in {"position_embeddings": cos_sin, "use_cache": False}.items()
+    }
+    assert [t.device.type for t in moved["position_embeddings"]] == ["meta", "meta"]
+    assert moved["use_cache"] is False
 
 
 def test_mask_rows_must_match_the_batch(tiny, tokens):

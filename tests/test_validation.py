@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from reference_twin import ablated, tiny_twin, twin_token_nll
 
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.masks import HeadMask
-from workbench.scores.nll import TargetSequence, mean_nll
 from workbench.validation import head_sets, summarize_validation, validate_heads, validation_deltas
 
 
@@ -30,30 +29,31 @@ def weights(tiny):
     return HeadWeights(grid)
 
 
-def test_deltas_equal_full_forwards_with_each_set_ablated_together(tiny, examples, weights):
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_deltas_equal_twin_forwards_with_each_set_ablated_together(tiny, examples, weights, ablation):
     sets = head_sets(
-        tiny, weights, n_random=2, induction=torch.rand(tiny.n_layers, tiny.n_heads, generator=torch.Generator().manual_seed(0))
+        tiny, weights, n_random=3, induction=torch.rand(tiny.n_layers, tiny.n_heads, generator=torch.Generator().manual_seed(0))
     )
-    deltas = validation_deltas(tiny, examples, sets, progress=False)
+    assert {layer for _, _, heads in sets for layer, _ in heads} >= {0, 1, 2}  # sets start at different layers
+    deltas = validation_deltas(tiny, examples, sets, ablation=ablation, max_rows=2, progress=False)
     assert len(deltas) == len(examples) * 2 * len(sets)
+    z_ref = tiny.mean_head_outputs([e.prompt_ids + e.target_ids for e in examples]) if ablation == "mean" else None
+    twin = tiny_twin()
     for example, (condition, field) in itertools.product(
         examples, [("profile", "prompt_ids"), ("no-profile", "no_profile_prompt_ids")]
     ):
-        sequence = TargetSequence(getattr(example, field), example.target_ids)
-        clean = mean_nll(tiny.forward(list(sequence.ids))[:, sequence.positions], sequence.targets)[0]
+        clean = twin_token_nll(twin, getattr(example, field), example.target_ids).mean()
         for name, draw, heads in sets:
-            masked = mean_nll(
-                tiny.forward(list(sequence.ids), mask=HeadMask.ablate(tiny.geometry, heads))[:, sequence.positions],
-                sequence.targets,
-            )[0]
+            masked = twin_token_nll(twin, getattr(example, field), example.target_ids, ablated(heads), z_ref=z_ref).mean()
             row = deltas[
                 (deltas["example_id"] == example.example_id)
                 & (deltas["condition"] == condition)
                 & (deltas["head_set"] == name)
                 & (deltas["draw"] == draw)
             ]
+            assert row["nll_clean"].item() == pytest.approx(float(clean), abs=1e-5)
             assert row["delta_nll"].item() == pytest.approx(float(masked - clean), abs=1e-5)
-    assert deltas["delta_nll"].abs().max() > 1e-3
+    assert deltas["delta_nll"].abs().min() > 1e-4
 
 
 def test_head_sets(tiny, weights):

@@ -40,7 +40,8 @@ class CheckpointStore:
             if stored != self.fingerprint:
                 changed = sorted(k for k in stored.keys() | self.fingerprint.keys() if stored.get(k) != self.fingerprint.get(k))
                 raise InputError(
-                    f"checkpoint {self.folder} was made with other arguments (differs in: {', '.join(changed)}); "
+                    f"checkpoint {self.folder} was made with other arguments "
+                    f"(differs in: {', '.join(_change(name, stored, self.fingerprint) for name in changed)}); "
                     "use another output folder or delete the checkpoint"
                 )
         else:
@@ -61,3 +62,13 @@ class CheckpointStore:
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         with io.atomic_path(self._path(key)) as temporary, open(temporary, "wb") as handle:
             np.savez(handle, __key__=np.array(key), **arrays)
+
+
+def _change(name: str, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """`name (old -> new)`, or just `name` when the values are long (a geometry, a digest list)."""
+    old, new = (_shown(values.get(name)) for values in (stored, wanted))
+    return name if len(old) + len(new) > 60 else f"{name} ({old} -> {new})"
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

@@ -22,6 +22,7 @@ import torch
 from workbench import io
 from workbench.errors import InputError
 from workbench.masks import Head, HeadGeometry, HeadMask, Site
+from workbench.scores.ranking import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.tensor_types import HeadGrid, HeadReference
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 FORMAT = "workbench.head_weights/1"
 NORMS: tuple[str, ...] = ("max", "sum", "none")
-REFERENCE_TOP_PERCENT = 0.04  # the reference's default selection: 4 % of all heads
 
 
 @dataclass
@@ -234,17 +234,6 @@ class HeadWeights:
                 weights.check(geometry)
             return weights
         return cls.from_reference(path, geometry=geometry)
-
-
-def ranked_heads(scores: HeadGrid) -> list[Head]:
-    """All heads, highest score first; ties go to the lower layer, then the lower head."""
-    grid = torch.as_tensor(scores, dtype=torch.float64)
-    if torch.isnan(grid).any():
-        raise InputError("head scores contain NaN")
-    n_heads = grid.shape[1]
-    # A stable sort keeps (layer, head) order among equal scores.
-    order = torch.sort(-grid.flatten(), stable=True).indices.tolist()
-    return [(index // n_heads, index % n_heads) for index in order]
 
 
 def _selection_size(n_total: int, top_k: int | None, top_percent: float | None) -> int:

@@ -2,9 +2,14 @@
 
 Every consumer (PCS scans, heatmaps, decoders, interactive studies) reads activations and applies
 head masks through a `Lens`. It knows the head geometry, tokenizes (chat template without a
-doubled BOS), captures per-head outputs (`blocks.{l}.attn.hook_z`), applies `HeadMask`s as hooks,
+doubled BOS), captures per-head outputs (`hook_name("z", layer)`), applies `HeadMask`s as hooks,
 runs KV-cached steps with the mask still active, and runs the *tail* of the network from a cached
 residual stream so that an intervention at layer l costs only layers >= l.
+
+Everything that depends on the model family (hook names, stop tokens, BOS and chat-template
+policy, how a block is replayed, how KV caches are joined and their rows selected, soft-capping)
+comes from the lens's `ModelAdapter` (`workbench.adapters`). Interventions follow the device of
+the activation they change, so a model split over several devices (`device_map`) works.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedTokenizerBase
 
+from workbench.adapters import ModelAdapter, adapter_for
 from workbench.errors import InputError
 from workbench.masks import HeadGeometry, HeadMask
 from workbench.skinny_linear import use_skinny_linear
@@ -30,17 +37,6 @@ Hook = tuple[str, Callable[..., Any]]
 # benchmarks/RESULTS.md, "Decoding"); short prompts still go in one forward. Other devices prefill
 # all rows at once.
 CPU_PREFILL_CHUNK_TOKENS = 2048
-
-
-def z_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
-
-
-SITE_HOOKS: dict[str, Callable[[int], str]] = {
-    "head-output": z_hook_name,
-    "query-scale": lambda layer: f"blocks.{layer}.attn.hook_q",
-    "resid-slice": lambda layer: f"blocks.{layer}.attn.o.hook_out",
-}
 
 
 @dataclass
@@ -56,10 +52,15 @@ class TailContext:
 class Lens:
     """A TransformerLens bridge plus its tokenizer, head geometry and intervention machinery."""
 
-    def __init__(self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, name: str):
+    def __init__(
+        self, bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase, name: str, adapter: ModelAdapter | None = None
+    ):
         self.bridge = bridge
         self.tokenizer = tokenizer
         self.name = name
+        self.adapter = adapter_for(bridge.original_model) if adapter is None else adapter
+        self.adapter.check_hooks(list(bridge.hook_dict))
+        self.adapter.prepare_tokenizer(tokenizer)
         config = bridge.original_model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         n_heads = text_config.num_attention_heads
@@ -73,7 +74,7 @@ class Lens:
             n_ctx=int(bridge.cfg.n_ctx),
             d_vocab=text_config.vocab_size,
         )
-        self.final_logit_softcap = getattr(text_config, "final_logit_softcapping", None)
+        self.final_logit_softcap = self.adapter.final_logit_softcap(text_config)
 
     @classmethod
     def from_hf(
@@ -81,10 +82,14 @@ class Lens:
     ) -> Lens:
         """Wrap a Hugging Face causal LM (in place) as a bridge; never touches the hub.
 
-        `skinny_linear` switches its linear layers to `SkinnyLinear` (faster decoding steps on the
-        CPU, see `workbench.skinny_linear`); inputs of many rows are computed as before."""
+        The model may be spread over several devices (loaded with a `device_map`); it stays where
+        it is. An unsupported family is refused before anything is wrapped. `skinny_linear`
+        switches its linear layers to `SkinnyLinear` (faster decoding steps on the CPU, see
+        `workbench.skinny_linear`); inputs of many rows are computed as before."""
+        adapter = adapter_for(hf_model)
         overrides = None
         if not getattr(hf_model.config, "architectures", None):
+            # GGUF configs (Gemma-3's among them) carry no `architectures`; the bridge needs it.
             overrides = {"architectures": [type(hf_model).__name__]}
         device = next(hf_model.parameters()).device
         bridge = TransformerBridge.boot_transformers(
@@ -100,7 +105,7 @@ class Lens:
             use_skinny_linear(bridge.original_model)
         for parameter in bridge.parameters():
             parameter.requires_grad_(False)
-        return cls(bridge, tokenizer, name)
+        return cls(bridge, tokenizer, name, adapter)
 
     # --- properties --------------------------------------------------------------------------
 
@@ -126,13 +131,22 @@ class Lens:
 
     @property
     def stop_token_ids(self) -> set[int]:
-        """End-of-sequence and end-of-turn tokens (ChatML `<|im_end|>`, Llama-3 `<|eot_id|>`, ...)."""
-        ids = {self.tokenizer.eos_token_id}
-        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                ids.add(token_id)
-        return {i for i in ids if i is not None}
+        """End-of-sequence tokens (tokenizer and generation config) and the family's end-of-turn
+        tokens (ChatML `<|im_end|>`, Llama-3 `<|eot_id|>`, Gemma `<end_of_turn>`, ...)."""
+        generation_config = getattr(self.bridge.original_model, "generation_config", None)
+        return self.adapter.stop_token_ids(self.tokenizer, getattr(generation_config, "eos_token_id", None))
+
+    def hook_name(self, kind: str, layer: int) -> str:
+        """The bridge hook point of `kind` ("z", "q", "pattern", "resid_post", ... see
+        `workbench.adapters.HOOKS`) in block `layer`."""
+        return self.adapter.hook_name(kind, layer)
+
+    def site_hook_name(self, site: str, layer: int) -> str:
+        """The hook point an intervention site (`HeadMask.site`) acts on in block `layer`: the
+        head output `z`, the query (after the query norm where the family has one), or the
+        output projection's output."""
+        kind = {"head-output": "z", "query-scale": self.adapter.query_hook, "resid-slice": "o_out"}[site]
+        return self.hook_name(kind, layer)
 
     # --- tokenization ------------------------------------------------------------------------
 
@@ -144,14 +158,19 @@ class Lens:
         """The chat-template text of one user turn, ending where the assistant's reply begins."""
         if not self.has_chat_template:
             raise InputError(f"model {self.name!r} has no chat template; use a plain (few-shot) prompt format")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            self.adapter.chat_messages(user, system),
+            tokenize=False,
+            add_generation_prompt=True,
+            **dict(self.adapter.chat_template_kwargs),
+        )
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
         """Token ids of `text`. Chat-template text already carries its own special tokens, so
-        `add_bos` defaults to False (the template must not get a second BOS)."""
+        `add_bos` defaults to False (the template must not get a second BOS). A family without a
+        BOS token (Qwen) gets none."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id
+        bos = self.tokenizer.bos_token_id if self.adapter.has_bos else None
         if add_bos and bos is not None and (not ids or ids[0] != bos):
             ids = [bos] + ids
         return ids
@@ -193,32 +212,42 @@ class Lens:
         if mask is None:
             return []
         mask.check(self.geometry)
-        mask = mask.to(self.device)
-        return [(SITE_HOOKS[mask.site](layer), self._site_hook(mask, layer)) for layer in mask.active_layers()]
+        return [(self.site_hook_name(mask.site, layer), self._site_hook(mask, layer)) for layer in mask.active_layers()]
 
     def _site_hook(self, mask: HeadMask, layer: int) -> Callable[..., torch.Tensor]:
+        """The hook of one layer. Its scales and reference activation move to the device and
+        dtype of the activation they meet (once per device and dtype): in a model split over
+        several devices, layer l's activation lives on layer l's device, not the lens's."""
         scale_by_row = mask.scale[:, layer, :]  # [rows, head]
-        z_ref = None if mask.z_ref is None else mask.z_ref[layer]  # [head, d_head]
+        z_ref_of_layer = None if mask.z_ref is None else mask.z_ref[layer]  # [head, d_head]
         n_heads = self.geometry.n_heads
+        # Heads lie on axis 2 of z ([batch, pos, head, d]); a normed query may be [batch, head, pos, d].
+        head_axis = self.adapter.query_head_axis if mask.site == "query-scale" else 2
+        placed: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-        def rows_for(activation: torch.Tensor) -> torch.Tensor:
+        def like(activation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             batch = activation.shape[0]
             if scale_by_row.shape[0] not in (1, batch):
                 raise InputError(f"head mask has {scale_by_row.shape[0]} rows but the batch has {batch}")
-            return scale_by_row.to(activation.dtype)
+            key = (activation.device, activation.dtype)
+            if key not in placed:
+                z_ref = None if z_ref_of_layer is None else z_ref_of_layer.to(*key)
+                placed[key] = (scale_by_row.to(*key), z_ref)
+            return placed[key]
 
         def per_head(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, head, d]
-            scale = rows_for(activation)[:, None, :, None]
+            scale_by_head, z_ref = like(activation)
+            scale = scale_by_head[:, None, :, None] if head_axis == 2 else scale_by_head[:, :, None, None]
             if z_ref is None:
                 return activation * scale
             # z_ref + s·(z − z_ref), written so that s = 1 gives z and s = 0 gives z_ref bit-exactly
             # (identity rows beside masked rows must equal an unmasked run).
-            return activation * scale + z_ref.to(activation.dtype)[None, None] * (1 - scale)
+            return activation * scale + z_ref[None, None] * (1 - scale)
 
         def residual_slices(activation: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, d_model]
             batch, pos, d_model = activation.shape
             sliced = activation.reshape(batch, pos, n_heads, d_model // n_heads)
-            return (sliced * rows_for(activation)[:, None, :, None]).reshape(batch, pos, d_model)
+            return (sliced * like(activation)[0][:, None, :, None]).reshape(batch, pos, d_model)
 
         return residual_slices if mask.site == "resid-slice" else per_head
 
@@ -300,7 +329,17 @@ class Lens:
             )
             logits.append(chunk_logits)
             caches.append(cache)
-        return torch.cat(logits), _join_caches(caches)
+        return torch.cat(logits), self.join_caches(caches)
+
+    def join_caches(self, caches: Sequence[Any]) -> Any:
+        """One KV cache holding the rows of `caches` (from row chunks of one padded batch) in order."""
+        return self.adapter.join_caches(caches)
+
+    def select_cache_rows(self, past: Any, rows: torch.Tensor) -> Any:
+        """Keep, repeat or reorder the rows of a KV cache: new row i is old row `rows[i]`. Changes
+        `past` in place and returns it (callers use the return value, so that a cache type
+        that cannot change in place can be swapped in)."""
+        return self.adapter.select_cache_rows(past, rows)
 
     def capture(
         self,
@@ -325,10 +364,11 @@ class Lens:
             return record
 
         # Recording hooks are added after the mask hooks, so they see the masked z.
-        recorders = [(z_hook_name(layer), recorder(layer)) for layer in layers]
+        recorders = [(self.hook_name("z", layer), recorder(layer)) for layer in layers]
         with torch.no_grad(), self.intervene(mask, recorders):
             logits = self.bridge(tokens, attention_mask=attention_mask, return_type="logits")
-        return logits, torch.stack([store[layer] for layer in layers], dim=2)
+        # Layers of a model split over devices hold their z on their own device.
+        return logits, torch.stack([store[layer].to(logits.device) for layer in layers], dim=2)
 
     def mean_head_outputs(self, token_sequences: Sequence[Sequence[int]]) -> torch.Tensor:
         """Mean `z` over all positions of the given sequences: `[layer, head, d_head]`, the
@@ -337,7 +377,7 @@ class Lens:
         count = 0
         for sequence in token_sequences:
             _, z = self.capture(sequence)
-            total += z[0].double().sum(dim=0)
+            total += z[0].double().sum(dim=0).to(total.device)
             count += z.shape[1]
         if count == 0:
             raise InputError("mean activations need at least one non-empty sequence")
@@ -354,11 +394,8 @@ class Lens:
 
         def recorder(layer: int) -> Callable[..., None]:
             def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-                kwargs = dict(kwargs)
-                residuals[layer] = (args[0] if args else kwargs.pop("hidden_states")).detach()
-                # The tail reruns blocks; a KV cache would be appended to twice.
-                block_kwargs[layer] = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")}
-                block_kwargs[layer]["use_cache"] = False
+                residuals[layer] = (args[0] if args else kwargs["hidden_states"]).detach()
+                block_kwargs[layer] = self.adapter.tail_kwargs(kwargs)
 
             return record
 
@@ -386,7 +423,9 @@ class Lens:
         repeated over `rows` batch rows, with `mask` active; only at `positions` when given.
 
         TransformerLens 4.3's `start_at_layer` still executes the lower blocks; this calls the
-        bridge's blocks directly, so hooks fire but blocks below `start_layer` cost nothing.
+        bridge's blocks directly, so hooks fire but blocks below `start_layer` cost nothing. Each
+        block gets its own recorded keyword arguments (a sliding-window layer its windowed mask,
+        each layer type its own position embeddings), and its input on its own device.
         """
         self.geometry.check_head(start_layer, 0)
         hidden = context.residuals[start_layer] if residual is None else residual
@@ -395,14 +434,17 @@ class Lens:
         hidden = hidden.contiguous()
         with torch.no_grad(), self.intervene(mask):
             for layer in range(start_layer, self.n_layers):
-                output = self.bridge.blocks[layer](hidden, **context.block_kwargs[layer])
-                hidden = output[0] if isinstance(output, tuple) else output
+                block = self.bridge.blocks[layer]
+                device = _parameter_device(block)
+                kwargs = {key: _moved(value, device) for key, value in context.block_kwargs[layer].items()}
+                hidden = self.adapter.block_output(block(hidden.to(device), **kwargs))
             if positions is not None:
-                hidden = hidden[:, positions]
+                hidden = hidden[:, positions.to(hidden.device)]
             return self.unembed(hidden)
 
     def unembed(self, hidden: Residual) -> Logits:
         """Final norm, unembedding and (where the model has one) the final logit soft-cap."""
+        hidden = hidden.to(_parameter_device(self.bridge.ln_final))
         logits = self.bridge.unembed(self.bridge.ln_final(hidden))
         if self.final_logit_softcap:
             logits = torch.tanh(logits / self.final_logit_softcap) * self.final_logit_softcap
@@ -415,14 +457,100 @@ class Lens:
             f"d_head {g.d_head}, d_model {g.d_model}, context {g.n_ctx}, on {self.device})"
         )
 
+    # --- the tail runner with less work (for ΔNLL engines) --------------------------------------
 
-def _join_caches(caches: list[Any]) -> Any:
-    """One KV cache holding the rows of `caches` in order (their layers share a length)."""
-    joined = caches[0]
-    if len(caches) == 1:
-        return joined
-    for index, layer in enumerate(joined.layers):
-        if layer.is_initialized:
-            layer.keys = torch.cat([cache.layers[index].keys for cache in caches])
-            layer.values = torch.cat([cache.layers[index].values for cache in caches])
-    return joined
+    # Families whose blocks are pre-norm as `finish_block` computes them; the others (Gemma's
+    # post-attention and post-feed-forward norms) replay whole blocks in `run_tail_at`.
+    FINISHED_BLOCK_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3"})
+
+    def finish_block(
+        self,
+        context: TailContext,
+        layer: int,
+        hidden: Residual,
+        *,
+        head_outputs: HeadOutputs | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> Float[torch.Tensor, "batch kept d_model"]:
+        """Block `layer`'s output residual from its input `hidden`, only at `positions` when given.
+
+        With `head_outputs` (the block's per-head `z`, `[batch, pos, head, d_head]`, e.g. recorded
+        in a clean run) the attention is not recomputed: only its output projection runs, so hooks
+        at `hook_z` and after still apply. Without, the attention runs on every position (later
+        positions attend to all earlier ones) and only the MLP is restricted to `positions`. Call
+        inside `intervene`. Only for pre-norm blocks, `h = x + attn(ln1(x))`, `out = h + mlp(ln2(h))`
+        (`FINISHED_BLOCK_FAMILIES`).
+        """
+        if self.adapter.family not in self.FINISHED_BLOCK_FAMILIES:
+            raise InputError(f"finish_block does not know the {self.adapter.family} block; replay the block instead")
+        block = self.bridge.blocks[layer]
+        device = _parameter_device(block)
+        hidden = hidden.to(device)
+        if head_outputs is None:
+            kwargs = {
+                k: _moved(v, device)
+                for k, v in context.block_kwargs[layer].items()
+                if k in ("attention_mask", "position_embeddings")
+            }
+            attention, _ = block.attn(hidden_states=block.ln1(hidden), **kwargs)
+        else:
+            attention = block.attn.hook_out(block.attn.o(head_outputs.to(device).flatten(-2)))
+        if positions is not None:
+            positions = positions.to(device)
+            hidden, attention = hidden[:, positions], attention[:, positions]
+        middle = hidden + attention
+        return middle + block.mlp(block.ln2(middle))
+
+    def run_tail_at(
+        self,
+        context: TailContext,
+        start_layer: int,
+        positions: torch.Tensor,
+        *,
+        rows: int = 1,
+        mask: HeadMask | None = None,
+        head_outputs: Float[torch.Tensor, "#rows pos head d_head"] | None = None,
+    ) -> Float[torch.Tensor, "rows kept vocab"]:
+        """`run_tail(context, start_layer, rows=rows, mask=mask, positions=positions)` with less work
+        where the family's blocks allow (`finish_block`): the last block's MLP and the unembedding
+        run only at `positions`, and with `head_outputs` (block `start_layer`'s clean per-head `z`)
+        that block's attention is not recomputed. Exact when the mask leaves block `start_layer`'s
+        attention pattern as in the clean run: masks at the head output or on residual slices, not
+        `query-scale`."""
+        self.geometry.check_head(start_layer, 0)
+        if head_outputs is not None and mask is not None and mask.site == "query-scale":
+            raise InputError("a query-scale mask changes the attention pattern; recorded head outputs cannot be reused")
+        if self.adapter.family not in self.FINISHED_BLOCK_FAMILIES:
+            return self.run_tail(context, start_layer, rows=rows, mask=mask, positions=positions)
+        hidden = context.residuals[start_layer]
+        hidden = (hidden.expand(rows, -1, -1) if hidden.shape[0] == 1 and rows > 1 else hidden).contiguous()
+        if head_outputs is not None and head_outputs.shape[0] == 1 and rows > 1:
+            head_outputs = head_outputs.expand(rows, -1, -1, -1)
+        last = self.n_layers - 1
+        with torch.no_grad(), self.intervene(mask):
+            if head_outputs is not None:
+                kept = positions if start_layer == last else None
+                hidden = self.finish_block(context, start_layer, hidden, head_outputs=head_outputs, positions=kept)
+                if start_layer == last:
+                    return self.unembed(hidden)
+                start_layer += 1
+            for layer in range(start_layer, last):
+                block = self.bridge.blocks[layer]
+                device = _parameter_device(block)
+                kwargs = {key: _moved(value, device) for key, value in context.block_kwargs[layer].items()}
+                hidden = self.adapter.block_output(block(hidden.to(device), **kwargs))
+            return self.unembed(self.finish_block(context, last, hidden, positions=positions))
+
+
+def _parameter_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights live (the execution device of a block in a split model)."""
+    return next(module.parameters()).device
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """Tensors (also inside tuples, e.g. RoPE's (cos, sin)) moved to `device`; anything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_moved(item, device) for item in value)
+    return value

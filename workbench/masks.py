@@ -120,10 +120,6 @@ class HeadMask:
         """Layers where some row changes some head (scale != 1); other layers need no hook."""
         return torch.nonzero((self.scale != 1).any(dim=0).any(dim=1)).flatten().tolist()
 
-    def to(self, device: torch.device | str) -> HeadMask:
-        z_ref = None if self.z_ref is None else self.z_ref.to(device)
-        return HeadMask(self.scale.to(device), z_ref, self.site)
-
     # --- constructors -----------------------------------------------------------------------
 
     @classmethod

@@ -23,6 +23,7 @@ from workbench import io
 from workbench.comparison import compare_runs
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import demo_folder, load_examples
+from workbench.decoding import make_decoder
 from workbench.errors import InputError
 from workbench.figures import overlap_heatmap, pcs_heatmap, save_figure, validation_figure
 from workbench.heads import HeadWeights
@@ -64,7 +65,7 @@ def discover(lens: Lens, config: DemoConfig, out: Path, variant: str, prompt: Pr
     examples = tokenized_examples(lens, load_examples(None, config.task, "train")[: config.n_train], prompt)
     result = score_heads(
         lens, examples, method=config.method, variant=variant, checkpoint=folder / "checkpoint",
-        top_m=3 * config.top_k, seed=config.seed, task=config.task,
+        top_k=config.top_k, seed=config.seed, task=config.task,
     )  # fmt: skip
     result.metadata["split"] = "train"
     result.save(folder / "pcs.parquet")
@@ -122,8 +123,9 @@ def run_demo(lens: Lens, config: DemoConfig, out: str | Path, *, progress: bool 
     for name, variant in runs.items():
         method = "dps" if name.startswith("dps") else name
         heads_file = None if variant is None else str(out / f"discover-{variant}" / "heads.json")
+        decoder = make_decoder(method, **({"gamma": config.gamma} if method in ("dps", "random-heads") else {}))
         eval_config = EvalConfig(
-            task=config.task, split="dev", method=method, model=lens.name, heads=heads_file, gamma=config.gamma,
+            task=config.task, split="dev", decoder=decoder, model=lens.name, heads=heads_file,
             prompt=prompt, seed=config.seed, limit=config.n_dev,
         )  # fmt: skip
         evaluate(lens, dev_examples, eval_config, out / "eval" / name, progress=progress)

@@ -1,81 +1,97 @@
-"""The evaluation runner: generate with one method on one split, score, and write the results.
+"""The evaluation runner: generate with one decoder on one split, score, and write the results.
 
+Nothing is written until every input is known good: the configuration, the head weights, the
+decoder (checked against the model) and every prompt are built first. Then `OUT/config.json`
+pins the configuration (the decoder's every option, the preset, the heads file and a digest of
+its weights): resuming with another one is an error, unless the folder holds no prediction yet.
 `OUT/predictions.jsonl` gets one line per example (id, prediction, gold, per-example scores) as
 soon as its batch is decoded; a rerun reads it back, drops a torn last line or a duplicate id
 (keeping the first), and generates only the examples still missing, so an interrupted run loses
-at most one batch and never writes an example twice. `OUT/config.json` pins the configuration:
-resuming with another one is an error. `OUT/metrics.json` (atomic) holds the metric values with
-seeded bootstrap intervals, n, the configuration, package versions and any warnings, e.g. that
-the heads were discovered on the split being evaluated (allowed, but recorded).
+at most one batch and never writes an example twice. `OUT/metrics.json` (atomic) holds the metric
+values with seeded bootstrap intervals, n, the configuration, package versions and any warnings,
+e.g. that the heads were discovered on the split being evaluated (allowed, but recorded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from workbench import io
+from workbench.checkpoint import digest
 from workbench.comparison import metric_statistic
 from workbench.data.examples import Example
 from workbench.data.files import read_json
-from workbench.data.prompts import PromptConfig, build_prompt
+from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prompt
 from workbench.data.tasks import TaskSpec, task_spec
+from workbench.decoding.base import Decoder
+from workbench.decoding.greedy import Greedy
+from workbench.decoding.registry import decoder_options as decoder_options_of
+from workbench.decoding.registry import make_decoder, uses_heads
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.lens import Lens
 from workbench.metrics import aggregate, score_example
+from workbench.presets import preset_values
 from workbench.stats import Interval, bootstrap_interval
+from workbench.typed_config import PYTHON_ONLY, PositiveInt, flat_values, typed_config
 
-METHODS = ("greedy", "dps", "cad", "dola", "decore", "random-heads")
-NEEDS_HEADS = ("dps", "decore", "random-heads")
+if TYPE_CHECKING:
+    from workbench.lens import Lens
+
 PREDICTIONS, METRICS, CONFIG = "predictions.jsonl", "metrics.json", "config.json"
 PACKAGES = ("workbench", "torch", "transformers", "transformer-lens", "rouge-score", "nltk", "rank-bm25", "numpy")
 RESUME_INDEPENDENT = ("batch_size", "limit")  # may change between an interrupted run and its resumption
 
 
-@dataclass(frozen=True)
+@typed_config
 class EvalConfig:
-    """Everything that determines an evaluation's predictions and metrics. `data` names the data
-    source (a path, or "demo"); `heads` the head-weights file of dps / decore / random-heads."""
+    """Everything that determines an evaluation's predictions and metrics. `decoder` is a decoder
+    without heads: a decoder that suppresses heads gets them from the file `heads` at run time, so
+    the run records where they came from. `data` names the data source (a path, or "demo");
+    `preset` the preset the options came from (recorded only)."""
 
     task: str
     split: str
-    method: str
     model: str
-    data: str = "demo"
+    decoder: Decoder = Field(default_factory=Greedy, json_schema_extra=PYTHON_ONLY)
     heads: str | None = None
-    gamma: float = 1.0
-    alpha: float = 0.5
-    max_new_tokens: int | None = None
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    batch_size: int = 8
+    data: str = "demo"
+    max_new_tokens: PositiveInt | None = None
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    batch_size: PositiveInt = 8
     seed: int = 0
-    limit: int | None = None
-    resamples: int = 1000
+    limit: PositiveInt | None = None
+    resamples: PositiveInt = 1000
+    preset: str | None = None
+
+    name = "evaluation"
 
     def __post_init__(self) -> None:
         task_spec(self.task)
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.method in NEEDS_HEADS and not self.heads:
-            raise InputError(f"method {self.method} needs --heads (a head-weights JSON file)")
-        for name in ("gamma", "alpha"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {value}")
-        for name in ("max_new_tokens", "limit", "batch_size", "resamples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value}")
+        if getattr(self.decoder, "heads", None) is not None:
+            raise InputError("give the evaluation's head weights as a file (heads=...), so that the run records them")
+        if uses_heads(self.method) and not self.heads:
+            raise InputError(f"{self.method} needs --heads (a head-weights JSON file)")
+        if self.heads and not uses_heads(self.method):
+            raise InputError(f"{self.method} takes no head weights (--heads)")
+
+    @property
+    def method(self) -> str:
+        return self.decoder.name
+
+    @property
+    def label(self) -> str:
+        """How reports name the run: the decoder, and the preset it came from."""
+        return self.method if self.preset is None else f"{self.method} ({self.preset})"
 
     @property
     def spec(self) -> TaskSpec:
@@ -87,36 +103,53 @@ class EvalConfig:
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
-        """The plain format's answer ends at a line break (a blank line for multi-line tasks);
-        chat answers end at the end-of-turn token."""
-        if self.prompt.format == "chat":
-            return ()
-        return ("\n\n",) if self.spec.multi_line else ("\n",)
+        return answer_stop_strings(self.prompt.format, self.spec)
 
     def as_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        """The configuration as recorded: the decoder's and the prompt's every option included."""
+        own = {name: getattr(self, name) for name in self.__pydantic_fields__ if name not in ("decoder", "prompt")}  # type: ignore[attr-defined]
+        return {
+            **own,
+            "method": self.method,
+            "decoder": self.decoder.options(),
+            "prompt": flat_values(self.prompt),
+        }
 
 
-def make_decoder(config: EvalConfig, lens: Lens, heads: HeadWeights | None):
-    """The decoder of `config.method`, with `heads` (from `config.heads`) checked against the model."""
-    from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy
+def eval_config(
+    *,
+    task: str,
+    split: str,
+    model: str,
+    method: str | None = None,
+    preset: str | None = None,
+    decoder_options: Mapping[str, Any] | None = None,
+    prompt_options: Mapping[str, Any] | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    **rest: Any,
+) -> EvalConfig:
+    """The configuration of an evaluation from options by name, as `workbench evaluate` (and the
+    demo) take them: the preset's values (`workbench.presets`) fill in what is not given (None);
+    its decoder options apply where the chosen decoder has them; the rest are `EvalConfig`'s."""
+    given = {"method": method, "max_new_tokens": max_new_tokens, **(prompt_options or {})}
+    values = preset_values(preset, "evaluate", given)
+    chosen = values.pop("method", "greedy")
+    names = {option.name for option in decoder_options_of(chosen)}
+    preset_decoder = {k: v for k, v in values.pop("decoder", {}).items() if k in names}
+    decoder = make_decoder(chosen, **{**preset_decoder, **(decoder_options or {})})
+    max_new_tokens = values.pop("max_new_tokens", None)
+    prompt = PromptConfig(seed=seed, **values)
+    return EvalConfig(task=task, split=split, model=model, decoder=decoder, prompt=prompt, max_new_tokens=max_new_tokens,
+                      seed=seed, preset=preset, **rest)  # fmt: skip
 
-    if heads is not None:
-        heads.check(lens.geometry)
-    if config.method == "greedy":
-        return Greedy()
-    if config.method == "cad":
-        return CAD(alpha=config.alpha)
-    if config.method == "dola":
-        return DoLa()
-    if config.method == "decore":
-        return DeCoRe(heads, alpha=config.alpha)
-    if config.method == "random-heads":
-        k = len(heads.heads())
-        if k == 0:
-            raise InputError(f"{config.heads}: no head has a non-zero weight, so there is no budget of random heads")
-        return DPS(HeadWeights.random_heads(lens.geometry, k, seed=config.seed), gamma=config.gamma)
-    return DPS(heads, gamma=config.gamma)
+
+def bind_heads(config: EvalConfig, lens: Lens) -> tuple[Decoder, HeadWeights | None]:
+    """The decoder with its head weights (the workbench's format or the authors'), checked against the model."""
+    heads = HeadWeights.load_any(config.heads, geometry=lens.geometry) if config.heads else None
+    decoder = config.decoder if heads is None else dataclasses.replace(config.decoder, heads=heads)  # type: ignore[type-var]
+    decoder.check(lens)
+    return decoder, heads
 
 
 def discovery_warning(config: EvalConfig, heads: HeadWeights | None) -> str | None:
@@ -162,16 +195,17 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _check_resumable(out: Path, config: EvalConfig) -> None:
+def _check_resumable(out: Path, record: dict[str, Any]) -> None:
+    """Refuse a folder whose predictions were made with another configuration (a folder with a
+    configuration but no prediction yet, e.g. left by a failed start, is taken over)."""
     stored_path = out / CONFIG
-    current = config.as_dict()
-    if stored_path.is_file():
-        stored = read_json(stored_path)
-        changed = [k for k in current if k not in RESUME_INDEPENDENT and stored.get(k) != current[k]]
-        if changed:
-            key = changed[0]
-            raise InputError(f"{out} holds a run with {key}={stored.get(key)!r}, not {current[key]!r}; use another --out")
-    io.write_json(stored_path, current)
+    if not stored_path.is_file() or not read_predictions(out / PREDICTIONS):
+        return
+    stored = read_json(stored_path)
+    changed = [k for k in record if k not in RESUME_INDEPENDENT and stored.get(k) != record[k]]
+    if changed:
+        key = changed[0]
+        raise InputError(f"{out} holds a run with {key}={stored.get(key)!r}, not {record[key]!r}; use another --out")
 
 
 def evaluate(
@@ -181,41 +215,49 @@ def evaluate(
     from workbench.decoding import generate
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     examples = list(examples)[: config.limit]
     missing_gold = [e.example_id for e in examples if e.output is None]
     if not examples or missing_gold:
         raise InputError(
             f"nothing to evaluate: {'no examples' if not examples else f'no gold output for id {missing_gold[0]!r}'}"
         )
-    _check_resumable(out, config)
-    heads = HeadWeights.load(config.heads) if config.heads else None
+    decoder, heads = bind_heads(config, lens)
+    prompts = {e.example_id: build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in examples}
+    contrasts = {}
+    if decoder.contrast_prompts:
+        contrasts = {
+            e.example_id: build_prompt(lens, e, config.prompt, with_profile=False, answer_room=config.new_tokens)
+            for e in examples
+        }
+    record = {**config.as_dict(), "heads_digest": None if heads is None else digest(heads.weights.tolist())}
+    _check_resumable(out, record)  # every input is good: from here on the folder is written
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_json(out / CONFIG, record)
     warning = discovery_warning(config, heads)
     if warning:
         warnings.warn(warning, stacklevel=2)
-    decoder = make_decoder(config, lens, heads)
     done = read_predictions(out / PREDICTIONS)
     todo = [e for e in examples if e.example_id not in done]
     spec = config.spec
     with (
         open(out / PREDICTIONS, "a", encoding="utf-8") as handle,
         tqdm(
-            total=len(examples), initial=len(examples) - len(todo), desc=f"evaluating {config.method}", disable=not progress
-        ) as bar,
+            total=len(examples),
+            initial=len(examples) - len(todo),
+            desc=f"evaluating {config.label}",
+            unit="example",
+            disable=not progress,
+        ) as bar,  # fmt: skip
     ):
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
-            prompts = [build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in batch]
-            contrast = None
-            if config.method == "cad":
-                contrast = [
-                    build_prompt(lens, e, config.prompt, with_profile=False, answer_room=config.new_tokens) for e in batch
-                ]
-            generations = generate(lens, prompts, decoder=decoder, contrast_prompts=contrast, max_new_tokens=config.new_tokens,
-                                   stop_strings=config.stop_strings, batch_size=config.batch_size)  # fmt: skip
+            contrast = [contrasts[e.example_id] for e in batch] if contrasts else None
+            generations = generate(lens, [prompts[e.example_id] for e in batch], decoder=decoder, contrast_prompts=contrast,
+                                   max_new_tokens=config.new_tokens, stop_strings=config.stop_strings,
+                                   batch_size=config.batch_size)  # fmt: skip
             for example, generation in zip(batch, generations):
                 prediction = generation.text.strip()
-                record = {
+                line = {
                     "id": example.example_id,
                     "user_id": example.user_id,
                     "prediction": prediction,
@@ -224,8 +266,8 @@ def evaluate(
                     "stop_reason": generation.stop_reason,
                     "scores": score_example(spec, prediction, example.output, example.style),  # type: ignore[arg-type]
                 }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                done[example.example_id] = record
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+                done[example.example_id] = line
             handle.flush()
             os.fsync(handle.fileno())
             bar.update(len(batch))
@@ -234,9 +276,11 @@ def evaluate(
         "task": spec.name,
         "split": config.split,
         "method": config.method,
+        "preset": config.preset,
+        "label": config.label,
         "n": len(rows),
         "metrics": {name: interval.as_dict() for name, interval in metric_intervals(spec, rows, config).items()},
-        "config": config.as_dict(),
+        "config": record,
         "seed": config.seed,
         "versions": package_versions(),
         "evaluated_on_discovery_split": warning is not None,

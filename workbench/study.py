@@ -21,6 +21,7 @@ from workbench.decoding import Greedy, Suppressed, generate
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
 from workbench.masks import Head, HeadMask
+from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
 from workbench.tensor_types import HeadReference
 
@@ -45,24 +46,12 @@ class AblationStudy:
         prompt_ids = lens.encode_chat(prompt) if chat else lens.encode(prompt, add_bos=True)
         return cls(lens, prompt_ids, lens.encode(target), z_ref=z_ref)
 
-    def _masks(self, head_sets: HeadSets) -> tuple[list[str], HeadMask]:
-        names = ["clean", *head_sets]
-        rows = [HeadMask.identity(self.lens.geometry)] + [
-            HeadMask.ablate(self.lens.geometry, heads, z_ref=self.z_ref) for heads in head_sets.values()
-        ]
-        if self.z_ref is not None:
-            rows[0] = HeadMask(rows[0].scale, z_ref=self.z_ref)
-        return names, HeadMask.stack(rows)
-
     def token_nll(self, head_sets: HeadSets) -> torch.Tensor:
-        """`[1 + sets, target]` NLL per reference token: the clean row first, then each set; all
-        rows in one batched forward."""
-        names, mask = self._masks(head_sets)
-        tokens = self.lens.as_batch(list(self.sequence.ids)).expand(len(names), -1)
-        logits = self.lens.forward(tokens, mask=mask)[:, self.sequence.positions.to(self.lens.device)]
-        log_probs = logits.float().log_softmax(dim=-1)
-        index = self.sequence.targets.to(logits.device)[None, :, None].expand(len(names), -1, 1)
-        return -log_probs.gather(-1, index)[..., 0].double().cpu()
+        """`[1 + sets, target]` NLL per reference token: the clean row first, then each set ablated
+        together (one clean pass, then each set run from its lowest layer by the ΔNLL engine)."""
+        masks = [HeadMask.ablate(self.lens.geometry, heads, z_ref=self.z_ref) for heads in head_sets.values()]
+        result = sequence_nll(self.lens, self.sequence, masks)
+        return torch.cat([result.clean[None], result.masked])
 
     def compare(self, head_sets: HeadSets) -> pd.DataFrame:
         """Mean reference NLL per set and its rise over the clean model."""
@@ -95,6 +84,9 @@ class AblationStudy:
         prompt = [list(self.example.prompt_ids)]
         texts = {"clean": generate(self.lens, prompt, Greedy(), max_new_tokens=max_new_tokens)[0].text}
         for name, heads in head_sets.items():
+            if not heads:  # nothing ablated: the clean continuation
+                texts[name] = texts["clean"]
+                continue
             grid = torch.zeros(self.lens.n_layers, self.lens.n_heads)
             for layer, head in heads:
                 grid[self.lens.geometry.check_head(layer, head)] = 1.0

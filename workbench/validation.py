@@ -20,11 +20,13 @@ from tqdm.auto import tqdm
 
 from workbench.data.tokenized import TokenizedExample
 from workbench.errors import InputError
-from workbench.heads import HeadWeights, ranked_heads
+from workbench.heads import HeadWeights
 from workbench.lens import Lens
-from workbench.masks import Head, HeadMask
+from workbench.masks import Head
 from workbench.scores.ablation import make_ablation
-from workbench.scores.nll import TargetSequence, mean_nll
+from workbench.scores.engine import sequence_nll
+from workbench.scores.nll import TargetSequence
+from workbench.scores.ranking import ranked_heads
 from workbench.stats import bootstrap_mean_ci
 from workbench.tensor_types import HeadGrid
 
@@ -93,21 +95,12 @@ def validation_deltas(
             )
     chosen = make_ablation(lens, ablation, [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples])
     masks = [chosen.together(lens, heads) for _, _, heads in sets]
-    start = min(layer for _, _, heads in sets for layer, _ in heads)
     rows = []
     for example in tqdm(examples, desc="validation", unit="example", disable=not progress):
         for condition, field in CONDITIONS.items():
-            sequence = TargetSequence(getattr(example, field), example.target_ids)
-            context = lens.tail_context(list(sequence.ids))
-            clean = float(mean_nll(context.logits[:, sequence.positions.to(context.logits.device)], sequence.targets)[0])
-            masked = []
-            for begin in range(0, len(masks), max_rows):
-                chunk = masks[begin : begin + max_rows]
-                logits = lens.run_tail(
-                    context, start, rows=len(chunk), mask=HeadMask.stack(chunk), positions=sequence.positions.to(lens.device)
-                )
-                masked += mean_nll(logits, sequence.targets).tolist()
-            for (name, draw, _), value in zip(sets, masked):
+            result = sequence_nll(lens, TargetSequence(getattr(example, field), example.target_ids), masks, max_rows=max_rows)
+            clean = result.clean_mean
+            for (name, draw, _), value in zip(sets, result.masked_mean.tolist()):
                 rows.append((example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
     columns = ["example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
     return pd.DataFrame(rows, columns=columns)

@@ -1,5 +1,5 @@
-"""Conventions shared by every subcommand: the `--model` / `--device` / `--dtype` / `--out`
-options, checked while the command line is parsed (so bad values fail before any work), and
+"""Conventions shared by every subcommand: the `--model` / `--device` / `--device-map` / `--dtype` /
+`--out` options, checked while the command line is parsed (so bad values fail before any work), and
 clean errors: bad input and interruptions end with one line on stderr, never a traceback."""
 
 from __future__ import annotations
@@ -74,10 +74,20 @@ def _checked_out_folder(value: Path | None) -> Path | None:
 ModelOption = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", help="Hugging Face name, local folder or .gguf file; default: the embedded SmolLM2-135M-Instruct."
+        "--model",
+        "-m",
+        help="Hugging Face name, local folder, .gguf file, or the embedded gemma-3-270m; default: the embedded SmolLM2-135M-Instruct.",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", callback=_checked_device)]
+DeviceMapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        help="Spread a model larger than one device: auto, balanced, or a JSON object of module -> device "
+        "(e.g. '{\"model.layers.0\": 0, ...}'); replaces --device.",
+    ),
+]
 DtypeOption = Annotated[
     str | None, typer.Option("--dtype", help="float32 (default), float16 or bfloat16.", callback=_checked_dtype)
 ]
@@ -176,8 +186,8 @@ def quiet_transformers() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def load_lens(model: str | None, device: str = "auto", dtype: str | None = None):
+def load_lens(model: str | None, device: str = "auto", dtype: str | None = None, device_map: str | None = None):
     from workbench.models import load_model
 
     quiet_transformers()
-    return load_model(model, device=device, dtype=dtype)
+    return load_model(model, device=device, dtype=dtype, device_map=device_map)

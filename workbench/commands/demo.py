@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
 
 
 @friendly_errors
@@ -25,6 +25,7 @@ def demo(
         int, typer.Option("--seed", help="Seed of every random draw: retrieval, random head sets, bootstrap and permutations.")
     ] = 0,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Run the whole method on the bundled demo set (embedded model by default) and summarise it."""
@@ -33,7 +34,7 @@ def demo(
     config = DemoConfig(
         task=task, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method, n_random=n_random, gamma=gamma, seed=seed
     )
-    lens = load_lens(model, device, dtype)
+    lens = load_lens(model, device, dtype, device_map)
     run_demo(lens, config, out)
     print((out / "SUMMARY.md").read_text())
     print(f"wrote {out} (figures in {out / 'figures'})")

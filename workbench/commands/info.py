@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
+from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOption, ModelOption, friendly_errors, load_lens
 
 
 @friendly_errors
 def info(
     model: ModelOption = None,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the geometry as JSON.")] = False,
 ) -> None:
     """Load the model (default: the embedded SmolLM2-135M-Instruct) and print its head geometry."""
-    lens = load_lens(model, device, dtype)
+    lens = load_lens(model, device, dtype, device_map)
     g = lens.geometry
     facts = {
         "model": lens.name,

@@ -7,17 +7,26 @@ from typing import Annotated
 
 import typer
 
-from workbench.commands._shared import DeviceOption, DtypeOption, ModelOption, OutOption, friendly_errors, load_lens
+from workbench.commands._shared import (
+    DeviceMapOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    OutOption,
+    friendly_errors,
+    load_lens,
+)
 from workbench.commands.discover import (
     AblationOption,
     DataOption,
     FormatOption,
     LimitOption,
+    ProfileKOption,
+    RetrieverOption,
     SeedOption,
     TaskOption,
-    check_source,
-    load_examples,
 )
+from workbench.data.scoring_examples import check_source, load_scoring_examples
 
 
 @friendly_errors(resumable=False)
@@ -28,10 +37,13 @@ def validate(
     model: ModelOption = None,
     task: TaskOption = None,
     split: Annotated[str, typer.Option("--split", help="Held-out split to validate on.")] = "dev",
-    prompt_format: FormatOption = "plain",
-    profile_k: Annotated[int, typer.Option("--profile-k", help="Profile items retrieved into each prompt (task data).")] = 5,
+    prompt_format: FormatOption = None,
+    profile_k: ProfileKOption = None,
+    retriever: RetrieverOption = None,
     limit: LimitOption = None,
-    k: Annotated[int | None, typer.Option("--k", help="Ablate the top-k heads (default: all with non-zero weight).")] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Ablate the top-k heads (default: all with non-zero weight).")
+    ] = None,
     n_random: Annotated[int, typer.Option("--n-random", help="Random head sets drawn as the control.")] = 20,
     match_layers: Annotated[
         bool, typer.Option("--match-layers", help="Random sets take the preference heads' layer distribution.")
@@ -39,27 +51,31 @@ def validate(
     pattern_heads: Annotated[
         bool, typer.Option("--pattern-heads/--no-pattern-heads", help="Also ablate the top-k retrieval and induction heads.")
     ] = True,
-    ablation: AblationOption = "zero",
+    ablation: AblationOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
+    device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Mask the top-k preference heads together vs random, retrieval and induction heads, with
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
     from workbench import io
+    from workbench.data.prompts import PromptConfig
     from workbench.heads import HeadWeights
     from workbench.scores import induction_scores, retrieval_scores
     from workbench.validation import head_sets, summarize_validation, validation_deltas
 
+    prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
+                          retriever=retriever or "bm25", seed=seed)  # fmt: skip
     check_source(data, task)
-    lens = load_lens(model, device, dtype)
-    examples = load_examples(lens, data, task, split, prompt_format, profile_k, seed, limit)
+    lens = load_lens(model, device, dtype, device_map)
+    examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     pattern_grids = (
         {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
     )
-    sets = head_sets(lens, weights, k=k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
-    deltas = validation_deltas(lens, examples, sets, ablation=ablation)
+    sets = head_sets(lens, weights, k=top_k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
+    deltas = validation_deltas(lens, examples, sets, ablation=ablation or "zero")
     summary = summarize_validation(deltas, seed=seed)
     io.write_parquet(out / "validation.parquet", deltas)
     io.write_text(out / "validation_summary.csv", summary.to_csv(index=False))

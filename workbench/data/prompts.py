@@ -20,48 +20,54 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from workbench.data.examples import Example
-from workbench.data.retrieval import retrieve
+from workbench.data.retrieval import Retriever, retrieve
 from workbench.data.tasks import Item, TaskSpec, task_spec
 from workbench.data.tokenized import TokenizedExample
 from workbench.errors import InputError
-from workbench.lens import Lens
+from workbench.typed_config import NonNegativeInt, PositiveInt, typed_config
 
-Format = Literal["plain", "chat"]
-FORMATS: tuple[str, ...] = ("plain", "chat")
+if TYPE_CHECKING:
+    from workbench.lens import Lens
+
+Format = Literal["plain", "chat", "history"]
 SHOT_SEPARATOR = "\n\n"
 CHAT_PROFILE_INTRO = "Earlier writing by this user, to follow in style and content:"
+HISTORY_FIELDS = ("text", "title")  # the authors' detection prompt shows the first of these an item has
 SWAP_CANDIDATES = 3
 
 
-@dataclass(frozen=True)
+@typed_config
 class PromptConfig:
-    """`max_prompt_tokens` caps the prompt (default: the model context less the answer room);
-    `answer_tokens` is the room kept for a generated answer (default: the task's)."""
+    """How an example becomes a prompt (see the module docstring)."""
 
-    format: Format = "plain"
-    k: int = 5
-    retriever: str = "bm25"
-    seed: int = 0
-    max_prompt_tokens: int | None = None
-    answer_tokens: int | None = None
+    format: Format = Field(
+        "plain", description="plain (few-shot completion), chat (chat template) or history (the authors' detection prompt)."
+    )
+    profile_k: NonNegativeInt = Field(5, description="Profile items retrieved into each prompt.")
+    retriever: Retriever = Field(
+        "bm25", description="How profile items are chosen: bm25 (the official), first or random (seeded)."
+    )
+    seed: NonNegativeInt = Field(0, description="Seed of random retrieval and swap-partner draws.")
+    max_prompt_tokens: PositiveInt | None = Field(
+        None, description="Prompt token cap (default: the model context less the answer)."
+    )
+    answer_tokens: PositiveInt | None = Field(None, description="Room kept for the answer (default: the task's).")
 
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise InputError(f"unknown prompt format {self.format!r}; choose one of {', '.join(FORMATS)}")
-        for name in ("max_prompt_tokens", "answer_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"{name} must be a positive number of tokens, got {value}")
+    name = "prompt"
 
 
-def shot_text(spec: TaskSpec, item: Item, *, cut_to: str | None = None) -> str:
-    """One profile item as a past shot; `cut_to` replaces the long field's text."""
+def shot_text(spec: TaskSpec, item: Item, form: Format = "plain", number: int = 1, *, cut_to: str | None = None) -> str | None:
+    """Profile item `number` (from 1) as a past shot; `cut_to` replaces the long field's text.
+    None for a `history` item without a text or title (the authors' prompt skips those)."""
+    if form == "history":
+        field = next((name for name in HISTORY_FIELDS if name in item), None)
+        return None if field is None else f"History {number}: {item[field] if cut_to is None else cut_to}"
     output = str(item[spec.shot_output]).strip()
     if spec.shot_input is None or not item.get(spec.shot_input):
         output = output if cut_to is None else cut_to
@@ -70,8 +76,20 @@ def shot_text(spec: TaskSpec, item: Item, *, cut_to: str | None = None) -> str:
     return f"{spec.input_label}: {past_input}\n{spec.output_label}: {output}"
 
 
-def prompt_text(lens: Lens, example: Example, shots: Sequence[str], form: Format) -> str:
+def long_field(spec: TaskSpec, item: Item, form: Format) -> str:
+    """The field of an item that a shot too long for its share is cut in."""
+    if form == "history":
+        return next(name for name in HISTORY_FIELDS if name in item)
+    return spec.shot_input if spec.shot_input and item.get(spec.shot_input) else spec.shot_output
+
+
+def prompt_text(lens: Lens, example: Example, shots: Sequence[str] | None, form: Format) -> str:
+    """The prompt text with `shots` (None: without the profile, which differs from no shots only
+    in the `history` format)."""
     spec = task_spec(example.task)
+    if form == "history":
+        return example.input if shots is None else "".join(f"{shot}\n" for shot in shots) + "\n" + example.input
+    shots = shots or []
     if form == "plain":
         parts = ([spec.header] if spec.header else []) + list(shots)
         parts.append(f"{spec.input_label}: {spec.content(example.input)}\n{spec.output_label}:")
@@ -84,15 +102,24 @@ def prompt_text(lens: Lens, example: Example, shots: Sequence[str], form: Format
 
 
 def target_text(example: Example, form: Format) -> str:
-    """The reference output as it continues the prompt (after a space in the plain format)."""
+    """The reference output as it continues the prompt (after a space in the plain format; the
+    authors' detection prompt appends it directly)."""
     if example.output is None or not example.output.strip():
         raise InputError(f"example {example.example_id!r}: no reference output")
     return (" " if form == "plain" else "") + example.output.strip()
 
 
+def answer_stop_strings(form: Format, spec: TaskSpec) -> tuple[str, ...]:
+    """Where a generated answer ends: plain and history answers at a line break (a blank line for
+    multi-line tasks); chat answers at the end-of-turn token, so no stop string."""
+    if form == "chat":
+        return ()
+    return ("\n\n",) if spec.multi_line else ("\n",)
+
+
 def encode(lens: Lens, text: str, form: Format) -> list[int]:
-    """Chat text carries its own special tokens; plain text gets a BOS where the tokenizer wants one."""
-    return lens.encode(text, add_bos=form == "plain" and bool(getattr(lens.tokenizer, "add_bos_token", False)))
+    """Chat text carries its own special tokens; other text gets a BOS where the tokenizer wants one."""
+    return lens.encode(text, add_bos=form != "chat" and bool(getattr(lens.tokenizer, "add_bos_token", False)))
 
 
 def build_prompt(
@@ -110,7 +137,7 @@ def build_prompt(
     budget = lens.geometry.n_ctx - room
     if config.max_prompt_tokens is not None:
         budget = min(budget, config.max_prompt_tokens)
-    bare = encode(lens, prompt_text(lens, example, [], config.format), config.format)
+    bare = encode(lens, prompt_text(lens, example, None, config.format), config.format)
     if len(bare) > budget:
         raise InputError(
             f"example {example.example_id!r}: the task input alone needs {len(bare)} prompt tokens but only {budget} fit "
@@ -119,9 +146,9 @@ def build_prompt(
         )
     if not with_profile:
         return bare
-    items = retrieve(example, config.k, config.retriever, seed=config.seed, profile=profile)
-    intro = len(lens.encode(CHAT_PROFILE_INTRO + SHOT_SEPARATOR)) if config.format == "chat" else 0
-    shots = _fit_shots(lens, spec, items, budget - len(bare) - intro)
+    items = retrieve(example, config.profile_k, config.retriever, seed=config.seed, profile=profile)
+    intro = {"chat": len(lens.encode(CHAT_PROFILE_INTRO + SHOT_SEPARATOR)), "history": 1}.get(config.format, 0)
+    shots = _fit_shots(lens, spec, items, budget - len(bare) - intro, config.format)
     while True:  # token counts of joined texts are not exactly additive; drop items until it fits
         ids = encode(lens, prompt_text(lens, example, shots, config.format), config.format)
         if len(ids) <= budget:
@@ -129,22 +156,26 @@ def build_prompt(
         shots.pop()
 
 
-def _fit_shots(lens: Lens, spec: TaskSpec, items: Sequence[Item], room: int) -> list[str]:
+def _fit_shots(lens: Lens, spec: TaskSpec, items: Sequence[Item], room: int, form: Format) -> list[str]:
+    separator = "\n" if form == "history" else SHOT_SEPARATOR
+
     def cost(text: str) -> int:
-        return len(lens.encode(text + SHOT_SEPARATOR))
+        return len(lens.encode(text + separator))
 
     shots = []
     for position, item in enumerate(items):
         share = room // (len(items) - position)
-        shot = shot_text(spec, item)
+        shot = shot_text(spec, item, form, position + 1)
+        if shot is None:
+            continue
         if cost(shot) > share:
-            long_field = spec.shot_input if spec.shot_input and item.get(spec.shot_input) else spec.shot_output
-            allowed = share - cost(shot_text(spec, item, cut_to=""))
+            allowed = share - cost(shot_text(spec, item, form, position + 1, cut_to=""))  # type: ignore[arg-type]
             if allowed <= 0:
                 continue
-            shot = shot_text(spec, item, cut_to=lens.decode(lens.encode(str(item[long_field]).strip())[:allowed]).strip())
-        shots.append(shot)
-        room -= cost(shot)
+            text = str(item[long_field(spec, item, form)]).strip()
+            shot = shot_text(spec, item, form, position + 1, cut_to=lens.decode(lens.encode(text)[:allowed]).strip())
+        shots.append(shot)  # type: ignore[arg-type]
+        room -= cost(shot)  # type: ignore[arg-type]
     return shots
 
 
@@ -160,15 +191,22 @@ def swap_partner(example: Example, examples: Sequence[Example], seed: int) -> Ex
 
 
 def tokenized_examples(
-    lens: Lens, examples: Sequence[Example], config: PromptConfig = PromptConfig(), *, progress: bool = False
+    lens: Lens,
+    examples: Sequence[Example],
+    config: PromptConfig = PromptConfig(),
+    *,
+    partners: Sequence[Example] | None = None,
+    progress: bool = False,
 ) -> list[TokenizedExample]:
     """(prompt, reference) token pairs for head scoring, with the no-profile prompt and the prompt
-    carrying another user's profile (`swap_partner`) as controls. Every prompt plus the target fits
-    the model context."""
+    carrying another user's profile (`swap_partner`, drawn among `partners`, default `examples`)
+    as controls. Every prompt plus the target fits the model context. Only `examples` are
+    tokenized: partners lend their profiles."""
     tokenized = []
-    for example in tqdm(examples, desc="tokenizing", disable=not progress):
+    pool = examples if partners is None else partners
+    for example in tqdm(examples, desc="tokenizing", unit="example", disable=not progress):
         target = lens.encode(target_text(example, config.format))
-        partner = swap_partner(example, examples, config.seed)
+        partner = swap_partner(example, pool, config.seed)
         swapped = (
             None if partner is None else build_prompt(lens, example, config, profile=partner.profile, answer_room=len(target))
         )

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from workbench.data.examples import Example
 from workbench.data.tasks import Item, task_spec
 from workbench.errors import InputError
 
 Retriever = Literal["bm25", "first", "random"]
-RETRIEVERS: tuple[str, ...] = ("bm25", "first", "random")
+RETRIEVERS: tuple[str, ...] = get_args(Retriever)
 
 
 def bm25_order(query: str, documents: Sequence[str]) -> list[int]:

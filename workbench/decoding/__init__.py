@@ -1,16 +1,36 @@
 """Decoding: one batched, KV-cached generation loop and the decoders that run on it (greedy,
-DPS, and the CAD, DoLa and DeCoRe baselines). See `loop.py` for the loop and one module per
+DPS and its controls, and the CAD, DoLa and DeCoRe baselines), each a typed config registered
+under one name. See `loop.py` for the loop, `registry.py` for the registry and one module per
 decoder family."""
 
 from __future__ import annotations
 
 from workbench.decoding.base import Decoder
 from workbench.decoding.cad import CAD
+from workbench.decoding.contrast import Contrast
 from workbench.decoding.decore import DeCoRe
 from workbench.decoding.dola import DoLa
-from workbench.decoding.dps import DPS, Suppressed
+from workbench.decoding.dps import DPS, RandomHeads, Suppressed, Suppression
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.loop import Generation, generate
+from workbench.decoding.registry import DECODERS, decoder_options, make_decoder
 from workbench.decoding.sampling import Sampling
 
-__all__ = ["CAD", "DPS", "DeCoRe", "Decoder", "DoLa", "Generation", "Greedy", "Sampling", "Suppressed", "generate"]
+__all__ = [
+    "CAD",
+    "DECODERS",
+    "DPS",
+    "Contrast",
+    "DeCoRe",
+    "Decoder",
+    "DoLa",
+    "Generation",
+    "Greedy",
+    "RandomHeads",
+    "Sampling",
+    "Suppressed",
+    "Suppression",
+    "decoder_options",
+    "generate",
+    "make_decoder",
+]

@@ -1,8 +1,9 @@
 """The contrast rule shared by DPS, DeCoRe and CAD: combine the scores of the full pass with
 those of a weakened pass as `(1 + γ)·full − γ·weak`.
 
-- γ is fixed (≥ 0) or *adaptive*: the entropy of the full next-token distribution in nats,
-  optionally divided by ln|V| (so it lies in [0, 1]) and capped.
+- γ is fixed (≥ 0) or `"entropy"`: the entropy of the full next-token distribution at each step,
+  in nats (`entropy_scale="nats"`, up to ln|V|) or divided by ln|V| (`"ln-vocab"`, in [0, 1]),
+  optionally capped (`gamma_cap`). CAD's and DeCoRe's α is this γ.
 - The combination acts on raw logits (the DPS paper, CAD) or on log-probabilities (the DPS
   authors' code, DeCoRe).
 - An optional plausibility constraint β (contrastive decoding's adaptive plausibility) keeps only
@@ -13,19 +14,17 @@ those of a weakened pass as `(1 + γ)·full − γ·weak`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from jaxtyping import Float
+from pydantic import Field
 from torch import Tensor
 
-from workbench.errors import InputError
 from workbench.tensor_types import StepLogits
+from workbench.typed_config import Fraction, NonNegative, typed_config
 
-Gamma = float | Literal["adaptive"]
-Combine = Literal["logits", "logprobs"]
-COMBINES = ("logits", "logprobs")
+Gamma = NonNegative | Literal["entropy"]
 RowValues = Float[Tensor, " batch"]
 
 
@@ -41,43 +40,27 @@ def implausible(logits: StepLogits, beta: float) -> torch.Tensor:
     return logprobs < logprobs.max(dim=-1, keepdim=True).values + math.log(beta)
 
 
-def check_plausibility(beta: float | None, owner: str) -> None:
-    if beta is not None and not (0 < beta <= 1):
-        raise InputError(f"{owner}: plausibility β must lie in (0, 1] or be None, got {beta}")
+@typed_config
+class Contrast:
+    """`(1 + γ)·full − γ·weak` with a fixed or entropy γ (see the module docstring)."""
 
-
-@dataclass(frozen=True)
-class ContrastRule:
-    """`(1 + γ)·full − γ·weak` with a fixed or entropy-adaptive γ. `owner` and `term` name the
-    decoder and its strength parameter (γ, α) in error messages."""
-
-    gamma: Gamma = 1.0
-    gamma_cap: float | None = None
-    normalize_entropy: bool = False
-    combine: Combine = "logits"
-    plausibility: float | None = None
-    owner: str = "contrast"
-    term: str = "γ"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.gamma, str):
-            if self.gamma != "adaptive":
-                raise InputError(f"{self.owner}: {self.term} must be a number >= 0 or 'adaptive', got {self.gamma!r}")
-        elif isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
-            raise InputError(f"{self.owner}: {self.term} must be a number >= 0 or 'adaptive', got {self.gamma!r}")
-        elif not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise InputError(f"{self.owner}: {self.term} must be a finite number >= 0, got {self.gamma}")
-        if self.gamma_cap is not None and not (math.isfinite(self.gamma_cap) and self.gamma_cap >= 0):
-            raise InputError(f"{self.owner}: the {self.term} cap must be a finite number >= 0, got {self.gamma_cap}")
-        if self.combine not in COMBINES:
-            raise InputError(f"{self.owner}: combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
-        check_plausibility(self.plausibility, self.owner)
+    gamma: Gamma = Field(
+        1.0, description="Contrast strength γ (CAD's and DeCoRe's α), or 'entropy' (of the full model, per step)."
+    )
+    gamma_cap: NonNegative | None = Field(None, description="Upper bound on γ (with 'entropy').")
+    entropy_scale: Literal["nats", "ln-vocab"] = Field(
+        "nats", description="Entropy γ in nats, or divided by ln|V| (then in [0, 1])."
+    )
+    combine: Literal["logits", "logprobs"] = Field(
+        "logits", description="Contrast raw logits (the paper, CAD) or log-probabilities (the authors' code, DeCoRe)."
+    )
+    plausibility: Fraction | None = Field(None, description="Keep only tokens with p >= β·max p of the full model.")
 
     def gammas(self, full: StepLogits) -> RowValues:
         """γ of every row at this step."""
-        if self.gamma == "adaptive":
+        if self.gamma == "entropy":
             gamma = entropy(full)
-            if self.normalize_entropy:
+            if self.entropy_scale == "ln-vocab":
                 gamma = gamma / math.log(full.shape[-1])
         else:
             gamma = torch.full(full.shape[:1], float(self.gamma), device=full.device)

@@ -14,25 +14,38 @@ our block i − 1).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import annotated_types
 import torch
 from jaxtyping import Float
+from pydantic import BeforeValidator, Field
 from torch import Tensor
 
 from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
-from workbench.decoding.contrast import check_plausibility, implausible
+from workbench.decoding.contrast import implausible
 from workbench.errors import InputError
-from workbench.lens import Hook, Lens
 from workbench.tensor_types import StepLogits
+from workbench.typed_config import Fraction, NonNegativeInt, typed_config
+
+if TYPE_CHECKING:
+    from workbench.lens import Hook, Lens
 
 LayerLogits = Float[Tensor, "batch candidate vocab"]
 
 
-def resid_post_name(block: int) -> str:
-    return f"blocks.{block}.hook_resid_post"
+def _split_list(value: object) -> object:
+    """ "0,2,4" (a command line's form) is the list [0, 2, 4]; "low" / "high" stay as they are."""
+    if isinstance(value, str) and re.fullmatch(r"[\d,\s]+", value):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Candidates = Annotated[
+    Literal["low", "high"] | Annotated[tuple[NonNegativeInt, ...], annotated_types.MinLen(1)], BeforeValidator(_split_list)
+]
 
 
 def candidate_blocks(candidates: Sequence[int] | Literal["low", "high"], n_layers: int) -> list[int]:
@@ -40,11 +53,7 @@ def candidate_blocks(candidates: Sequence[int] | Literal["low", "high"], n_layer
         return list(range(0, max(n_layers // 2, 1), 2))
     if candidates == "high":
         return list(range(n_layers // 2, n_layers - 1, 2)) or [n_layers - 2]
-    if isinstance(candidates, str):
-        raise InputError(f"dola: candidate_layers must be 'low', 'high' or a list of block indices, got {candidates!r}")
     blocks = [int(block) for block in candidates]
-    if not blocks:
-        raise InputError("dola: candidate_layers is empty")
     for block in blocks:
         if not 0 <= block < n_layers - 1:
             raise InputError(f"dola: candidate layer {block} out of range: premature layers are blocks 0..{n_layers - 2}")
@@ -61,21 +70,24 @@ def jensen_shannon(final: StepLogits, premature: LayerLogits) -> Float[Tensor, "
     return 0.5 * (kl_p + kl_q)
 
 
-@dataclass(frozen=True)
+@typed_config
 class DoLa(Decoder):
-    candidate_layers: Sequence[int] | Literal["low", "high"] = "low"
-    plausibility: float = 0.1
+    """DoLa: the final layer contrasted with the most divergent premature layer."""
+
+    candidate_layers: Candidates = Field(
+        "low", description="Premature layer candidates: 'low', 'high' or block indices such as 0,2,4."
+    )
+    plausibility: Fraction = Field(0.1, description="Keep only tokens with p >= β·max p of the final layer.")
 
     name = "dola"
 
-    def __post_init__(self) -> None:
-        if self.plausibility is None:
-            raise InputError(f"{self.name}: needs a plausibility β in (0, 1]")
-        check_plausibility(self.plausibility, self.name)
-
-    def prepare(self, lens: Lens, prompts: Prompts, contrast_prompts: Prompts | None) -> DecoderRun:
+    def check(self, lens: Lens) -> None:
         if lens.n_layers < 2:
             raise InputError("dola: needs a model with at least 2 layers")
+        candidate_blocks(self.candidate_layers, lens.n_layers)
+
+    def prepare(self, lens: Lens, prompts: Prompts, contrast_prompts: Prompts | None) -> DecoderRun:
+        self.check(lens)
         return _LayerContrastRun(lens, candidate_blocks(self.candidate_layers, lens.n_layers), self.plausibility)
 
 
@@ -96,7 +108,7 @@ class _LayerContrastRun(DecoderRun):
 
             return read
 
-        return [(resid_post_name(block), reader(block)) for block in self.blocks]
+        return [(self.lens.hook_name("resid_post", block), reader(block)) for block in self.blocks]
 
     def layer_logits(self) -> LayerLogits:
         """Next-token logits of every candidate block, from the residuals of the last forward."""

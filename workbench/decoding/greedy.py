@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
-from workbench.lens import Lens
 from workbench.tensor_types import StepLogits
+from workbench.typed_config import typed_config
+
+if TYPE_CHECKING:
+    from workbench.lens import Lens
 
 
-@dataclass(frozen=True)
+@typed_config
 class Greedy(Decoder):
     """The model's own next-token logits (argmax, or sampled when `generate` gets a `Sampling`)."""
 

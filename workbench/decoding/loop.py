@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -28,9 +28,11 @@ from workbench.decoding.contrast import entropy
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.sampling import Sampling, choose_tokens
 from workbench.errors import InputError
-from workbench.lens import Hook, Lens
 from workbench.masks import HeadMask
 from workbench.tensor_types import AttentionMask, ContextMask, StepLogits, TokenIds
+
+if TYPE_CHECKING:
+    from workbench.lens import Hook, Lens
 
 StopReason = Literal["eos", "stop_string", "max_new_tokens"]
 TOP_TOKENS = 5
@@ -75,7 +77,7 @@ def generate(
         raise InputError(f"stop_strings must be non-empty strings, got {list(stop_strings)!r}")
     run = decoder.prepare(lens, prompts, contrast_prompts)
     if run.shared_prefill and not use_cache:
-        raise InputError("shared_prefill needs the KV cache (use_cache=True)")
+        raise InputError("prefill='shared' needs the KV cache (use_cache=True)")
 
     stop_ids = lens.stop_token_ids if stop_at_eos else set()
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # less padding per batch
@@ -163,7 +165,7 @@ class _Batch:
         n, past = len(self.active), None
         if tokens.shape[1] > 1:
             _, past = self.lens.prefill(tokens[:n, :-1], attention_mask=attention[:n, :-1])
-            past.reorder_cache(torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
+            past = self.lens.select_cache_rows(past, torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
         return self.forward(tokens[:, -1:], past, attention, self.batch_mask(), hooks)
 
     # --- the loop ----------------------------------------------------------------------------
@@ -189,7 +191,7 @@ class _Batch:
                 mask = self.batch_mask()
                 tokens, attention = tokens[rows], attention[rows]
                 if use_cache:
-                    past.batch_select_indices(rows)
+                    past = self.lens.select_cache_rows(past, rows)
             attention = torch.cat([attention, attention.new_ones(len(next_tokens), 1)], dim=1)
             if use_cache:
                 logits, past = self.forward(next_tokens, past, attention, mask, self.decoder_run.hooks())

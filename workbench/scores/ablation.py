@@ -29,9 +29,6 @@ class Ablation:
     def site(self) -> Site:
         return "resid-slice" if self.name == "resid-slice" else "head-output"
 
-    def one_head_per_row(self, lens: Lens, heads: Sequence[Head]) -> HeadMask:
-        return HeadMask.one_head_per_row(lens.geometry, heads, z_ref=self.z_ref, site=self.site)
-
     def together(self, lens: Lens, heads: Sequence[Head]) -> HeadMask:
         return HeadMask.ablate(lens.geometry, heads, z_ref=self.z_ref, site=self.site)
 

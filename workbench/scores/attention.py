@@ -25,7 +25,7 @@ def attention_rows(lens: Lens, tokens: TokenIds, queries: torch.Tensor) -> Patte
 
         return hook
 
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", record(layer)) for layer in range(lens.n_layers)]
+    hooks = [(lens.hook_name("pattern", layer), record(layer)) for layer in range(lens.n_layers)]
     with torch.no_grad(), lens.intervene(None, extra_hooks=hooks):
         lens.bridge(lens.as_batch(tokens), return_type=None)
     return torch.stack([rows[layer] for layer in range(lens.n_layers)], dim=1).cpu()

@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
-from workbench.lens import SITE_HOOKS, Lens
+from workbench.lens import Lens
 from workbench.scores.ablation import Ablation
 from workbench.scores.nll import TargetSequence, mean_nll
 from workbench.tensor_types import HeadGrid, HeadOutputs
+
+FINAL_NORM_INPUT = "ln_final.hook_in"
 
 
 def head_gradients(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> tuple[list[HeadOutputs], list[HeadOutputs]]:
@@ -40,11 +42,14 @@ def head_gradients(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> 
 
         return hook
 
-    hooks = [(SITE_HOOKS[ablation.site](layer), keep(layer)) for layer in range(geometry.n_layers)]
+    positions = sequence.positions
+    hooks = [(lens.site_hook_name(ablation.site, layer), keep(layer)) for layer in range(geometry.n_layers)]
+    # Only the target positions reach the final norm and unembedding (forward and backward).
+    hooks.append((FINAL_NORM_INPUT, lambda residual, hook: residual[:, positions.to(residual.device)]))
     tokens = lens.as_batch(list(sequence.ids))
     with torch.enable_grad(), lens.intervene(None, extra_hooks=hooks):
         logits = lens.bridge(tokens, return_type="logits")
-        nll = mean_nll(logits[:, sequence.positions.to(logits.device)], sequence.targets).sum()
+        nll = mean_nll(logits, sequence.targets).sum()
         ordered = [activations[layer] for layer in range(geometry.n_layers)]
         gradients = torch.autograd.grad(nll, ordered)
 

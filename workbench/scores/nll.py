@@ -18,11 +18,16 @@ def target_positions(prompt_len: int, target_len: int) -> Int[Tensor, " target"]
     return torch.arange(prompt_len - 1, prompt_len + target_len - 1)
 
 
-def mean_nll(logits: Logits, targets: Int[Tensor, " target"]) -> Float[Tensor, " batch"]:
-    """Mean NLL of `targets` under logits already restricted to the target positions."""
+def token_nll(logits: Logits, targets: Int[Tensor, " target"]) -> Float[Tensor, "batch target"]:
+    """NLL of each of `targets` (float64) under logits already restricted to the target positions."""
     log_probs = logits.float().log_softmax(dim=-1)
     index = targets.to(logits.device)[None, :, None].expand(logits.shape[0], -1, 1)
-    return -log_probs.gather(-1, index)[..., 0].double().mean(dim=-1)
+    return -log_probs.gather(-1, index)[..., 0].double()
+
+
+def mean_nll(logits: Logits, targets: Int[Tensor, " target"]) -> Float[Tensor, " batch"]:
+    """Mean NLL of `targets` under logits already restricted to the target positions."""
+    return token_nll(logits, targets).mean(dim=-1)
 
 
 class TargetSequence:

@@ -16,8 +16,11 @@ up) are the best by mean estimate, the rest the largest by mean attribution magn
 effect is far from linear can get an estimate of the wrong sign, but not a small magnitude
 (benchmarks/RESULTS.md, "Head scores", measures the recall of the exact top-K both ways).
 
-With `checkpoint`, every finished example is stored at once; a rerun with the same arguments
-continues where it stopped and gives identical results, other arguments are refused.
+With `checkpoint`, every finished example is stored at once, keyed by its content (the token ids
+it is scored on); the folder records the options, and other options are refused. A rerun with the
+same arguments continues where it stopped and gives identical results; a run over more examples
+(or another shard of a data set) reuses the finished ones. A hybrid entry scored for another
+candidate set (the candidates depend on all examples) is completed with the heads it lacks.
 """
 
 from __future__ import annotations
@@ -32,17 +35,18 @@ from tqdm.auto import tqdm
 from workbench.checkpoint import CheckpointStore, digest
 from workbench.data.tokenized import TokenizedExample
 from workbench.errors import InputError
-from workbench.heads import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.lens import Lens
 from workbench.masks import Head
 from workbench.scores.ablation import make_ablation
 from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence
+from workbench.scores.ranking import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.scores.results import PCSResult
 from workbench.tensor_types import HeadGrid
 
 METHODS: tuple[str, ...] = ("exact", "attribution", "hybrid")
+SCREEN = "estimate+magnitude"
 VARIANTS: dict[str, str | None] = {
     "standard": None,
     "profile-contrast": "no_profile_prompt_ids",
@@ -50,9 +54,10 @@ VARIANTS: dict[str, str | None] = {
 }
 
 
-def default_top_m(n_total_heads: int) -> int:
-    """Three times the reference's selection size, max(1, ⌊0.04 · heads⌋)."""
-    return 3 * max(1, math.floor(REFERENCE_TOP_PERCENT * n_total_heads))
+def default_top_m(n_total_heads: int, top_k: int | None = None) -> int:
+    """Three times the selection size `top_k` (default: the reference's, max(1, ⌊0.04 · heads⌋))."""
+    top_k = max(1, math.floor(REFERENCE_TOP_PERCENT * n_total_heads)) if top_k is None else top_k
+    return min(n_total_heads, 3 * top_k)
 
 
 def variant_sequences(example: TokenizedExample, variant: str) -> list[tuple[float, TargetSequence]]:
@@ -74,6 +79,7 @@ def score_heads(
     reference: Sequence[Sequence[int]] | None = None,
     checkpoint: str | Path | None = None,
     top_m: int | None = None,
+    top_k: int | None = None,
     max_rows: int = 64,
     seed: int = 0,
     task: str = "",
@@ -82,12 +88,13 @@ def score_heads(
     """Score every head of `lens` on `examples`; see the module docstring for the options.
 
     `reference`: token sequences for mean ablation (default: the examples' prompt ‖ target).
-    `top_m`: hybrid candidates re-scored exactly (default: `default_top_m`). `seed` seeds the
-    result's bootstrap intervals (the scores themselves are deterministic).
+    `top_m`: hybrid candidates re-scored exactly (default: `default_top_m` of `top_k`, the number
+    of heads the caller will select). `seed` seeds the result's bootstrap intervals (the scores
+    themselves are deterministic).
     """
     _check_arguments(lens, examples, method, variant, max_rows)
     n_total = lens.geometry.n_total_heads
-    top_m = default_top_m(n_total) if top_m is None else int(top_m)
+    top_m = default_top_m(n_total, top_k) if top_m is None else int(top_m)
     if method == "hybrid" and not 0 < top_m <= n_total:
         raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
     if reference is None:
@@ -102,66 +109,87 @@ def score_heads(
         "n_examples": len(examples),
         "seed": seed,
         "top_m": top_m if method == "hybrid" else None,
-        "screen": "estimate+magnitude" if method == "hybrid" else None,
+        "screen": SCREEN if method == "hybrid" else None,
     }
     store = None
     if checkpoint is not None:
-        fingerprint = {
-            **metadata,
+        # What makes a stored entry; the examples are not part of it (entries are keyed by their
+        # content), and neither are the task label and the seed, which no score depends on.
+        options = {
+            **{name: metadata[name] for name in ("model", "method", "variant", "ablation", "top_m", "screen")},
             "geometry": vars(lens.geometry),
             "dtype": str(next(lens.bridge.parameters()).dtype),
             "max_rows": max_rows,
-            "examples": digest(
-                [
-                    [e.example_id, e.user_id, e.prompt_ids, e.target_ids, e.no_profile_prompt_ids, e.swapped_prompt_ids]
-                    for e in examples
-                ]
-            ),
             "reference": digest([list(r) for r in reference]) if ablation == "mean" else None,
         }
-        store = CheckpointStore(checkpoint, fingerprint)
+        store = CheckpointStore(checkpoint, options)
 
-    def pass_over(phase: str, score: Callable[[TargetSequence], dict[str, HeadGrid]]) -> dict[str, torch.Tensor]:
-        """Per example, the signed sum of `score["pcs"]` over the variant's sequences (other grids,
-        magnitudes, are summed unsigned); stacked per name."""
-        grids: dict[str, list[torch.Tensor]] = {}
-        for example in tqdm(examples, desc=f"{phase} PCS", unit="example", disable=not progress):
-            key = f"{phase}/{example.example_id}"
-            if store is not None and key in store:
-                finished = {name: torch.from_numpy(array) for name, array in store.load(key).items()}
-            else:
-                finished = {}
+    def run_phase(
+        phase: str, score: Callable[[TargetSequence, list[Head]], dict[str, HeadGrid]], heads: list[Head]
+    ) -> dict[str, torch.Tensor]:
+        """Per example, the signed sum of `score(sequence, heads)["pcs"]` over the variant's
+        sequences (other grids, magnitudes, are summed unsigned), stacked per name. A stored entry
+        is reused; one that lacks some of `heads` (NaN: another candidate set) is completed."""
+        entries = [_load(store, f"{phase}/{_content_key(example, variant)}") for example in examples]
+        lacking = [_lacking(entry, heads) for entry in entries]
+        finished = sum(not missing for missing in lacking)
+        with tqdm(total=len(examples), initial=finished, desc=f"{phase} PCS", unit="example", disable=not progress) as bar:
+            for index, example in enumerate(examples):
+                if not lacking[index]:
+                    continue
+                computed: dict[str, torch.Tensor] = {}
                 for sign, sequence in variant_sequences(example, variant):
-                    for name, grid in score(sequence).items():
-                        finished[name] = finished.get(name, 0) + (sign * grid if name == "pcs" else grid)
+                    for name, grid in score(sequence, lacking[index]).items():
+                        computed[name] = computed.get(name, 0) + (sign * grid if name == "pcs" else grid)
+                entries[index] = {
+                    name: grid if name not in entries[index] else torch.where(grid.isnan(), entries[index][name], grid)
+                    for name, grid in computed.items()
+                }
                 if store is not None:
-                    store.save(key, {name: grid.numpy() for name, grid in finished.items()})
-            for name, grid in finished.items():
-                grids.setdefault(name, []).append(grid)
-        return {name: torch.stack(stacked) for name, stacked in grids.items()}
+                    store.save(f"{phase}/{_content_key(example, variant)}", {k: v.numpy() for k, v in entries[index].items()})
+                bar.update()
+        return {name: torch.stack([entry[name] for entry in entries]) for name in entries[0]}
 
-    def attribution(sequence: TargetSequence) -> dict[str, HeadGrid]:
+    def attribution(sequence: TargetSequence, heads: list[Head]) -> dict[str, HeadGrid]:
         estimate, magnitude = attribution_terms(lens, sequence, chosen)
         return {"pcs": estimate, "magnitude": magnitude}
 
-    def exact_pass(heads: list[Head] | None = None) -> torch.Tensor:
-        return pass_over("exact", lambda s: {"pcs": exact_deltas(lens, s, chosen, heads, max_rows=max_rows)})["pcs"]
+    def exact_scores(sequence: TargetSequence, heads: list[Head]) -> dict[str, HeadGrid]:
+        return {"pcs": exact_deltas(lens, sequence, chosen, heads, max_rows=max_rows)}
 
     shape = (lens.geometry.n_layers, lens.geometry.n_heads)
     if method == "exact":
-        per_example = exact_pass()
+        per_example = run_phase("exact", exact_scores, lens.geometry.all_heads())["pcs"]
         exact = torch.ones(shape, dtype=torch.bool)
     else:
-        estimated = pass_over("attribution", attribution)
+        estimated = run_phase("attribution", attribution, lens.geometry.all_heads())
         per_example = estimated["pcs"]
         exact = torch.zeros(shape, dtype=torch.bool)
     if method == "hybrid":
         candidates = hybrid_candidates(per_example.mean(dim=0), estimated["magnitude"].mean(dim=0), top_m)
-        scored = exact_pass(candidates)
+        scored = run_phase("exact", exact_scores, candidates)["pcs"]
         for layer, head in candidates:
             exact[layer, head] = True
         per_example = torch.where(exact, scored, per_example)
     return PCSResult(per_example, exact, [e.example_id for e in examples], [e.user_id for e in examples], metadata)
+
+
+def _content_key(example: TokenizedExample, variant: str) -> str:
+    """A digest of the token ids an example's score is made of (prompt, target, the variant's control)."""
+    return digest([[list(sequence.ids), sequence.prompt_len] for _, sequence in variant_sequences(example, variant)])
+
+
+def _load(store: CheckpointStore | None, key: str) -> dict[str, torch.Tensor]:
+    if store is None or key not in store:
+        return {}
+    return {name: torch.from_numpy(array) for name, array in store.load(key).items()}
+
+
+def _lacking(entry: dict[str, torch.Tensor], heads: list[Head]) -> list[Head]:
+    """The heads `entry` holds no score for (all of them when there is no entry)."""
+    if "pcs" not in entry:
+        return heads
+    return [head for head in heads if torch.isnan(entry["pcs"][head])]
 
 
 def hybrid_candidates(estimate: HeadGrid, magnitude: HeadGrid, top_m: int) -> list[Head]:

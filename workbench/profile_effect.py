@@ -15,14 +15,13 @@ from tqdm.auto import tqdm
 from workbench.data.examples import Example
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.lens import Lens
-from workbench.scores.nll import TargetSequence, mean_nll
+from workbench.scores.engine import sequence_nll
+from workbench.scores.nll import TargetSequence
 
 
 def reference_nll(lens: Lens, prompt_ids: Sequence[int], target_ids: Sequence[int]) -> float:
     """Mean NLL (nats per token) of `target_ids` after `prompt_ids`."""
-    sequence = TargetSequence(tuple(prompt_ids), tuple(target_ids))
-    logits = lens.forward(list(sequence.ids))[:, sequence.positions]
-    return float(mean_nll(logits, sequence.targets)[0])
+    return sequence_nll(lens, TargetSequence(tuple(prompt_ids), tuple(target_ids))).clean_mean
 
 
 def profile_nll(
@@ -31,7 +30,7 @@ def profile_nll(
     """One row per example: `example_id, user_id, style, nll_with_profile, nll_without_profile`."""
     rows = []
     pairs = tokenized_examples(lens, examples, config)
-    for example, pair in tqdm(list(zip(examples, pairs)), desc="reference NLL", disable=not progress):
+    for example, pair in tqdm(list(zip(examples, pairs)), desc="reference NLL", unit="example", disable=not progress):
         rows.append({
             "example_id": example.example_id, "user_id": example.user_id, "style": example.style,
             "nll_with_profile": reference_nll(lens, pair.prompt_ids, pair.target_ids),

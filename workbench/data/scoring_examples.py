@@ -1,0 +1,79 @@
+"""Data for head scoring: a data source becomes the tokenized examples that `score_heads` and the
+validation study consume (`workbench discover` and `workbench validate` both read through here).
+
+A source is a task's data (a LaMP folder, a LongLaMP export, a generic JSONL or the bundled demo
+set, turned into prompts by `workbench.data.prompts`) or, without a task, a JSONL of ready
+`{id, user_id, prompt, target}` records. The first `limit` examples are kept, then `sample` of
+them are drawn at random (seeded); only the chosen examples are tokenized. Swap-contrast partners
+are still drawn among every example of the split (they lend their profile, untokenized).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from workbench.data.prompts import PromptConfig, tokenized_examples
+from workbench.data.sources import load_examples
+from workbench.data.tasks import task_spec
+from workbench.data.tokenized import TokenizedExample
+from workbench.errors import InputError
+
+if TYPE_CHECKING:
+    from workbench.lens import Lens
+
+T = TypeVar("T")
+
+
+def check_source(data: Path | None, task: str | None) -> None:
+    """Fail on a bad data / task pair before any model is loaded."""
+    if task is not None:
+        task_spec(task)
+    elif data is None or data.is_dir() or data.suffix != ".jsonl":
+        raise InputError("--task is needed unless --data is a JSONL of {id, user_id, prompt, target} records")
+
+
+def choose(items: Sequence[T], limit: int | None = None, sample: int | None = None, seed: int = 0) -> list[T]:
+    """The first `limit` items, then `sample` of them drawn at random without replacement
+    (seeded; kept in their order)."""
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 1:
+            raise InputError(f"--{name} must be at least 1, got {value}")
+    chosen = list(items)[:limit]
+    if sample is not None and sample < len(chosen):
+        drawn = sorted(random.Random(f"{seed}:sample").sample(range(len(chosen)), sample))
+        chosen = [chosen[index] for index in drawn]
+    return chosen
+
+
+def load_scoring_examples(
+    lens: Lens,
+    data: Path | None,
+    task: str | None,
+    split: str,
+    prompt: PromptConfig = PromptConfig(),
+    *,
+    limit: int | None = None,
+    sample: int | None = None,
+    progress: bool = True,
+) -> list[TokenizedExample]:
+    """Tokenized (prompt, reference) pairs with their no-profile and swapped-profile controls
+    (see the module docstring); `sample` draws with `prompt.seed`."""
+    check_source(data, task)
+    if task is None:
+        from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
+
+        records = choose(read_prompt_records(data), limit, sample, prompt.seed)  # type: ignore[arg-type]
+        try:
+            return [
+                tokenize_pair(lens, r["id"], r["user_id"], r["prompt"], r["target"],
+                              prompt_no_profile=r.get("prompt_no_profile"), prompt_swapped=r.get("prompt_swapped"))
+                for r in records
+            ]  # fmt: skip
+        except InputError as error:
+            raise InputError(f"{data}: {error}") from None
+    examples = load_examples(data, task, split)
+    chosen = choose(examples, limit, sample, prompt.seed)
+    return tokenized_examples(lens, chosen, prompt, partners=examples, progress=progress)
