@@ -13,6 +13,7 @@ from workbench.errors import InputError
 
 app = typer.Typer(
     help="Draw figures (HTML and PNG) from discover / validate / evaluate / demo outputs.",
+    short_help="Draw the paper's figures (HTML and PNG) from run folders.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
