@@ -41,7 +41,10 @@ DataOption = Annotated[
 ]
 TaskOption = Annotated[
     str | None,
-    typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7."),
+    typer.Option(
+        "--task",
+        help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; default: LaMP-4 of the demo set when --data is not given either.",
+    ),
 ]
 FormatOption = Annotated[
     str | None,
@@ -154,7 +157,7 @@ def discover(
         lens = load_lens(model, device, dtype, device_map)
         _pattern_heads(lens, out, settings, record)
         return
-    check_source(data, task)
+    task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     if settings.top_k is not None and settings.top_k > lens.geometry.n_total_heads:
         raise InputError(
@@ -169,10 +172,11 @@ def discover(
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed) -> None:
     from workbench.discovery import discover_heads
 
-    extra = {"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
+    task = task or data.stem  # type: ignore[union-attr]
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
     result, weights = discover_heads(
         lens, examples, settings, checkpoint=out / "checkpoint", top_m=top_m, max_rows=max_rows, seed=seed,
-        task=task or data.stem, metadata={"split": split, "preset": record["preset"], "options": record}, extra=extra,
+        task=task, metadata={"split": split, "preset": record["preset"], "options": record}, extra=extra,
     )  # fmt: skip
     result.save(out / "pcs.parquet")
     print(
@@ -200,8 +204,8 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     clusters.check_data(examples, task, split, clusters_path)
     lens = lens_loader()
     chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
-    extra = {"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record,
-             "clusters": str(clusters_path)}  # fmt: skip
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
+             "options": record, "clusters": str(clusters_path)}  # fmt: skip
     results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
                                             max_rows=max_rows, seed=seed, task=task, extra=extra)  # fmt: skip
     save_cluster_discovery(out, results, heads)
