@@ -5,6 +5,9 @@
 per-example checkpoints in `OUT/checkpoint/`, so an interrupted run resumes. `--score retrieval`
 and `--score induction` need no data: they score every head on synthetic sequences and write
 the top heads to `OUT/heads.json` (DeCoRe's retrieval heads, controls for validation).
+With `--clusters clusters.json` (`workbench cluster`), PCS is scored on each cluster's member
+examples: `OUT/cluster-<id>/` gets each cluster's `pcs.parquet` and `heads.json`, and
+`OUT/cluster_heads.json` indexes them (what `workbench evaluate --cluster-heads OUT` reads).
 
 The data options here are shared by `validate`, `evaluate` and `steer`, under the same names.
 """
@@ -38,7 +41,10 @@ DataOption = Annotated[
 ]
 TaskOption = Annotated[
     str | None,
-    typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7."),
+    typer.Option(
+        "--task",
+        help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; default: LaMP-4 of the demo set when --data is not given either.",
+    ),
 ]
 FormatOption = Annotated[
     str | None,
@@ -113,6 +119,10 @@ def discover(
     ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Weight normalisation: max (default), sum or none.")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", help="Ablated heads per batch (memory bound).")] = 64,
+    clusters: Annotated[
+        Path | None,
+        typer.Option("--clusters", help="clusters.json (`workbench cluster`): heads per cluster, from its member examples."),
+    ] = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
@@ -139,11 +149,15 @@ def discover(
         values["top_k"] = None  # a fraction (given or the preset's) replaces the default top-k
     settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
+    if clusters is not None:
+        _cluster_heads(out, clusters, data, task, split, settings, record, limit, top_m, max_rows, seed,
+                       lambda: load_lens(model, device, dtype, device_map))  # fmt: skip
+        return
     if settings.score != "pcs":
         lens = load_lens(model, device, dtype, device_map)
         _pattern_heads(lens, out, settings, record)
         return
-    check_source(data, task)
+    task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     if settings.top_k is not None and settings.top_k > lens.geometry.n_total_heads:
         raise InputError(
@@ -156,29 +170,15 @@ def discover(
 
 
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed) -> None:
-    from workbench.heads import HeadWeights
-    from workbench.scores import score_heads
+    from workbench.discovery import discover_heads
 
-    selection = settings.selection_size(lens.geometry.n_total_heads)
-    result = score_heads(
-        lens,
-        examples,
-        method=settings.method,
-        variant=settings.variant,
-        ablation=settings.ablation,
-        checkpoint=out / "checkpoint",
-        top_m=top_m,
-        top_k=selection,
-        max_rows=max_rows,
-        seed=seed,
-        task=task or data.stem,  # type: ignore[union-attr]
-    )
-    result.metadata.update(split=split, preset=record["preset"], options=record)
-    result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(
-        result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-        extra={"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record},
+    task = task or data.stem  # type: ignore[union-attr]
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
+    result, weights = discover_heads(
+        lens, examples, settings, checkpoint=out / "checkpoint", top_m=top_m, max_rows=max_rows, seed=seed,
+        task=task, metadata={"split": split, "preset": record["preset"], "options": record}, extra=extra,
     )  # fmt: skip
+    result.save(out / "pcs.parquet")
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
         f"({settings.method}, {settings.variant}, {settings.ablation} ablation)"
@@ -188,6 +188,30 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
     for layer, head in weights.heads():
         print(f"  layer {layer:>2} head {head:>2}  pcs {mean[layer, head]:+.4f}  weight {weights.weights[layer, head]:.3f}")
     print(f"wrote {out / 'pcs.parquet'} and {out / 'heads.json'}")
+
+
+def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader) -> None:
+    """PCS per cluster of `clusters_path` on its member examples; the clusters are checked
+    against the data (and embedder) before the model loads."""
+    from workbench.data.scoring_examples import load_scoring_examples
+    from workbench.data.sources import load_examples
+    from workbench.users import ClusterFile, discover_cluster_heads, save_cluster_discovery
+
+    clusters = ClusterFile.load(clusters_path)
+    clusters.check_embedder(clusters_path)
+    task = task or clusters.task
+    examples = load_examples(data, task, split)
+    clusters.check_data(examples, task, split, clusters_path)
+    lens = lens_loader()
+    chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
+             "options": record, "clusters": str(clusters_path)}  # fmt: skip
+    results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
+                                            max_rows=max_rows, seed=seed, task=task, extra=extra)  # fmt: skip
+    save_cluster_discovery(out, results, heads)
+    for cluster, (result, weights) in enumerate(zip(results, heads.weights)):
+        print(f"cluster {cluster}: {result.n_examples} examples, heads {weights.heads()}")
+    print(f"wrote {out / 'cluster_heads.json'} and one folder per cluster")
 
 
 def _pattern_heads(lens, out: Path, settings, record: dict[str, Any]) -> None:
