@@ -37,6 +37,7 @@ from workbench.decoding.base import Decoder
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.registry import decoder_options as decoder_options_of
 from workbench.decoding.registry import make_decoder, uses_heads
+from workbench.distributed import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.metrics import aggregate, score_example
@@ -209,10 +210,16 @@ def _check_resumable(out: Path, record: dict[str, Any]) -> None:
 
 
 def evaluate(
-    lens: Lens, examples: Sequence[Example], config: EvalConfig, out: str | Path, *, progress: bool = True
+    lens: Lens,
+    examples: Sequence[Example],
+    config: EvalConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    workers: Workers | None = None,
 ) -> dict[str, Any]:
-    """Generate, score and write predictions and metrics for `examples`; resumes an interrupted run."""
-    from workbench.decoding import generate
+    """Generate, score and write predictions and metrics for `examples`; resumes an interrupted
+    run. `workers` decode the batches (default: this process, on `lens`)."""
 
     out = Path(out)
     examples = list(examples)[: config.limit]
@@ -239,6 +246,14 @@ def evaluate(
     done = read_predictions(out / PREDICTIONS)
     todo = [e for e in examples if e.example_id not in done]
     spec = config.spec
+    batches = [todo[start : start + config.batch_size] for start in range(0, len(todo), config.batch_size)]
+    tasks = [
+        ([prompts[e.example_id] for e in batch], [contrasts[e.example_id] for e in batch] if contrasts else None)
+        for batch in batches
+    ]
+    workers = workers if workers is not None else LocalWorkers(lens)
+    shared = (decoder, config.new_tokens, config.stop_strings, config.batch_size)
+    in_order = True
     with (
         open(out / PREDICTIONS, "a", encoding="utf-8") as handle,
         tqdm(
@@ -249,13 +264,9 @@ def evaluate(
             disable=not progress,
         ) as bar,  # fmt: skip
     ):
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            contrast = [contrasts[e.example_id] for e in batch] if contrasts else None
-            generations = generate(lens, [prompts[e.example_id] for e in batch], decoder=decoder, contrast_prompts=contrast,
-                                   max_new_tokens=config.new_tokens, stop_strings=config.stop_strings,
-                                   batch_size=config.batch_size)  # fmt: skip
-            for example, generation in zip(batch, generations):
+        for position, (index, generations) in enumerate(workers.map(generate_batch, tasks, shared=shared)):
+            in_order = in_order and index == position
+            for example, generation in zip(batches[index], generations):
                 prediction = generation.text.strip()
                 line = {
                     "id": example.example_id,
@@ -270,7 +281,11 @@ def evaluate(
                 done[example.example_id] = line
             handle.flush()
             os.fsync(handle.fileno())
-            bar.update(len(batch))
+            bar.update(len(batches[index]))
+    if not in_order:  # batches finished out of order on several workers: the file in example order
+        order = {e.example_id: i for i, e in enumerate(examples)}
+        ordered = sorted(done.values(), key=lambda line: order.get(str(line["id"]), len(order)))
+        io.write_text(out / PREDICTIONS, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in ordered))
     rows = [done[e.example_id]["scores"] for e in examples]
     result = {
         "task": spec.name,
@@ -279,7 +294,10 @@ def evaluate(
         "preset": config.preset,
         "label": config.label,
         "n": len(rows),
-        "metrics": {name: interval.as_dict() for name, interval in metric_intervals(spec, rows, config).items()},
+        "metrics": {
+            name: interval.as_dict()
+            for name, interval in metric_intervals(spec, rows, resamples=config.resamples, seed=config.seed).items()
+        },
         "config": record,
         "seed": config.seed,
         "versions": package_versions(),
@@ -290,11 +308,27 @@ def evaluate(
     return result
 
 
-def metric_intervals(spec: TaskSpec, rows: Sequence[dict[str, float]], config: EvalConfig) -> dict[str, Interval]:
+def metric_intervals(spec: TaskSpec, rows: Sequence[dict[str, float]], *, resamples: int, seed: int) -> dict[str, Interval]:
     return {
-        name: bootstrap_interval(len(rows), metric_statistic(spec, rows, name), resamples=config.resamples, seed=config.seed)
+        name: bootstrap_interval(len(rows), metric_statistic(spec, rows, name), resamples=resamples, seed=seed)
         for name in aggregate(spec, rows)
     }
+
+
+def generate_batch(
+    lens: Lens,
+    decoder: Decoder,
+    max_new_tokens: int,
+    stop_strings: Sequence[str],
+    batch_size: int,
+    prompts: list,
+    contrast_prompts: list | None,
+) -> list:
+    """One batch of an evaluation's generations (the unit of work a worker runs)."""
+    from workbench.decoding import generate
+
+    return generate(lens, prompts, decoder=decoder, contrast_prompts=contrast_prompts, max_new_tokens=max_new_tokens,
+                    stop_strings=stop_strings, batch_size=batch_size)  # fmt: skip
 
 
 def package_versions() -> dict[str, str]:

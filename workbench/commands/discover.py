@@ -16,6 +16,14 @@ from typing import Annotated, Any
 
 import typer
 
+from workbench.commands._placement_options import (
+    CpusPerWorkerOption,
+    RayOption,
+    ShardOption,
+    WorkersOption,
+    placement,
+    worker_loader,
+)
 from workbench.commands._shared import (
     DeviceMapOption,
     DeviceOption,
@@ -117,6 +125,10 @@ def discover(
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
+    shard: ShardOption = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    cpus_per_worker: CpusPerWorkerOption = 1,
 ) -> None:
     """Score every attention head (PCS by default) and select the top heads.
 
@@ -139,6 +151,9 @@ def discover(
         values["top_k"] = None  # a fraction (given or the preset's) replaces the default top-k
     settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
+    where = placement(shard, ray, workers, cpus_per_worker)
+    if settings.score != "pcs" and (shard or ray):
+        raise InputError("--shard and --ray apply to PCS scans (--score pcs)")
     if settings.score != "pcs":
         lens = load_lens(model, device, dtype, device_map)
         _pattern_heads(lens, out, settings, record)
@@ -152,33 +167,35 @@ def discover(
     examples = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
     if settings.sample is not None:
         print(f"scoring {len(examples)} examples drawn at random (seed {seed}; at most {settings.sample})")
-    _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed)
+    with where.open(lens, worker_loader(model, dtype)) as runners:
+        _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, where.shard, runners)
 
 
-def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed) -> None:
+def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, shard, runners) -> None:
     from workbench.heads import HeadWeights
     from workbench.scores import score_heads
+    from workbench.shards import discover_shard
 
-    selection = settings.selection_size(lens.geometry.n_total_heads)
-    result = score_heads(
-        lens,
-        examples,
-        method=settings.method,
-        variant=settings.variant,
-        ablation=settings.ablation,
-        checkpoint=out / "checkpoint",
-        top_m=top_m,
-        top_k=selection,
-        max_rows=max_rows,
-        seed=seed,
-        task=task or data.stem,  # type: ignore[union-attr]
-    )
-    result.metadata.update(split=split, preset=record["preset"], options=record)
+    scoring = {
+        "method": settings.method, "variant": settings.variant, "ablation": settings.ablation, "top_m": top_m,
+        "top_k": settings.selection_size(lens.geometry.n_total_heads), "max_rows": max_rows, "seed": seed,
+        "task": task or data.stem,  # type: ignore[union-attr]
+    }  # fmt: skip
+    metadata = {"split": split, "preset": record["preset"], "options": record}
+    selection = {
+        "top_k": settings.top_k, "top_percent": settings.top_percent, "min_score": settings.min_pcs, "norm": settings.norm,
+        "extra": {"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record},
+    }  # fmt: skip
+    if shard is not None:
+        done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection, metadata=metadata,
+                              options={"model": lens.name}, workers=runners)  # fmt: skip
+        if done is not None:
+            print(f"shard {shard.label}: scored {done.n_examples} examples; once every shard is done: workbench merge {out}")
+        return
+    result = score_heads(lens, examples, **scoring, checkpoint=out / "checkpoint", workers=runners)
+    result.metadata.update(metadata)
     result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(
-        result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-        extra={"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record},
-    )  # fmt: skip
+    weights = HeadWeights.from_scores(result, **selection)
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
         f"({settings.method}, {settings.variant}, {settings.ablation} ablation)"
