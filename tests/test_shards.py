@@ -35,7 +35,7 @@ def examples(tiny):
     return [
         tokenize_pair(
             tiny, f"e{i}", f"u{i % 3}", f"Profile: likes {topic}. Write.", f"All about {topic}!", prompt_no_profile="Write."
-        )  # fmt: skip
+        )
         for i, topic in enumerate(TOPICS)
     ]
 
@@ -66,7 +66,7 @@ def run_shards(tiny, examples, run: Path, count: int, method: str, indices=None,
             selection=SELECTION,
             metadata=METADATA,
             options={"model": tiny.name},
-        )  # fmt: skip
+        )
         for index in (range(count) if indices is None else indices)
     ]
 
