@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -97,6 +98,8 @@ class RayWorkers:
     def __enter__(self) -> RayWorkers:
         ray = import_ray()
         self._ray = ray
+        if self.address is not None:
+            check_reachable(self.address)
         if not ray.is_initialized():
             self._started = True
             if self.address is None:
@@ -157,6 +160,20 @@ class RayWorkers:
             index, which = running.pop(ready)
             load[which] -= 1
             yield index, ray.get(ready)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line, within `timeout` seconds, when nothing listens at `address` (`host:port`,
+    or `ray://host:port` for Ray Client); Ray itself would retry for minutes."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--ray takes a cluster address host:port (e.g. head-node:6379) or nothing, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise InputError(f"cannot reach the Ray cluster at {address!r}: {error.strerror or error}") from None
 
 
 def import_ray() -> Any:
