@@ -83,3 +83,46 @@ def test_ray_absent_or_unreachable_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(InputError, match=r"^--ray needs Ray, which is not installed \(pip install 'workbench\[ray\]'\)$"):
         RayWorkers(tiny_model).__enter__()
+
+
+def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatch, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import workbench.commands.discover as discover_command
+    import workbench.distributed as distributed
+    from workbench.cli import app
+
+    monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": f"e{i}", "user_id": "u", "prompt": f"Profile: {t}.", "target": f"{t}!"}) + "\n"
+                            for i, t in enumerate(TOPICS[:3])))  # fmt: skip
+    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+    common = ("discover", "--data", data, "--method", "attribution", "--top-k", 2)
+    real = distributed.RayWorkers
+    asked = []
+
+    class Recorded:
+        """Ray workers as the command asks for them, running in this process."""
+
+        def __init__(self, load, *, address, workers, cpus_per_worker):
+            asked.append((address, workers, cpus_per_worker))
+
+        def __enter__(self):
+            return distributed.LocalWorkers(tiny)
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(distributed, "RayWorkers", Recorded)
+    assert run(*common, "--out", tmp_path / "single").exit_code == 0
+    assert run(*common, "--ray", "--out", tmp_path / "local").exit_code == 0
+    assert (
+        run(*common, "--out", tmp_path / "cluster", "--workers", 3, "--cpus-per-worker", 2, "--ray", "head:6379").exit_code == 0
+    )
+    assert asked == [(None, None, 1), ("head:6379", 3, 2)]
+    assert (tmp_path / "local" / "pcs.parquet").read_bytes() == (tmp_path / "single" / "pcs.parquet").read_bytes()
+    monkeypatch.setattr(distributed, "RayWorkers", real)
+    failed = run(*common, "--out", tmp_path / "refused", "--ray", "127.0.0.1:1")
+    assert failed.exit_code == 2 and failed.output == "error: cannot reach the Ray cluster at '127.0.0.1:1': Connection refused\n"

@@ -159,7 +159,17 @@ class RayWorkers:
             (ready,), _ = ray.wait(list(running), num_returns=1)
             index, which = running.pop(ready)
             load[which] -= 1
-            yield index, ray.get(ready)
+            try:
+                result = ray.get(ready)
+            except ray.exceptions.RayActorError:
+                raise WorkerLost(
+                    f"a Ray worker died more than {self.max_restarts} times; what finished is kept: run the command again"
+                ) from None
+            yield index, result
+
+
+class WorkerLost(RuntimeError):
+    """A Ray worker died more often than it may be restarted."""
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
