@@ -175,14 +175,17 @@ def heads_file(tiny, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("method", ["greedy", "dps"])
 def test_sharded_evaluation_merged_equals_one_process(tiny, tmp_path, heads_file, method):
     examples = load_examples(None, "LaMP-7", "dev")[:7]
-    config = EvalConfig(task="LaMP-7", split="dev", model="tiny", max_new_tokens=4, batch_size=2, limit=5,
+    config = EvalConfig(task="LaMP-7", split="dev", model="tiny", max_new_tokens=4, batch_size=3, limit=5,
                         prompt=PromptConfig(profile_k=2), resamples=50, decoder=make_decoder(method),
                         heads=str(heads_file) if method == "dps" else None)  # fmt: skip
     single = evaluate(tiny, examples, config, tmp_path / "single", progress=False)
     run = tmp_path / "run"
     for index in (1, 0):  # any order
         evaluate_shard(tiny, run, Shard(index, 2), examples, config, progress=False)
-    assert [len(json.loads(p.read_text())["example_ids"]) for p in sorted(run.glob("shards/*/shard.json"))] == [2, 3]
+    assert [len(json.loads(p.read_text())["example_ids"]) for p in sorted(run.glob("shards/*/shard.json"))] == [
+        3,
+        2,
+    ]  # whole batches
     merge_run(run)
     for name in ("predictions.jsonl", "config.json", "metrics.json"):
         assert (run / name).read_text() == (tmp_path / "single" / name).read_text(), name
