@@ -23,4 +23,4 @@ def merge(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("merge", short_help="Join the shards (--shard I/N) of a discover, validate or evaluate run.")(merge)
+    app.command("merge", short_help="Join the shards (--shard I/N) of a run into its outputs.")(merge)
