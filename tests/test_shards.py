@@ -220,3 +220,30 @@ def test_cli_shards_and_merge(tiny, examples, tmp_path, monkeypatch):
         assert failed.exit_code == 2 and failed.output.startswith(message) and failed.output.count("\n") == 1, failed.output
     missing = run("merge", tmp_path / "nowhere")
     assert missing.exit_code == 2 and missing.output == f"error: {tmp_path / 'nowhere'}: no such folder\n"
+
+
+@pytest.mark.parametrize("name", ["validate", "evaluate"])
+def test_cli_validate_and_evaluate_shards_merge_into_one_process_files(tiny, heads_file, tmp_path, monkeypatch, name):
+    import workbench.commands.evaluate as evaluate_command
+    import workbench.commands.validate as validate_command
+
+    for module in (validate_command, evaluate_command):
+        monkeypatch.setattr(module, "load_lens", lambda *args: tiny)
+    data = tmp_path / "dev.jsonl"
+    records = [{"id": f"e{i}", "user_id": "u", "prompt": f"Profile: {t}. Write.", "target": f"{t}!",
+                "prompt_no_profile": "Write."} for i, t in enumerate(TOPICS[:3])]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+    commands = {
+        "validate": ("validate", "--data", data, "--heads", heads_file, "--n-random", 2, "--ablation", "mean", "--no-pattern-heads"),
+        "evaluate": ("evaluate", "--task", "LaMP-7", "--limit", 2, "--batch-size", 1, "--max-new-tokens", 3,
+                     "--profile-k", 1, "--method", "dps", "--heads", heads_file),
+    }  # fmt: skip
+    outputs = {"validate": ("validation.parquet", "validation_summary.csv"), "evaluate": ("predictions.jsonl", "metrics.json")}
+    single = run(*commands[name], "--out", tmp_path / "single")
+    assert single.exit_code == 0, single.output
+    for shard in ("1/2", "0/2"):
+        assert run(*commands[name], "--out", tmp_path / "run", "--shard", shard).exit_code == 0
+    assert run("merge", tmp_path / "run").exit_code == 0
+    for output in outputs[name]:
+        assert (tmp_path / "run" / output).read_bytes() == (tmp_path / "single" / output).read_bytes(), output
