@@ -25,7 +25,7 @@ from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import demo_folder, load_examples
 from workbench.decoding import make_decoder
 from workbench.errors import InputError
-from workbench.figures import overlap_heatmap, pcs_heatmap, save_figure, validation_bars
+from workbench.figures import overlap_heatmap, pcs_heatmap, save_figure, validation_figure
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
 from workbench.runs import EvalConfig, evaluate
@@ -109,7 +109,7 @@ def run_demo(lens: Lens, config: DemoConfig, out: str | Path, *, progress: bool 
         validation = pd.concat(tables, ignore_index=True)
         io.write_parquet(validation_file, validation)
     for variant, part in validation.groupby("heads", sort=False):
-        save_figure(validation_bars(part, title=f"ablating the top-{config.top_k} {variant} heads on held-out users"),
+        save_figure(validation_figure(part, k=config.top_k, label=f"{variant} heads on held-out users"),
                     figures / f"validation-{variant}", png=config.figures_png)  # fmt: skip
 
     runs = {

@@ -5,6 +5,9 @@
 per-example checkpoints in `OUT/checkpoint/`, so an interrupted run resumes. `--score retrieval`
 and `--score induction` need no data: they score every head on synthetic sequences and write
 the top heads to `OUT/heads.json` (DeCoRe's retrieval heads, controls for validation).
+With `--clusters clusters.json` (`workbench cluster`), PCS is scored on each cluster's member
+examples: `OUT/cluster-<id>/` gets each cluster's `pcs.parquet` and `heads.json`, and
+`OUT/cluster_heads.json` indexes them (what `workbench evaluate --cluster-heads OUT` reads).
 
 The data options here are shared by `validate`, `evaluate` and `steer`, under the same names.
 """
@@ -46,7 +49,10 @@ DataOption = Annotated[
 ]
 TaskOption = Annotated[
     str | None,
-    typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7."),
+    typer.Option(
+        "--task",
+        help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; default: LaMP-4 of the demo set when --data is not given either.",
+    ),
 ]
 FormatOption = Annotated[
     str | None,
@@ -121,6 +127,10 @@ def discover(
     ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Weight normalisation: max (default), sum or none.")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", help="Ablated heads per batch (memory bound).")] = 64,
+    clusters: Annotated[
+        Path | None,
+        typer.Option("--clusters", help="clusters.json (`workbench cluster`): heads per cluster, from its member examples."),
+    ] = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
@@ -152,13 +162,17 @@ def discover(
     settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
     where = placement(shard, ray, workers, cpus_per_worker)
-    if settings.score != "pcs" and (shard or ray):
-        raise InputError("--shard and --ray apply to PCS scans (--score pcs)")
+    if (settings.score != "pcs" or clusters is not None) and (shard or ray):
+        raise InputError("--shard and --ray apply to PCS scans of all examples (--score pcs, no --clusters)")
+    if clusters is not None:
+        _cluster_heads(out, clusters, data, task, split, settings, record, limit, top_m, max_rows, seed,
+                       lambda: load_lens(model, device, dtype, device_map))  # fmt: skip
+        return
     if settings.score != "pcs":
         lens = load_lens(model, device, dtype, device_map)
         _pattern_heads(lens, out, settings, record)
         return
-    check_source(data, task)
+    task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     if settings.top_k is not None and settings.top_k > lens.geometry.n_total_heads:
         raise InputError(
@@ -172,30 +186,24 @@ def discover(
 
 
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, shard, runners) -> None:
-    from workbench.heads import HeadWeights
-    from workbench.scores import score_heads
+    from workbench.discovery import discover_heads, scoring_options, selection_options
     from workbench.shards import discover_shard
 
-    scoring = {
-        "method": settings.method, "variant": settings.variant, "ablation": settings.ablation, "top_m": top_m,
-        "top_k": settings.selection_size(lens.geometry.n_total_heads), "max_rows": max_rows, "seed": seed,
-        "task": task or data.stem,  # type: ignore[union-attr]
-    }  # fmt: skip
+    task = task or data.stem  # type: ignore[union-attr]
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
     metadata = {"split": split, "preset": record["preset"], "options": record}
-    selection = {
-        "top_k": settings.top_k, "top_percent": settings.top_percent, "min_score": settings.min_pcs, "norm": settings.norm,
-        "extra": {"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record},
-    }  # fmt: skip
     if shard is not None:
-        done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection, metadata=metadata,
-                              options={"model": lens.name}, workers=runners)  # fmt: skip
+        scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+        done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection_options(settings, extra),
+                              metadata=metadata, options={"model": lens.name}, workers=runners)  # fmt: skip
         if done is not None:
             print(f"shard {shard.label}: scored {done.n_examples} examples; once every shard is done: workbench merge {out}")
         return
-    result = score_heads(lens, examples, **scoring, checkpoint=out / "checkpoint", workers=runners)
-    result.metadata.update(metadata)
+    result, weights = discover_heads(
+        lens, examples, settings, checkpoint=out / "checkpoint", top_m=top_m, max_rows=max_rows, seed=seed,
+        task=task, metadata=metadata, extra=extra, workers=runners,
+    )  # fmt: skip
     result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(result, **selection)
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
         f"({settings.method}, {settings.variant}, {settings.ablation} ablation)"
@@ -205,6 +213,30 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
     for layer, head in weights.heads():
         print(f"  layer {layer:>2} head {head:>2}  pcs {mean[layer, head]:+.4f}  weight {weights.weights[layer, head]:.3f}")
     print(f"wrote {out / 'pcs.parquet'} and {out / 'heads.json'}")
+
+
+def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader) -> None:
+    """PCS per cluster of `clusters_path` on its member examples; the clusters are checked
+    against the data (and embedder) before the model loads."""
+    from workbench.data.scoring_examples import load_scoring_examples
+    from workbench.data.sources import load_examples
+    from workbench.users import ClusterFile, discover_cluster_heads, save_cluster_discovery
+
+    clusters = ClusterFile.load(clusters_path)
+    clusters.check_embedder(clusters_path)
+    task = task or clusters.task
+    examples = load_examples(data, task, split)
+    clusters.check_data(examples, task, split, clusters_path)
+    lens = lens_loader()
+    chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
+             "options": record, "clusters": str(clusters_path)}  # fmt: skip
+    results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
+                                            max_rows=max_rows, seed=seed, task=task, extra=extra)  # fmt: skip
+    save_cluster_discovery(out, results, heads)
+    for cluster, (result, weights) in enumerate(zip(results, heads.weights)):
+        print(f"cluster {cluster}: {result.n_examples} examples, heads {weights.heads()}")
+    print(f"wrote {out / 'cluster_heads.json'} and one folder per cluster")
 
 
 def _pattern_heads(lens, out: Path, settings, record: dict[str, Any]) -> None:

@@ -80,7 +80,7 @@ def validate(
     prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
                           retriever=retriever or "bm25", seed=seed)  # fmt: skip
     where = placement(shard, ray, workers, cpus_per_worker)
-    check_source(data, task)
+    task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)

@@ -136,6 +136,7 @@ class _Batch:
         self.max_new_tokens, self.sampling, self.stop_strings = max_new_tokens, sampling, stop_strings
         self.diagnostics = diagnostics
         self.stop_ids = stop_ids
+        self.indices = indices
         self.active = list(range(len(indices)))
         self.generated: list[list[int]] = [[] for _ in indices]
         self.steps: list[list[dict[str, Any]]] = [[] for _ in indices]
@@ -145,8 +146,12 @@ class _Batch:
     # --- forwards ----------------------------------------------------------------------------
 
     def batch_mask(self) -> HeadMask | None:
+        """Each group's mask for each active prompt (its own row where the mask has one per prompt)."""
         masks = self.decoder_run.group_masks()
-        return None if masks is None else HeadMask.stack([mask for mask in masks for _ in self.active])
+        if masks is None:
+            return None
+        prompts = [self.indices[position] for position in self.active]
+        return HeadMask.stack([mask.take(prompt, prompt + 1) for mask in masks for prompt in prompts])
 
     def forward(
         self, tokens: TokenIds, past: Any, attention: ContextMask, mask: HeadMask | None, hooks: list[Hook]
