@@ -18,6 +18,7 @@ from workbench.typed_config import Fraction, PositiveInt, typed_config
 
 if TYPE_CHECKING:
     from workbench.data.tokenized import TokenizedExample
+    from workbench.distributed import Workers
     from workbench.lens import Lens
 
 
@@ -59,17 +60,27 @@ def discover_heads(
     metadata: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    workers: Workers | None = None,
 ) -> tuple[PCSResult, HeadWeights]:
     """PCS of every head on `examples` and the heads `settings` select: what `workbench discover`
-    runs, globally and per cluster. `metadata` is added to the scores' record, `extra` to the heads'."""
-    result = score_heads(
-        lens, examples, method=settings.method, variant=settings.variant, ablation=settings.ablation,
-        checkpoint=checkpoint, top_m=top_m, top_k=settings.selection_size(lens.geometry.n_total_heads),
-        max_rows=max_rows, seed=seed, task=task, progress=progress,
-    )  # fmt: skip
+    runs, globally and per cluster. `metadata` is added to the scores' record, `extra` to the heads'.
+    `workers` run the examples (default: this process; see `workbench.distributed`)."""
+    scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+    result = score_heads(lens, examples, **scoring, checkpoint=checkpoint, progress=progress, workers=workers)
     result.metadata.update(metadata or {})
-    weights = HeadWeights.from_scores(
-        result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-        extra=extra or {},
-    )  # fmt: skip
-    return result, weights
+    return result, HeadWeights.from_scores(result, **selection_options(settings, extra or {}))
+
+
+def scoring_options(
+    lens: Lens, settings: DiscoverSettings, *, top_m: int | None, max_rows: int, seed: int, task: str
+) -> dict[str, Any]:
+    """The keywords of `score_heads` for `settings` (a shard records them, so that every shard scores alike)."""
+    return {"method": settings.method, "variant": settings.variant, "ablation": settings.ablation, "top_m": top_m,
+            "top_k": settings.selection_size(lens.geometry.n_total_heads), "max_rows": max_rows, "seed": seed,
+            "task": task}  # fmt: skip
+
+
+def selection_options(settings: DiscoverSettings, extra: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of `HeadWeights.from_scores` for `settings` (what `workbench merge` selects with)."""
+    return {"top_k": settings.top_k, "top_percent": settings.top_percent, "min_score": settings.min_pcs,
+            "norm": settings.norm, "extra": extra}  # fmt: skip

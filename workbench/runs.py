@@ -39,6 +39,7 @@ from workbench.decoding.base import Decoder
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.registry import decoder_options as decoder_options_of
 from workbench.decoding.registry import make_decoder, uses_heads
+from workbench.distributed import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.metrics import aggregate, score_example
@@ -225,11 +226,17 @@ def _check_resumable(out: Path, record: dict[str, Any]) -> None:
 
 
 def evaluate(
-    lens: Lens, examples: Sequence[Example], config: EvalConfig, out: str | Path, *, progress: bool = True
+    lens: Lens,
+    examples: Sequence[Example],
+    config: EvalConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    workers: Workers | None = None,
 ) -> dict[str, Any]:
-    """Generate, score and write predictions and metrics for `examples`; resumes an interrupted run."""
-    from workbench.decoding import generate
-    from workbench.decoding.routed import Routed, generate_routed
+    """Generate, score and write predictions and metrics for `examples`; resumes an interrupted
+    run. `workers` decode the batches (default: this process, on `lens`)."""
+    from workbench.decoding.routed import Routed
     from workbench.users.routing import route_users
 
     out = Path(out)
@@ -263,6 +270,18 @@ def evaluate(
     done = read_predictions(out / PREDICTIONS)
     todo = [e for e in examples if e.example_id not in done]
     spec = config.spec
+    batches = [todo[start : start + config.batch_size] for start in range(0, len(todo), config.batch_size)]
+    tasks = [
+        (
+            [prompts[e.example_id] for e in batch],
+            [contrasts[e.example_id] for e in batch] if contrasts else None,
+            None if routes is None else [routes.weights[e.user_id] for e in batch],
+        )
+        for batch in batches
+    ]
+    workers = workers if workers is not None else LocalWorkers(lens)
+    shared = (decoder, config.new_tokens, config.stop_strings, config.batch_size)
+    in_order = True
     with (
         open(out / PREDICTIONS, "a", encoding="utf-8") as handle,
         tqdm(
@@ -273,17 +292,9 @@ def evaluate(
             disable=not progress,
         ) as bar,  # fmt: skip
     ):
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            contrast = [contrasts[e.example_id] for e in batch] if contrasts else None
-            options = dict(contrast_prompts=contrast, max_new_tokens=config.new_tokens, stop_strings=config.stop_strings,
-                           batch_size=config.batch_size)  # fmt: skip
-            batch_prompts = [prompts[e.example_id] for e in batch]
-            if routes is None:
-                generations = generate(lens, batch_prompts, decoder=decoder, **options)
-            else:
-                generations = generate_routed(lens, batch_prompts, decoder, [routes.weights[e.user_id] for e in batch], **options)
-            for example, generation in zip(batch, generations):
+        for position, (index, generations) in enumerate(workers.map(generate_batch, tasks, shared=shared)):
+            in_order = in_order and index == position
+            for example, generation in zip(batches[index], generations):
                 prediction = generation.text.strip()
                 line = {
                     "id": example.example_id,
@@ -298,7 +309,11 @@ def evaluate(
                 done[example.example_id] = line
             handle.flush()
             os.fsync(handle.fileno())
-            bar.update(len(batch))
+            bar.update(len(batches[index]))
+    if not in_order:  # batches finished out of order on several workers: the file in example order
+        order = {e.example_id: i for i, e in enumerate(examples)}
+        ordered = sorted(done.values(), key=lambda line: order.get(str(line["id"]), len(order)))
+        io.write_text(out / PREDICTIONS, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in ordered))
     rows = [done[e.example_id]["scores"] for e in examples]
     result = {
         "task": spec.name,
@@ -307,7 +322,10 @@ def evaluate(
         "preset": config.preset,
         "label": config.label,
         "n": len(rows),
-        "metrics": {name: interval.as_dict() for name, interval in metric_intervals(spec, rows, config).items()},
+        "metrics": {
+            name: interval.as_dict()
+            for name, interval in metric_intervals(spec, rows, resamples=config.resamples, seed=config.seed).items()
+        },
         "config": record,
         "seed": config.seed,
         "versions": package_versions(),
@@ -319,11 +337,33 @@ def evaluate(
     return result
 
 
-def metric_intervals(spec: TaskSpec, rows: Sequence[dict[str, float]], config: EvalConfig) -> dict[str, Interval]:
+def metric_intervals(spec: TaskSpec, rows: Sequence[dict[str, float]], *, resamples: int, seed: int) -> dict[str, Interval]:
     return {
-        name: bootstrap_interval(len(rows), metric_statistic(spec, rows, name), resamples=config.resamples, seed=config.seed)
+        name: bootstrap_interval(len(rows), metric_statistic(spec, rows, name), resamples=resamples, seed=seed)
         for name in aggregate(spec, rows)
     }
+
+
+def generate_batch(
+    lens: Lens,
+    decoder: Decoder,
+    max_new_tokens: int,
+    stop_strings: Sequence[str],
+    batch_size: int,
+    prompts: list,
+    contrast_prompts: list | None,
+    route_weights: list[HeadWeights] | None,
+) -> list:
+    """One batch of an evaluation's generations, each prompt with its user's routed head weights
+    where the run routes users (the unit of work a worker runs)."""
+    from workbench.decoding import generate
+    from workbench.decoding.routed import generate_routed
+
+    options = dict(contrast_prompts=contrast_prompts, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
+                   batch_size=batch_size)  # fmt: skip
+    if route_weights is None:
+        return generate(lens, prompts, decoder=decoder, **options)
+    return generate_routed(lens, prompts, decoder, route_weights, **options)
 
 
 def package_versions() -> dict[str, str]:

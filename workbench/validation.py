@@ -19,10 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.data.tokenized import TokenizedExample
+from workbench.distributed import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.lens import Lens
-from workbench.masks import Head
+from workbench.masks import Head, HeadMask
 from workbench.scores.ablation import make_ablation
 from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
@@ -83,8 +84,12 @@ def validation_deltas(
     ablation: str = "zero",
     max_rows: int = 64,
     progress: bool = True,
+    reference: Sequence[Sequence[int]] | None = None,
+    workers: Workers | None = None,
 ) -> pd.DataFrame:
-    """Per example, condition and head set: clean NLL, NLL with the set ablated together, ΔNLL."""
+    """Per example, condition and head set: clean NLL, NLL with the set ablated together, ΔNLL.
+    `reference`: the mean ablation's sequences (default: the examples' prompt ‖ target; a shard
+    passes its whole run's); `workers` run the examples (default: this process, on `lens`)."""
     if not examples:
         raise InputError("no held-out examples to validate on")
     for example in examples:
@@ -93,17 +98,32 @@ def validation_deltas(
             raise InputError(
                 f"example {example.example_id!r}: the validation study needs its prompt without the profile (prompt_no_profile)"
             )
-    chosen = make_ablation(lens, ablation, [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples])
+    if reference is None:
+        reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
+    chosen = make_ablation(lens, ablation, reference)
     masks = [chosen.together(lens, heads) for _, _, heads in sets]
-    rows = []
-    for example in tqdm(examples, desc="validation", unit="example", disable=not progress):
-        for condition, field in CONDITIONS.items():
-            result = sequence_nll(lens, TargetSequence(getattr(example, field), example.target_ids), masks, max_rows=max_rows)
-            clean = result.clean_mean
-            for (name, draw, _), value in zip(sets, result.masked_mean.tolist()):
-                rows.append((example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
+    labels = [(name, draw) for name, draw, _ in sets]
+    per_example: list[list[tuple]] = [[] for _ in examples]
+    workers = workers if workers is not None else LocalWorkers(lens)
+    with tqdm(total=len(examples), desc="validation", unit="example", disable=not progress) as bar:
+        for index, rows in workers.map(example_deltas, [(e,) for e in examples], shared=(masks, labels, max_rows)):
+            per_example[index] = rows
+            bar.update()
     columns = ["example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame([row for rows in per_example for row in rows], columns=columns)
+
+
+def example_deltas(
+    lens: Lens, masks: list[HeadMask], labels: list[tuple[str, int]], max_rows: int, example: TokenizedExample
+) -> list[tuple]:
+    """One example's rows of `validation_deltas` (the unit of work a worker runs)."""
+    rows = []
+    for condition, field in CONDITIONS.items():
+        result = sequence_nll(lens, TargetSequence(getattr(example, field), example.target_ids), masks, max_rows=max_rows)
+        clean = result.clean_mean
+        for (name, draw), value in zip(labels, result.masked_mean.tolist()):
+            rows.append((example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
+    return rows
 
 
 def summarize_validation(deltas: pd.DataFrame, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:

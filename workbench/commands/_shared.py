@@ -155,6 +155,19 @@ def one_line(error: Exception) -> str:
     return message[0].lower() + message[1:] if message[1:2].islower() else message
 
 
+OPTIONAL_VALUES = {"--ray": "local"}  # options whose value may be left out: `--ray` alone is `--ray local`
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """`args` with the value of an `OPTIONAL_VALUES` option filled in where it was left out."""
+    filled = []
+    for position, arg in enumerate(args):
+        filled.append(arg)
+        if arg in OPTIONAL_VALUES and (position + 1 == len(args) or args[position + 1].startswith("-")):
+            filled.append(OPTIONAL_VALUES[arg])
+    return filled
+
+
 class OneLineErrors(typer.core.TyperGroup):
     """The root command group: usage and type errors become one line on stderr (exit status 2)
     instead of a boxed message. (Typer ends a Ctrl-C outside a command with status 130; inside
@@ -162,6 +175,7 @@ class OneLineErrors(typer.core.TyperGroup):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        args = with_optional_values(list(sys.argv[1:] if args is None else args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

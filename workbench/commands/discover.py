@@ -19,6 +19,14 @@ from typing import Annotated, Any
 
 import typer
 
+from workbench.commands._placement_options import (
+    CpusPerWorkerOption,
+    RayOption,
+    ShardOption,
+    WorkersOption,
+    placement,
+    worker_loader,
+)
 from workbench.commands._shared import (
     DeviceMapOption,
     DeviceOption,
@@ -127,6 +135,10 @@ def discover(
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
+    shard: ShardOption = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    cpus_per_worker: CpusPerWorkerOption = 1,
 ) -> None:
     """Score every attention head (PCS by default) and select the top heads.
 
@@ -149,6 +161,9 @@ def discover(
         values["top_k"] = None  # a fraction (given or the preset's) replaces the default top-k
     settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
+    where = placement(shard, ray, workers, cpus_per_worker)
+    if (settings.score != "pcs" or clusters is not None) and (shard or ray):
+        raise InputError("--shard and --ray apply to PCS scans of all examples (--score pcs, no --clusters)")
     if clusters is not None:
         _cluster_heads(out, clusters, data, task, split, settings, record, limit, top_m, max_rows, seed,
                        lambda: load_lens(model, device, dtype, device_map))  # fmt: skip
@@ -166,17 +181,27 @@ def discover(
     examples = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
     if settings.sample is not None:
         print(f"scoring {len(examples)} examples drawn at random (seed {seed}; at most {settings.sample})")
-    _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed)
+    with where.open(lens, worker_loader(model, dtype)) as runners:
+        _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, where.shard, runners)
 
 
-def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed) -> None:
-    from workbench.discovery import discover_heads
+def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, shard, runners) -> None:
+    from workbench.discovery import discover_heads, scoring_options, selection_options
+    from workbench.shards import discover_shard
 
     task = task or data.stem  # type: ignore[union-attr]
     extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
+    metadata = {"split": split, "preset": record["preset"], "options": record}
+    if shard is not None:
+        scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+        done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection_options(settings, extra),
+                              metadata=metadata, options={"model": lens.name}, workers=runners)  # fmt: skip
+        if done is not None:
+            print(f"shard {shard.label}: scored {done.n_examples} examples; once every shard is done: workbench merge {out}")
+        return
     result, weights = discover_heads(
         lens, examples, settings, checkpoint=out / "checkpoint", top_m=top_m, max_rows=max_rows, seed=seed,
-        task=task, metadata={"split": split, "preset": record["preset"], "options": record}, extra=extra,
+        task=task, metadata=metadata, extra=extra, workers=runners,
     )  # fmt: skip
     result.save(out / "pcs.parquet")
     print(

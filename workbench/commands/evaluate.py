@@ -9,6 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from workbench.commands._decoder_options import with_decoder_options
+from workbench.commands._placement_options import (
+    CpusPerWorkerOption,
+    RayOption,
+    ShardOption,
+    WorkersOption,
+    placement,
+    worker_loader,
+)
 from workbench.commands._shared import (
     DeviceMapOption,
     DeviceOption,
@@ -81,6 +89,10 @@ def evaluate(
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
+    shard: ShardOption = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    cpus_per_worker: CpusPerWorkerOption = 1,
     decoder_options: dict[str, Any] | None = None,
 ) -> None:
     """Generate with one decoder on one split, score with the task's metrics, and write OUT.
@@ -109,12 +121,19 @@ def evaluate(
     )  # fmt: skip
     if heads is not None:
         HeadWeights.load_any(heads)  # a malformed file fails before the model loads
+    where = placement(shard, ray, workers, cpus_per_worker)
     examples = load_examples(data, task, split)
     lens = load_lens(model, device, dtype, device_map)
     config = dataclasses.replace(config, model=lens.name)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, where.open(lens, worker_loader(model, dtype)) as runners:
         warnings.simplefilter("always")
-        result = run_evaluation(lens, examples, config, out)
+        if where.shard is not None:
+            from workbench.shards import evaluate_shard
+
+            result = evaluate_shard(lens, out, where.shard, examples, config, workers=runners)
+            out = where.shard.folder(out)
+        else:
+            result = run_evaluation(lens, examples, config, out, workers=runners)
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     typer.echo(f"{result['task']} {result['split']} {result['label']}  n={result['n']}")

@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 
+from workbench.commands._placement_options import (
+    CpusPerWorkerOption,
+    RayOption,
+    ShardOption,
+    WorkersOption,
+    placement,
+    worker_loader,
+)
 from workbench.commands._shared import (
     DeviceMapOption,
     DeviceOption,
@@ -56,6 +64,10 @@ def validate(
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
+    shard: ShardOption = None,
+    ray: RayOption = None,
+    workers: WorkersOption = None,
+    cpus_per_worker: CpusPerWorkerOption = 1,
 ) -> None:
     """Mask the top-k preference heads together vs random, retrieval and induction heads, with
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
@@ -67,6 +79,7 @@ def validate(
 
     prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
                           retriever=retriever or "bm25", seed=seed)  # fmt: skip
+    where = placement(shard, ray, workers, cpus_per_worker)
     task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)
@@ -75,7 +88,16 @@ def validate(
         {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
     )
     sets = head_sets(lens, weights, k=top_k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
-    deltas = validation_deltas(lens, examples, sets, ablation=ablation or "zero")
+    with where.open(lens, worker_loader(model, dtype)) as runners:
+        if where.shard is not None:
+            from workbench.shards import validate_shard
+
+            options = {"model": lens.name, "heads": weights.weights.tolist(), "split": split}
+            validate_shard(lens, out, where.shard, examples, sets, ablation=ablation or "zero", seed=seed, options=options,
+                           workers=runners)  # fmt: skip
+            print(f"shard {where.shard.label} done; once every shard is done: workbench merge {out}")
+            return
+        deltas = validation_deltas(lens, examples, sets, ablation=ablation or "zero", workers=runners)
     summary = summarize_validation(deltas, seed=seed)
     io.write_parquet(out / "validation.parquet", deltas)
     io.write_text(out / "validation_summary.csv", summary.to_csv(index=False))

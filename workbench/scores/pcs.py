@@ -26,7 +26,7 @@ candidate set (the candidates depend on all examples) is completed with the head
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 
 from workbench.checkpoint import CheckpointStore, digest
 from workbench.data.tokenized import TokenizedExample
+from workbench.distributed import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.lens import Lens
 from workbench.masks import Head
-from workbench.scores.ablation import make_ablation
+from workbench.scores.ablation import Ablation, make_ablation
 from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence
@@ -84,94 +85,161 @@ def score_heads(
     seed: int = 0,
     task: str = "",
     progress: bool = True,
+    workers: Workers | None = None,
 ) -> PCSResult:
     """Score every head of `lens` on `examples`; see the module docstring for the options.
 
     `reference`: token sequences for mean ablation (default: the examples' prompt ‖ target).
     `top_m`: hybrid candidates re-scored exactly (default: `default_top_m` of `top_k`, the number
     of heads the caller will select). `seed` seeds the result's bootstrap intervals (the scores
-    themselves are deterministic).
+    themselves are deterministic). `workers` run the examples (default: `lens`, in this process;
+    `workbench.distributed.RayWorkers` on a Ray cluster); the hybrid method chooses its candidates
+    from every example's attribution before any exact score, wherever the examples run.
     """
-    _check_arguments(lens, examples, method, variant, max_rows)
-    n_total = lens.geometry.n_total_heads
-    top_m = default_top_m(n_total, top_k) if top_m is None else int(top_m)
-    if method == "hybrid" and not 0 < top_m <= n_total:
-        raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
-    if reference is None:
-        reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
-    chosen = make_ablation(lens, ablation, reference)
-    metadata = {
-        "model": lens.name,
-        "task": task,
-        "method": method,
-        "variant": variant,
-        "ablation": ablation,
-        "n_examples": len(examples),
-        "seed": seed,
-        "top_m": top_m if method == "hybrid" else None,
-        "screen": SCREEN if method == "hybrid" else None,
-    }
-    store = None
-    if checkpoint is not None:
-        # What makes a stored entry; the examples are not part of it (entries are keyed by their
-        # content), and neither are the task label and the seed, which no score depends on.
-        options = {
-            **{name: metadata[name] for name in ("model", "method", "variant", "ablation", "top_m", "screen")},
-            "geometry": vars(lens.geometry),
-            "dtype": str(next(lens.bridge.parameters()).dtype),
-            "max_rows": max_rows,
-            "reference": digest([list(r) for r in reference]) if ablation == "mean" else None,
-        }
-        store = CheckpointStore(checkpoint, options)
+    scan = PCSScan(lens, examples, method=method, variant=variant, ablation=ablation, reference=reference,
+                   checkpoint=checkpoint, top_m=top_m, top_k=top_k, max_rows=max_rows, seed=seed, task=task,
+                   progress=progress, workers=workers)  # fmt: skip
+    if method == "exact":
+        return scan.result(examples)
+    estimates = scan.estimates(examples)
+    return scan.result(examples, estimates, scan.candidates(estimates) if method == "hybrid" else None)
 
-    def run_phase(
-        phase: str, score: Callable[[TargetSequence, list[Head]], dict[str, HeadGrid]], heads: list[Head]
-    ) -> dict[str, torch.Tensor]:
-        """Per example, the signed sum of `score(sequence, heads)["pcs"]` over the variant's
-        sequences (other grids, magnitudes, are summed unsigned), stacked per name. A stored entry
-        is reused; one that lacks some of `heads` (NaN: another candidate set) is completed."""
-        entries = [_load(store, f"{phase}/{_content_key(example, variant)}") for example in examples]
+
+class PCSScan:
+    """A scan's fixed parts (ablation, checkpoint, options) and its phases, callable one by one:
+    a shard runs the attribution phase on its examples, takes the hybrid candidates from the
+    attribution of *all* shards (`candidates`), then runs the exact phase (`result`).
+
+    `examples` are the whole scan's (they check the arguments and make the default mean-ablation
+    reference); the phases take any subset of them."""
+
+    def __init__(
+        self,
+        lens: Lens,
+        examples: Sequence[TokenizedExample],
+        *,
+        method: str = "exact",
+        variant: str = "standard",
+        ablation: str = "zero",
+        reference: Sequence[Sequence[int]] | None = None,
+        checkpoint: str | Path | None = None,
+        top_m: int | None = None,
+        top_k: int | None = None,
+        max_rows: int = 64,
+        seed: int = 0,
+        task: str = "",
+        progress: bool = True,
+        workers: Workers | None = None,
+    ):
+        _check_arguments(lens, examples, method, variant, max_rows)
+        n_total = lens.geometry.n_total_heads
+        top_m = default_top_m(n_total, top_k) if top_m is None else int(top_m)
+        if method == "hybrid" and not 0 < top_m <= n_total:
+            raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
+        if reference is None:
+            reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
+        self.lens, self.method, self.variant, self.top_m, self.max_rows, self.progress = (
+            lens, method, variant, top_m, max_rows, progress
+        )  # fmt: skip
+        self.ablation = make_ablation(lens, ablation, reference)
+        self.workers = workers if workers is not None else LocalWorkers(lens)
+        self.metadata = {
+            "model": lens.name,
+            "task": task,
+            "method": method,
+            "variant": variant,
+            "ablation": ablation,
+            "n_examples": len(examples),
+            "seed": seed,
+            "top_m": top_m if method == "hybrid" else None,
+            "screen": SCREEN if method == "hybrid" else None,
+        }
+        self.store = None
+        if checkpoint is not None:
+            # What makes a stored entry; the examples are not part of it (entries are keyed by their
+            # content), and neither are the task label and the seed, which no score depends on.
+            options = {
+                **{name: self.metadata[name] for name in ("model", "method", "variant", "ablation", "top_m", "screen")},
+                "geometry": vars(lens.geometry),
+                "dtype": str(next(lens.bridge.parameters()).dtype),
+                "max_rows": max_rows,
+                "reference": digest([list(r) for r in reference]) if ablation == "mean" else None,
+            }
+            self.store = CheckpointStore(checkpoint, options)
+
+    def estimates(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+        """The attribution phase: per example, the estimate (`pcs`) and `magnitude` of every head."""
+        return self._phase("attribution", examples, self.lens.geometry.all_heads())
+
+    def candidates(self, estimates: dict[str, torch.Tensor]) -> list[Head]:
+        """The hybrid's heads to score exactly, from the attribution of every example of the scan."""
+        return hybrid_candidates(estimates["pcs"].mean(dim=0), estimates["magnitude"].mean(dim=0), self.top_m)
+
+    def result(
+        self,
+        examples: Sequence[TokenizedExample],
+        estimates: dict[str, torch.Tensor] | None = None,
+        candidates: Sequence[Head] | None = None,
+    ) -> PCSResult:
+        """The scores of `examples`: exact ones (method `exact`), their `estimates` (attribution),
+        or the estimates with `candidates` scored exactly (hybrid)."""
+        shape = (self.lens.geometry.n_layers, self.lens.geometry.n_heads)
+        if self.method == "exact":
+            per_example = self._phase("exact", examples, self.lens.geometry.all_heads())["pcs"]
+            exact = torch.ones(shape, dtype=torch.bool)
+        else:
+            if estimates is None or (self.method == "hybrid") != (candidates is not None):
+                raise ValueError(f"the {self.method} method needs the estimates{' and candidates' * (self.method == 'hybrid')}")
+            per_example = estimates["pcs"]
+            exact = torch.zeros(shape, dtype=torch.bool)
+        if candidates is not None:
+            scored = self._phase("exact", examples, list(candidates))["pcs"]
+            for layer, head in candidates:
+                exact[layer, head] = True
+            per_example = torch.where(exact, scored, per_example)
+        metadata = {**self.metadata, "n_examples": len(examples)}
+        return PCSResult(per_example, exact, [e.example_id for e in examples], [e.user_id for e in examples], metadata)
+
+    def _phase(self, phase: str, examples: Sequence[TokenizedExample], heads: list[Head]) -> dict[str, torch.Tensor]:
+        """Per example, `example_scores` stacked per name. A stored entry is reused; one that lacks
+        some of `heads` (NaN: another candidate set) is completed; every new entry is stored as
+        soon as its worker returns it."""
+        keys = [f"{phase}/{_content_key(example, self.variant)}" for example in examples]
+        entries = [_load(self.store, key) for key in keys]
         lacking = [_lacking(entry, heads) for entry in entries]
-        finished = sum(not missing for missing in lacking)
-        with tqdm(total=len(examples), initial=finished, desc=f"{phase} PCS", unit="example", disable=not progress) as bar:
-            for index, example in enumerate(examples):
-                if not lacking[index]:
-                    continue
-                computed: dict[str, torch.Tensor] = {}
-                for sign, sequence in variant_sequences(example, variant):
-                    for name, grid in score(sequence, lacking[index]).items():
-                        computed[name] = computed.get(name, 0) + (sign * grid if name == "pcs" else grid)
+        pending = [index for index, missing in enumerate(lacking) if missing]
+        tasks = [(phase, examples[index], lacking[index]) for index in pending]
+        shared = (self.ablation, self.variant, self.max_rows)
+        with tqdm(total=len(examples), initial=len(examples) - len(pending), desc=f"{phase} PCS", unit="example",
+                  disable=not self.progress) as bar:  # fmt: skip
+            for position, computed in self.workers.map(example_scores, tasks, shared=shared):
+                index = pending[position]
                 entries[index] = {
                     name: grid if name not in entries[index] else torch.where(grid.isnan(), entries[index][name], grid)
                     for name, grid in computed.items()
                 }
-                if store is not None:
-                    store.save(f"{phase}/{_content_key(example, variant)}", {k: v.numpy() for k, v in entries[index].items()})
+                if self.store is not None:
+                    self.store.save(keys[index], {k: v.numpy() for k, v in entries[index].items()})
                 bar.update()
         return {name: torch.stack([entry[name] for entry in entries]) for name in entries[0]}
 
-    def attribution(sequence: TargetSequence, heads: list[Head]) -> dict[str, HeadGrid]:
-        estimate, magnitude = attribution_terms(lens, sequence, chosen)
-        return {"pcs": estimate, "magnitude": magnitude}
 
-    def exact_scores(sequence: TargetSequence, heads: list[Head]) -> dict[str, HeadGrid]:
-        return {"pcs": exact_deltas(lens, sequence, chosen, heads, max_rows=max_rows)}
-
-    shape = (lens.geometry.n_layers, lens.geometry.n_heads)
-    if method == "exact":
-        per_example = run_phase("exact", exact_scores, lens.geometry.all_heads())["pcs"]
-        exact = torch.ones(shape, dtype=torch.bool)
-    else:
-        estimated = run_phase("attribution", attribution, lens.geometry.all_heads())
-        per_example = estimated["pcs"]
-        exact = torch.zeros(shape, dtype=torch.bool)
-    if method == "hybrid":
-        candidates = hybrid_candidates(per_example.mean(dim=0), estimated["magnitude"].mean(dim=0), top_m)
-        scored = run_phase("exact", exact_scores, candidates)["pcs"]
-        for layer, head in candidates:
-            exact[layer, head] = True
-        per_example = torch.where(exact, scored, per_example)
-    return PCSResult(per_example, exact, [e.example_id for e in examples], [e.user_id for e in examples], metadata)
+def example_scores(
+    lens: Lens, ablation: Ablation, variant: str, max_rows: int, phase: str, example: TokenizedExample, heads: list[Head]
+) -> dict[str, HeadGrid]:
+    """One example's grids of one phase: the signed sum over the variant's sequences of the
+    score (`pcs`), and for attribution the unsigned sum of the magnitudes (`magnitude`); the
+    unit of work a worker runs."""
+    computed: dict[str, torch.Tensor] = {}
+    for sign, sequence in variant_sequences(example, variant):
+        if phase == "exact":
+            grids = {"pcs": exact_deltas(lens, sequence, ablation, heads, max_rows=max_rows)}
+        else:
+            estimate, magnitude = attribution_terms(lens, sequence, ablation)
+            grids = {"pcs": estimate, "magnitude": magnitude}
+        for name, grid in grids.items():
+            computed[name] = computed.get(name, 0) + (sign * grid if name == "pcs" else grid)
+    return computed
 
 
 def _content_key(example: TokenizedExample, variant: str) -> str:

@@ -1,0 +1,128 @@
+"""Ray workers: one local Ray instance with 2 one-thread CPU workers on the tiny model gives the
+single process's hybrid scan (with a worker killed in the middle), validation table and
+predictions, bit for bit; Ray absent or an unreachable cluster is a one-line error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from workbench.data.prompt_jsonl import tokenize_pair
+from workbench.data.prompts import PromptConfig
+from workbench.data.sources import load_examples
+from workbench.distributed import RayWorkers
+from workbench.errors import InputError
+from workbench.heads import HeadWeights
+from workbench.models import tiny_model
+from workbench.runs import EvalConfig, evaluate
+from workbench.scores import score_heads
+from workbench.validation import head_sets, validation_deltas
+
+TOPICS = ["cats", "rain", "jazz", "tea", "sun", "snow"]
+
+
+class KilledOnce(RayWorkers):
+    """Ray workers whose first worker process is killed (SIGKILL) once the first result is in."""
+
+    killed: int | None = None
+
+    def map(self, job, tasks, shared=()):
+        for item in super().map(job, tasks, shared):
+            if self.killed is None:
+                self.killed = self._ray.get(self.actors[0].pid.remote())
+                os.kill(self.killed, signal.SIGKILL)
+            yield item
+
+
+@pytest.fixture(scope="module")
+def workers():
+    with KilledOnce(tiny_model, workers=2, cpus_per_worker=1) as started:
+        yield started
+
+
+def test_ray_runs_equal_one_process_even_when_a_worker_dies(tiny, workers, tmp_path):
+    examples = [
+        tokenize_pair(tiny, f"e{i}", "u", f"Profile: likes {t}. Write.", f"All about {t}!", prompt_no_profile="Write.")
+        for i, t in enumerate(TOPICS)
+    ]
+    single = score_heads(tiny, examples, method="hybrid", top_m=5, progress=False)
+    on_ray = score_heads(tiny, examples, method="hybrid", top_m=5, progress=False, workers=workers, checkpoint=tmp_path / "c")
+    assert torch.equal(on_ray.per_example, single.per_example) and torch.equal(on_ray.exact, single.exact)
+    assert workers._ray.get(workers.actors[0].pid.remote()) != workers.killed  # restarted, its jobs rerun
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 2 * len(examples)  # every entry checkpointed by the driver
+
+    sets = head_sets(tiny, HeadWeights.random_heads(tiny.geometry, 3, seed=2), n_random=2, seed=1)
+    pd.testing.assert_frame_equal(
+        validation_deltas(tiny, examples, sets, ablation="mean", progress=False, workers=workers),
+        validation_deltas(tiny, examples, sets, ablation="mean", progress=False),
+        check_exact=True,
+    )
+
+    texts = load_examples(None, "LaMP-7", "dev")[:5]
+    config = EvalConfig(task="LaMP-7", split="dev", model="tiny", max_new_tokens=4, batch_size=1,
+                        prompt=PromptConfig(profile_k=2), resamples=50)  # fmt: skip
+    evaluate(tiny, texts, config, tmp_path / "single", progress=False)
+    evaluate(tiny, texts, config, tmp_path / "ray", progress=False, workers=workers)
+    for name in ("predictions.jsonl", "metrics.json"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "single" / name).read_text(), name
+
+
+def test_ray_absent_or_unreachable_is_one_line(monkeypatch):
+    for address, message in [
+        ("127.0.0.1:1", r"^cannot reach the Ray cluster at '127.0.0.1:1': "),
+        ("head-node", r"^--ray takes a cluster address host:port \(e.g. head-node:6379\) or nothing, got 'head-node'$"),
+    ]:
+        with pytest.raises(InputError, match=message) as caught, RayWorkers(tiny_model, address=address):
+            pass
+        assert "\n" not in str(caught.value)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(InputError, match=r"^--ray needs Ray, which is not installed \(pip install 'workbench\[ray\]'\)$"):
+        RayWorkers(tiny_model).__enter__()
+
+
+def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatch, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import workbench.commands.discover as discover_command
+    import workbench.distributed as distributed
+    from workbench.cli import app
+
+    monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": f"e{i}", "user_id": "u", "prompt": f"Profile: {t}.", "target": f"{t}!"}) + "\n"
+                            for i, t in enumerate(TOPICS[:3])))  # fmt: skip
+    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+    common = ("discover", "--data", data, "--method", "attribution", "--top-k", 2)
+    real = distributed.RayWorkers
+    asked = []
+
+    class Recorded:
+        """Ray workers as the command asks for them, running in this process."""
+
+        def __init__(self, load, *, address, workers, cpus_per_worker):
+            asked.append((address, workers, cpus_per_worker))
+
+        def __enter__(self):
+            return distributed.LocalWorkers(tiny)
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(distributed, "RayWorkers", Recorded)
+    assert run(*common, "--out", tmp_path / "single").exit_code == 0
+    assert run(*common, "--ray", "--out", tmp_path / "local").exit_code == 0
+    assert (
+        run(*common, "--out", tmp_path / "cluster", "--workers", 3, "--cpus-per-worker", 2, "--ray", "head:6379").exit_code == 0
+    )
+    assert asked == [(None, None, 1), ("head:6379", 3, 2)]
+    assert (tmp_path / "local" / "pcs.parquet").read_bytes() == (tmp_path / "single" / "pcs.parquet").read_bytes()
+    monkeypatch.setattr(distributed, "RayWorkers", real)
+    failed = run(*common, "--out", tmp_path / "refused", "--ray", "127.0.0.1:1")
+    assert failed.exit_code == 2 and failed.output == "error: cannot reach the Ray cluster at '127.0.0.1:1': Connection refused\n"

@@ -1,0 +1,384 @@
+"""Shards: one run's examples cut into N deterministic slices that run anywhere, then merged.
+
+`--shard I/N` (I in 0..N-1) gives a run the I-th of N contiguous slices of its examples (whole
+batches for an evaluation, so that every prompt is decoded in the batch a single process would
+put it in). The shard works in `RUN_DIR/shards/I-of-N/` with its own checkpoints and a manifest
+(`shard.json`) of the options and a digest of all the run's examples, so shards of different
+options or data are refused, both when a shard starts beside others and when they are merged.
+
+`merge_run(RUN_DIR)` (`workbench merge`) joins finished shards into the files a single process
+writes: `pcs.parquet` and `heads.json` (discover), `validation.parquet` and
+`validation_summary.csv` (validate), `predictions.jsonl`, `config.json` and `metrics.json`
+(evaluate). Every per-example value is computed exactly as in one process and the summaries are
+computed from the joined per-example values, so the merged files hold the same numbers, bit for bit.
+
+The hybrid PCS method needs a barrier: its exact candidates come from the attribution of *all*
+examples. A hybrid shard first stores its attribution (`attribution.npz`); once every shard's is
+there, a rerun of the same command reads them all, chooses the candidates of the whole run and
+scores them exactly on its own examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import torch
+
+from workbench import io
+from workbench.checkpoint import digest
+from workbench.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from workbench.data.examples import Example
+    from workbench.data.tokenized import TokenizedExample
+    from workbench.distributed import Workers
+    from workbench.lens import Lens
+    from workbench.masks import Head
+    from workbench.runs import EvalConfig
+    from workbench.scores.results import PCSResult
+
+T = TypeVar("T")
+SHARDS, MANIFEST, ESTIMATES = "shards", "shard.json", "attribution.npz"
+KIND_OUTPUTS = {"discover": "pcs.parquet", "validate": "validation.parquet", "evaluate": "metrics.json"}
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InputError(f"shard {self.index}/{self.count}: I/N needs N >= 1 and 0 <= I < N")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`"I/N"`: the I-th (from 0) of N shards."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None:
+            raise InputError(f"--shard takes I/N (shard I of N, counting from 0), got {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def folder(self, run_dir: str | Path) -> Path:
+        return Path(run_dir) / SHARDS / f"{self.index}-of-{self.count}"
+
+    def take(self, items: Sequence[T], unit: int = 1) -> list[T]:
+        """This shard's contiguous slice of `items`, in whole groups of `unit` (the shards of
+        0..N-1 together are `items`, in order, each item once)."""
+        n_units = -(-len(items) // unit)
+        first, last = n_units * self.index // self.count, n_units * (self.index + 1) // self.count
+        if first == last:
+            groups = f" ({n_units} groups of {unit})" if unit > 1 else ""
+            raise InputError(f"shard {self.label} gets no examples: {len(items)} examples{groups} for {self.count} shards")
+        return list(items[first * unit : last * unit])
+
+
+def open_shard(
+    run_dir: str | Path,
+    shard: Shard,
+    kind: str,
+    options: dict[str, Any],
+    ids: Sequence[str],
+    shard_ids: Sequence[str],
+    content: str,
+) -> Path:
+    """The shard's folder, with its manifest; refused when this shard or another one of the run
+    was made with other options or data (`ids`: the whole run's example ids in order; `content`:
+    a digest of the examples themselves)."""
+    manifest = {
+        "kind": kind,
+        "index": shard.index,
+        "count": shard.count,
+        "options": json.loads(json.dumps(options, default=str)),  # key order kept: heads.json as one process writes it
+        "examples": digest(list(ids), content),
+        "n_examples": len(ids),
+        "example_ids": list(shard_ids),
+    }
+    for other in _manifests(run_dir):
+        _check_same(other, manifest, f"shard {other['index']}/{other['count']} in {run_dir}")
+    folder = shard.folder(run_dir)
+    path = folder / MANIFEST
+    if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != {**manifest, "finished": True}:
+        io.write_json(path, {**manifest, "finished": False})
+    return folder
+
+
+def finish_shard(folder: Path) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    io.write_json(folder / MANIFEST, {**manifest, "finished": True})
+
+
+def _manifests(run_dir: str | Path) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted((Path(run_dir) / SHARDS).glob(f"*/{MANIFEST}")):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}: not a shard manifest (malformed JSON)") from None
+    return found
+
+
+def _check_same(stored: dict[str, Any], wanted: dict[str, Any], where: str) -> None:
+    """Refuse shards of another command, shard count, options or data."""
+    if stored.get("kind") != wanted["kind"]:
+        raise InputError(f"{where} is a {stored.get('kind')} shard, not {wanted['kind']}; use another output folder")
+    if stored.get("count") != wanted["count"]:
+        raise InputError(f"{where} is one of {stored.get('count')} shards, not {wanted['count']}; use another output folder")
+    old, new = stored.get("options", {}), wanted["options"]
+    changed = sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+    if changed:
+        raise InputError(f"{where} was made with other options (differs in: {', '.join(changed)}); use another output folder")
+    if stored.get("examples") != wanted["examples"]:
+        raise InputError(f"{where} was made on other examples; use another output folder")
+
+
+def tokenized_digest(examples: Sequence[TokenizedExample]) -> str:
+    """A digest of what scoring examples are: ids and every token sequence."""
+    return digest([[e.example_id, e.prompt_ids, e.target_ids, e.no_profile_prompt_ids, e.swapped_prompt_ids] for e in examples])
+
+
+def _reference(examples: Sequence[TokenizedExample]) -> list[tuple[int, ...]]:
+    """The mean-ablation reference of the whole run (every example's prompt ‖ target), as one process makes it."""
+    from workbench.scores.nll import TargetSequence
+
+    return [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
+
+
+# --- discover --------------------------------------------------------------------------------
+
+
+def discover_shard(
+    lens: Lens,
+    run_dir: str | Path,
+    shard: Shard,
+    examples: Sequence[TokenizedExample],
+    *,
+    scoring: dict[str, Any],
+    selection: dict[str, Any],
+    metadata: dict[str, Any],
+    options: dict[str, Any],
+    workers: Workers | None = None,
+) -> PCSResult | None:
+    """Score this shard's part of `examples` (all of the run's) into its folder: `score_heads`
+    keywords `scoring`, `metadata` added to the result, `selection` the keywords of
+    `HeadWeights.from_scores` the merge will use. A hybrid shard returns None (and says so) while
+    other shards' attribution is missing: run it again when they are done."""
+    from workbench.scores.pcs import PCSScan
+
+    mine = shard.take(examples)
+    recorded = {**options, "scoring": scoring, "selection": selection, "metadata": metadata}
+    ids, mine_ids = [e.example_id for e in examples], [e.example_id for e in mine]
+    folder = open_shard(run_dir, shard, "discover", recorded, ids, mine_ids, tokenized_digest(examples))
+    scan = PCSScan(lens, examples, **scoring, checkpoint=folder / "checkpoint", workers=workers)
+    if scoring["method"] == "exact":
+        result = scan.result(mine)
+    else:
+        estimates = scan.estimates(mine)
+        candidates = None
+        if scoring["method"] == "hybrid":
+            _save_estimates(folder / ESTIMATES, mine, estimates)
+            everyone, missing = _all_estimates(run_dir, shard)
+            if missing:
+                print(
+                    f"shard {shard.label}: attribution done; the exact phase needs the attribution of every shard "
+                    f"(missing: {', '.join(missing)}): run this command again when they are done"
+                )
+                return None
+            candidates = scan.candidates(everyone)
+        result = scan.result(mine, estimates, candidates)
+    result.metadata.update(metadata)
+    result.save(folder / "pcs.parquet")
+    finish_shard(folder)
+    return result
+
+
+def _save_estimates(path: Path, examples: Sequence[TokenizedExample], estimates: dict[str, torch.Tensor]) -> None:
+    with io.atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, example_ids=np.array([e.example_id for e in examples]), **{k: v.numpy() for k, v in estimates.items()})
+
+
+def _all_estimates(run_dir: str | Path, shard: Shard) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Every shard's attribution joined in example order, or the shards still missing."""
+    parts, missing = [], []
+    for index in range(shard.count):
+        path = Shard(index, shard.count).folder(run_dir) / ESTIMATES
+        if not path.is_file():
+            missing.append(f"{index}/{shard.count}")
+            continue
+        with np.load(path) as stored:
+            parts.append({name: torch.from_numpy(stored[name]) for name in stored.files if name != "example_ids"})
+    if missing:
+        return {}, missing
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}, []
+
+
+def _merge_discover(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path]:
+    from workbench.heads import HeadWeights
+    from workbench.scores.results import PCSResult
+
+    parts = [PCSResult.load(Shard(m["index"], m["count"]).folder(run_dir) / "pcs.parquet") for m in manifests]
+    if any(not torch.equal(part.exact, parts[0].exact) for part in parts):
+        raise InputError(f"{run_dir}: the shards scored different heads exactly (their hybrid candidates differ)")
+    metadata = {**parts[0].metadata, "n_examples": sum(part.n_examples for part in parts)}
+    result = PCSResult(
+        torch.cat([part.per_example for part in parts]),
+        parts[0].exact,
+        [i for part in parts for i in part.example_ids],
+        [u for part in parts for u in part.user_ids],
+        metadata,
+    )
+    weights = HeadWeights.from_scores(result, **manifests[0]["options"]["selection"])
+    result.save(run_dir / "pcs.parquet")
+    if not weights.heads():
+        raise InputError(
+            f"no head passes the selection's minimum score, so no heads.json was written; {run_dir / 'pcs.parquet'} is kept"
+        )
+    weights.save(run_dir / "heads.json")
+    return [run_dir / "pcs.parquet", run_dir / "heads.json"]
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+def validate_shard(
+    lens: Lens,
+    run_dir: str | Path,
+    shard: Shard,
+    examples: Sequence[TokenizedExample],
+    sets: list[tuple[str, int, list[Head]]],
+    *,
+    ablation: str,
+    seed: int,
+    options: dict[str, Any],
+    workers: Workers | None = None,
+) -> pd.DataFrame:
+    """The validation deltas of this shard's part of `examples` (all of the run's), in its folder."""
+    from workbench.validation import validation_deltas
+
+    mine = shard.take(examples)
+    recorded = {**options, "sets": sets, "ablation": ablation, "seed": seed}
+    ids, mine_ids = [e.example_id for e in examples], [e.example_id for e in mine]
+    folder = open_shard(run_dir, shard, "validate", recorded, ids, mine_ids, tokenized_digest(examples))
+    deltas = validation_deltas(lens, mine, sets, ablation=ablation, reference=_reference(examples), workers=workers)
+    io.write_parquet(folder / "validation.parquet", deltas)
+    finish_shard(folder)
+    return deltas
+
+
+def _merge_validate(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path]:
+    import pandas as pd
+
+    from workbench.validation import summarize_validation
+
+    frames = [pd.read_parquet(Shard(m["index"], m["count"]).folder(run_dir) / "validation.parquet") for m in manifests]
+    deltas = pd.concat(frames, ignore_index=True)
+    summary = summarize_validation(deltas, seed=manifests[0]["options"]["seed"])
+    io.write_parquet(run_dir / "validation.parquet", deltas)
+    io.write_text(run_dir / "validation_summary.csv", summary.to_csv(index=False))
+    return [run_dir / "validation.parquet", run_dir / "validation_summary.csv"]
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def evaluate_shard(
+    lens: Lens,
+    run_dir: str | Path,
+    shard: Shard,
+    examples: Sequence[Example],
+    config: EvalConfig,
+    *,
+    workers: Workers | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate this shard's whole batches of `examples` (the run's, before `config.limit`) in its folder."""
+    from workbench.runs import evaluate
+
+    chosen = list(examples)[: config.limit]
+    mine = shard.take(chosen, unit=config.batch_size)
+    ids = [e.example_id for e in chosen]
+    content = digest([[e.example_id, e.user_id, e.input, e.output, e.profile] for e in chosen])
+    folder = open_shard(run_dir, shard, "evaluate", {"config": config.as_dict()}, ids, [e.example_id for e in mine], content)
+    result = evaluate(lens, mine, config, folder, workers=workers, progress=progress)
+    finish_shard(folder)
+    return result
+
+
+def _merge_evaluate(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path]:
+    from workbench.data.files import read_json
+    from workbench.data.tasks import task_spec
+    from workbench.runs import CONFIG, METRICS, PREDICTIONS, metric_intervals, read_predictions
+
+    folders = [Shard(m["index"], m["count"]).folder(run_dir) for m in manifests]
+    configs = [read_json(folder / CONFIG) for folder in folders]
+    if any(config != configs[0] for config in configs):
+        raise InputError(f"{run_dir}: the shards' config.json differ (another heads file or package?); use another output folder")
+    lines = []
+    for manifest, folder in zip(manifests, folders):
+        done = read_predictions(folder / PREDICTIONS)
+        missing = [i for i in manifest["example_ids"] if i not in done]
+        if missing:
+            raise InputError(
+                f"shard {manifest['index']}/{manifest['count']} lacks the prediction of {missing[0]!r}; run it again"
+            )
+        lines += [done[i] for i in manifest["example_ids"]]
+    config = configs[0]
+    rows = [line["scores"] for line in lines]
+    intervals = metric_intervals(task_spec(config["task"]), rows, resamples=config["resamples"], seed=config["seed"])
+    result = {**read_json(folders[0] / METRICS), "n": len(rows), "metrics": {k: v.as_dict() for k, v in intervals.items()}}
+    io.write_json(run_dir / CONFIG, config)
+    io.write_text(run_dir / PREDICTIONS, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    io.write_json(run_dir / METRICS, result)
+    return [run_dir / PREDICTIONS, run_dir / METRICS]
+
+
+# --- merge -----------------------------------------------------------------------------------
+
+MERGES = {"discover": _merge_discover, "validate": _merge_validate, "evaluate": _merge_evaluate}
+
+
+def merge_run(run_dir: str | Path) -> list[Path]:
+    """Join the finished shards of `run_dir` into the files a single process writes there;
+    returns their paths. Refuses shards of different commands, counts, options or data, missing
+    or unfinished shards, and shards that share an example."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such folder")
+    manifests = _manifests(run_dir)
+    if not manifests:
+        raise InputError(f"{run_dir}: no shards to merge (no {SHARDS}/*/{MANIFEST}; run with --shard I/N first)")
+    first = manifests[0]
+    for other in manifests[1:]:
+        _check_same(other, first, f"shard {other['index']}/{other['count']}")
+    count = first["count"]
+    present = {m["index"] for m in manifests}
+    missing = [f"{index}/{count}" for index in range(count) if index not in present]
+    if missing:
+        raise InputError(f"{run_dir}: missing shard{'s' * (len(missing) > 1)} {', '.join(missing)} of {count}")
+    manifests.sort(key=lambda m: m["index"])
+    unfinished = [f"{m['index']}/{count}" for m in manifests if not m.get("finished")]
+    if unfinished:
+        raise InputError(f"{run_dir}: shard{'s' * (len(unfinished) > 1)} {', '.join(unfinished)} not finished; run them again")
+    seen: dict[str, int] = {}
+    for manifest in manifests:
+        for example_id in manifest["example_ids"]:
+            if example_id in seen:
+                raise InputError(
+                    f"{run_dir}: example {example_id!r} is in shards {seen[example_id]}/{count} and {manifest['index']}/{count}"
+                )
+            seen[example_id] = manifest["index"]
+    if len(seen) != first["n_examples"]:
+        raise InputError(f"{run_dir}: the shards hold {len(seen)} of the run's {first['n_examples']} examples")
+    return MERGES[first["kind"]](run_dir, manifests)
