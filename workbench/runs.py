@@ -4,11 +4,12 @@ Nothing is written until every input is known good: the configuration, the head 
 decoder (checked against the model) and every prompt are built first. Then `OUT/config.json`
 pins the configuration (the decoder's every option, the preset, the heads file and a digest of
 its weights): resuming with another one is an error, unless the folder holds no prediction yet.
-`OUT/predictions.jsonl` gets one line per example (id, prediction, gold, per-example scores) as
-soon as its batch is decoded; a rerun reads it back, drops a torn last line or a duplicate id
-(keeping the first), and generates only the examples still missing, so an interrupted run loses
-at most one batch and never writes an example twice. `OUT/metrics.json` (atomic) holds the metric
-values with seeded bootstrap intervals, n, the configuration, package versions and any warnings,
+`OUT/predictions.jsonl` gets one line per example (id, prediction, gold, per-example scores, its
+share of its batch's decoding seconds) as soon as its batch is decoded; a rerun reads it back,
+drops a torn last line or a duplicate id (keeping the first), and generates only the examples
+still missing, so an interrupted run loses at most one batch and never writes an example twice.
+`OUT/metrics.json` (atomic) holds the metric values with seeded bootstrap intervals, n, the
+decoding seconds summed over examples, the configuration, package versions and any warnings,
 e.g. that the heads were discovered on the split being evaluated (allowed, but recorded).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -252,9 +254,11 @@ def evaluate(
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             contrast = [contrasts[e.example_id] for e in batch] if contrasts else None
+            started = time.perf_counter()
             generations = generate(lens, [prompts[e.example_id] for e in batch], decoder=decoder, contrast_prompts=contrast,
                                    max_new_tokens=config.new_tokens, stop_strings=config.stop_strings,
                                    batch_size=config.batch_size)  # fmt: skip
+            seconds = (time.perf_counter() - started) / len(batch)
             for example, generation in zip(batch, generations):
                 prediction = generation.text.strip()
                 line = {
@@ -264,6 +268,7 @@ def evaluate(
                     "gold": example.output,
                     "style": example.style,
                     "stop_reason": generation.stop_reason,
+                    "seconds": seconds,
                     "scores": score_example(spec, prediction, example.output, example.style),  # type: ignore[arg-type]
                 }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -279,6 +284,7 @@ def evaluate(
         "preset": config.preset,
         "label": config.label,
         "n": len(rows),
+        "seconds": sum(float(done[e.example_id].get("seconds", 0.0)) for e in examples),
         "metrics": {name: interval.as_dict() for name, interval in metric_intervals(spec, rows, config).items()},
         "config": record,
         "seed": config.seed,

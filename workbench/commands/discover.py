@@ -152,38 +152,23 @@ def discover(
     examples = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
     if settings.sample is not None:
         print(f"scoring {len(examples)} examples drawn at random (seed {seed}; at most {settings.sample})")
-    _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed)
+    _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit)
 
 
-def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed) -> None:
-    from workbench.heads import HeadWeights
-    from workbench.scores import score_heads
+def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit) -> None:
+    from workbench.stages.base import data_digest
+    from workbench.stages.discovery import discovery_stage, run_discovery
 
-    selection = settings.selection_size(lens.geometry.n_total_heads)
-    result = score_heads(
-        lens,
-        examples,
-        method=settings.method,
-        variant=settings.variant,
-        ablation=settings.ablation,
-        checkpoint=out / "checkpoint",
-        top_m=top_m,
-        top_k=selection,
-        max_rows=max_rows,
-        seed=seed,
-        task=task or data.stem,  # type: ignore[union-attr]
-    )
-    result.metadata.update(split=split, preset=record["preset"], options=record)
-    result.save(out / "pcs.parquet")
-    weights = HeadWeights.from_scores(
-        result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-        extra={"split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record},
+    stage = discovery_stage(
+        lens, out, settings, data=str(data) if data else "demo", data_hash=data_digest(examples),
+        task=task or data.stem, split=split, top_m=top_m, max_rows=max_rows, seed=seed,  # type: ignore[union-attr]
+        extra={"preset": record["preset"], "limit": limit},
     )  # fmt: skip
+    result, weights = run_discovery(lens, stage, examples, settings, announce=print)
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
         f"({settings.method}, {settings.variant}, {settings.ablation} ablation)"
     )
-    _save_selection(weights, out, f"PCS >= {settings.min_pcs}", kept=out / "pcs.parquet")
     mean = result.mean()
     for layer, head in weights.heads():
         print(f"  layer {layer:>2} head {head:>2}  pcs {mean[layer, head]:+.4f}  weight {weights.weights[layer, head]:.3f}")
@@ -207,11 +192,10 @@ def _pattern_heads(lens, out: Path, settings, record: dict[str, Any]) -> None:
     print(f"wrote {out / 'heads.json'} ({score} heads)")
 
 
-def _save_selection(weights, out: Path, rule: str, kept: Path | None = None) -> None:
+def _save_selection(weights, out: Path, rule: str) -> None:
     """Write heads.json, or refuse an empty selection (nothing downstream can use it)."""
     if not weights.heads():
-        where = f"; {kept} is kept" if kept else ""
-        raise InputError(f"no head has {rule}, so no heads.json was written (lower --min-pcs){where}")
+        raise InputError(f"no head has {rule}, so no heads.json was written (lower --min-pcs)")
     weights.save(out / "heads.json")
 
 

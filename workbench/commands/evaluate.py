@@ -78,7 +78,7 @@ def evaluate(
     from workbench.data.sources import load_examples
     from workbench.heads import HeadWeights
     from workbench.runs import eval_config
-    from workbench.runs import evaluate as run_evaluation
+    from workbench.stages.evaluation import evaluation_stage, run_evaluation
 
     prompt_options = {
         "format": prompt_format,
@@ -98,7 +98,8 @@ def evaluate(
     config = dataclasses.replace(config, model=lens.name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run_evaluation(lens, examples, config, out)
+        stage = evaluation_stage(lens, out, config, examples)
+        result = run_evaluation(lens, stage, examples, config, announce=typer.echo)
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     typer.echo(f"{result['task']} {result['split']} {result['label']}  n={result['n']}")
