@@ -146,8 +146,13 @@ def test_a_lamp_folder_without_gold_outputs_is_refused_at_load_time(tmp_path: Pa
     assert [e.output for e in examples] == [None, None]
 
 
-@pytest.mark.parametrize(("styles", "message"), [({"u1": "sparkly"}, "user 'u1': unknown style 'sparkly'"),
-                                                 ({"u1": "emoji"}, "user 'u1': style 'emoji': kind 'emoji' needs a parameter")])
+@pytest.mark.parametrize(
+    ("styles", "message"),
+    [
+        ({"u1": "sparkly"}, "user 'u1': unknown style 'sparkly'"),
+        ({"u1": "emoji"}, "user 'u1': style 'emoji': kind 'emoji' needs a parameter"),
+    ],
+)
 def test_a_styles_file_of_another_format_fails_at_load_time(tmp_path: Path, styles, message) -> None:
     """Before any model work, naming the file and the user (it used to fail when the first batch was scored)."""
     shutil.copytree(LAMP / "LaMP-7", tmp_path / "LaMP-7")

@@ -108,16 +108,18 @@ def test_sweep_k_of_k_equals_the_validation_of_the_top_k(small_run):
 def test_a_changed_option_never_reuses_the_old_stages(lens, small_run):
     """The story of the issue: --top-k 2 --method attribution, then --top-k 4 --method exact into
     the same folder must not keep the old heads under the new configuration."""
-    config, out, _ = small_run
+    _, out, _ = small_run
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     changed = demo_config("default", **{**SMALL, "top_k": 4, "method": "exact"})
-    with pytest.raises(InputError, match=r"other options \(top_k 2 -> 4; method 'attribution' -> 'exact'\).*delete"):
+    with pytest.raises(InputError, match=r"other options \(top_k 2 -> 4; method 'attribution' -> 'exact'.*delete"):
         run_demo(lens, changed, out, progress=False, say=lambda _: None)
     # without the run-level record, the first stage made otherwise stops the run, naming its option
     record = (out / "demo-config.json").read_bytes()
     (out / "demo-config.json").unlink()
     try:
-        with pytest.raises(InputError, match=r"discover-standard was made with other arguments \(method 'attribution' -> 'exact'"):
+        with pytest.raises(
+            InputError, match=r"discover-standard was made with other arguments \(method 'attribution' -> 'exact'"
+        ):
             run_demo(lens, changed, out, progress=False, say=lambda _: None)
     finally:
         (out / "demo-config.json").write_bytes(record)

@@ -46,7 +46,7 @@ from workbench.scores import METHODS
 from workbench.stages.base import Stage, data_digest, model_identity
 from workbench.stages.discovery import discovery_stage, run_discovery
 from workbench.stages.evaluation import evaluation_stage, run_evaluation
-from workbench.stages.validation import run_validation, validation_stage
+from workbench.stages.validation import run_validation
 
 VARIANTS = ("standard", "profile-contrast")
 CONFIG_FILE = "demo-config.json"
@@ -243,7 +243,7 @@ def run_demo(
                                       "stages": {str(s.folder.relative_to(out)): s.digest for s in plan.stages}})  # fmt: skip
     prompt = config.prompt
     steps = 7
-    header = lambda number, text: say(f"[{number}/{steps}] {text}")  # noqa: E731
+    header = lambda number, text: say(f"[{number}/{steps}] {text}")
 
     header(1, f"profile effect: reference NLL of {len(data.dev)} dev examples with, without and with a swapped profile")
     plan.profile_effect.run(

@@ -36,22 +36,25 @@ if TYPE_CHECKING:
 
 FINGERPRINT = "fingerprint.json"
 T = TypeVar("T")
-_WEIGHT_DIGESTS: dict[int, tuple[Any, str]] = {}  # id(bridge) -> (bridge, digest): hashed once per process
+_WEIGHT_DIGESTS: dict[int, tuple[Any, tuple[int, ...], str]] = {}  # id(bridge) -> (bridge, versions, digest)
 
 
 def weights_digest(lens: Lens) -> str:
-    """A digest of every parameter's name, dtype, shape and bytes (computed once per loaded model)."""
+    """A digest of every parameter's name, dtype, shape and bytes. It is hashed once per loaded
+    model and hashed again only when a parameter was changed in place (torch's version counters)."""
     bridge = lens.bridge
+    parameters = list(bridge.named_parameters())
+    versions = tuple(parameter._version for _, parameter in parameters)
     cached = _WEIGHT_DIGESTS.get(id(bridge))
-    if cached is not None and cached[0] is bridge:
-        return cached[1]
+    if cached is not None and cached[0] is bridge and cached[1] == versions:
+        return cached[2]
     hasher = hashlib.blake2b(digest_size=16)
-    for name, parameter in bridge.named_parameters():
+    for name, parameter in parameters:
         tensor = parameter.detach().to("cpu").contiguous().reshape(-1)
         hasher.update(f"{name}:{tensor.dtype}:{tuple(parameter.shape)}".encode())
         hasher.update(tensor.view(torch.uint8).numpy().tobytes())
     value = hasher.hexdigest()
-    _WEIGHT_DIGESTS[id(bridge)] = (bridge, value)
+    _WEIGHT_DIGESTS[id(bridge)] = (bridge, versions, value)
     return value
 
 
@@ -126,7 +129,7 @@ class Stage:
         Raises `InputError` when the folder holds a stage made otherwise."""
         stored = self.stored()
         if stored is None:
-            present = [name for name in self.outputs if (self.folder / name).exists()]
+            present = [name for name in self.outputs if _holds_something(self.folder / name)]
             if present:
                 raise InputError(
                     f"{self.folder} holds {present[0]} without a fingerprint (an older or foreign run); "
@@ -152,13 +155,26 @@ class Stage:
             if announce:
                 announce(f"reusing {self.folder} (fingerprint {self.digest})")
             return load()
+        created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         io.write_json(self.folder / FINGERPRINT, {**self.record, "digest": self.digest, "finished": False})
         start = time.perf_counter()
-        result = compute()
+        try:
+            result = compute()
+        except InputError:
+            if [path.name for path in self.folder.iterdir()] == [FINGERPRINT]:  # bad input: leave no trace
+                (self.folder / FINGERPRINT).unlink()
+                if created:
+                    self.folder.rmdir()
+            raise
         seconds = time.perf_counter() - start
         io.write_json(self.folder / FINGERPRINT, {**self.record, "digest": self.digest, "finished": True, "seconds": seconds})
         return result
+
+
+def _holds_something(path: Path) -> bool:
+    """An output that exists and is not empty (an empty file is what a failed start leaves)."""
+    return path.is_dir() or (path.is_file() and path.stat().st_size > 0)
 
 
 def describe_change(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:

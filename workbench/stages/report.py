@@ -117,11 +117,16 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
         f"answers up to {config.max_new_tokens or 'the task default of'} new tokens"
         + ("" if config.max_new_tokens else f" {task_spec(config.task).max_new_tokens}")
         + "; discovery and validation use zero ablation at",
-        "  `hook_z`; PCS method `" + config.method + "` (hybrid: attribution for every head, then exact PCS for 3 x K candidates)",
+        "  `hook_z`; PCS method `"
+        + config.method
+        + "` (hybrid: attribution for every head, then exact PCS for 3 x K candidates)",
         "",
         "| stage | folder | fingerprint |",
         "|---|---|---|",
-        *(f"| {stage.name} | `{stage.folder.relative_to(out) if stage.folder != out else '.'}` | `{stage.digest}` |" for stage in plan.stages),
+        *(
+            f"| {stage.name} | `{stage.folder.relative_to(out) if stage.folder != out else '.'}` | `{stage.digest}` |"
+            for stage in plan.stages
+        ),
         "",
     ]
 
@@ -151,7 +156,7 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
     sweep = pd.read_csv(plan.validation.folder / "sweep_k.csv")
     smallest_p = 1 / (1 + config.n_random)
     lines += ["## 3. Validation on dev users (`validation/validation_summary.csv`)", "",
-              f"Each head set ablated together; Δ NLL of the reference (nats/token). `profile-specific` = with minus without",
+              "Each head set ablated together; Δ NLL of the reference (nats/token). `profile-specific` = with minus without",
               f"the profile. p: share of the {config.n_random} random {config.top_k}-head sets with a mean at least as large",
               f"(the smallest attainable p is {fmt(smallest_p)}).", "",
               markdown_table(summary[["heads", "head_set", "condition", "mean_delta_nll", "ci_low", "ci_high", "p_value_vs_random",
@@ -202,8 +207,11 @@ def reading(
     for variant, part in summary.groupby("heads", sort=False):
         rows = part.set_index(["head_set", "condition"])
         with_profile, without, specific = (rows.loc[("preference", c)] for c in ("profile", "no-profile", "profile-specific"))
-        rank = "above every random set" if with_profile["p_value_vs_random"] <= 1 / (1 + config.n_random) else (
-            f"p = {fmt(with_profile['p_value_vs_random'])} against the random sets")
+        rank = (
+            "above every random set"
+            if with_profile["p_value_vs_random"] <= 1 / (1 + config.n_random)
+            else (f"p = {fmt(with_profile['p_value_vs_random'])} against the random sets")
+        )
         share = without["mean_delta_nll"] / with_profile["mean_delta_nll"] if with_profile["mean_delta_nll"] else math.nan
         said.append(
             f"- {variant} heads: ablating them raises the dev users' reference NLL by "
@@ -214,7 +222,9 @@ def reading(
                and specific["mean_delta_nll"] > 0 else
                "not distinguishable from 0 or negative: these heads are needed by every output, not by the profile.")
         )  # fmt: skip
-    significant = comparison[(comparison["p_value"] < ALPHA) & comparison.apply(lambda r: excludes_zero(r["low"], r["high"]), axis=1)]
+    significant = comparison[
+        (comparison["p_value"] < ALPHA) & comparison.apply(lambda r: excludes_zero(r["low"], r["high"]), axis=1)
+    ]
     said.append(
         f"- Decoding ({int(comparison['n'].iloc[0])} dev examples, {len(comparison)} paired comparisons against greedy, "
         f"no correction for multiple comparisons): "

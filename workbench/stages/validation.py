@@ -101,6 +101,6 @@ def sweep_table(sweep: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     for (group, k), part in sweep[sweep["condition"] == "profile"].groupby(["heads", "draw"], sort=False):
         values = torch.tensor(part["delta_nll"].to_numpy())
         low, high = bootstrap_mean_ci(values, seed=seed)
-        rows.append({"group": group, "k": int(k), "metric": "ΔNLL with the profile (nats/token)",
+        rows.append({"group": group, "k": int(k), "metric": "ΔNLL",
                      "value": float(values.mean()), "low": float(low), "high": float(high)})  # fmt: skip
     return pd.DataFrame(rows, columns=["group", "k", "metric", "value", "low", "high"])
