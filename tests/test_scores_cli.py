@@ -127,10 +127,8 @@ def test_discover_and_validate_read_task_data_with_controls(monkeypatch, tmp_pat
     runner = CliRunner()
     run = lambda *args: runner.invoke(app, [str(a) for a in args])
     out = tmp_path / "d"
-    result = run(
+    result = run(  # neither --data nor --task: the demo set's LaMP-4
         "discover",
-        "--task",
-        "LaMP-4",
         "--limit",
         3,
         "--method",
@@ -146,6 +144,7 @@ def test_discover_and_validate_read_task_data_with_controls(monkeypatch, tmp_pat
     assert PCSResult.load(out / "pcs.parquet").n_examples == 3
     heads = HeadWeights.load(out / "heads.json")
     assert heads.extra["split"] == "train" and heads.extra["data"] == "demo" and len(heads.heads()) == 2
+    assert heads.extra["task"] == "LaMP-4"
     result = run(
         "validate",
         "--task",

@@ -38,7 +38,10 @@ DataOption = Annotated[
 ]
 TaskOption = Annotated[
     str | None,
-    typer.Option("--task", help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; the demo set has LaMP-4 and LaMP-7."),
+    typer.Option(
+        "--task",
+        help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; default: LaMP-4 of the demo set when --data is not given either.",
+    ),
 ]
 FormatOption = Annotated[
     str | None,
@@ -143,7 +146,7 @@ def discover(
         lens = load_lens(model, device, dtype, device_map)
         _pattern_heads(lens, out, settings, record)
         return
-    check_source(data, task)
+    task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     if settings.top_k is not None and settings.top_k > lens.geometry.n_total_heads:
         raise InputError(

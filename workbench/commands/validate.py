@@ -67,7 +67,7 @@ def validate(
 
     prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
                           retriever=retriever or "bm25", seed=seed)  # fmt: skip
-    check_source(data, task)
+    task = check_source(data, task)
     HeadWeights.load_any(heads)  # a malformed head file fails before the model loads
     lens = load_lens(model, device, dtype, device_map)
     examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)

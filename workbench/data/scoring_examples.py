@@ -27,12 +27,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def check_source(data: Path | None, task: str | None) -> None:
-    """Fail on a bad data / task pair before any model is loaded."""
+DEMO_TASK = "LaMP-4"  # what a command reads when given neither --data nor --task: the demo set's headlines
+
+
+def check_source(data: Path | None, task: str | None) -> str | None:
+    """The task to read (`DEMO_TASK` when neither is given), failing on a bad data / task pair
+    before any model is loaded; None for a JSONL of ready records."""
+    if task is None and data is None:
+        return DEMO_TASK
     if task is not None:
-        task_spec(task)
-    elif data is None or data.is_dir() or data.suffix != ".jsonl":
+        return task_spec(task).name
+    if data.is_dir() or data.suffix != ".jsonl":
         raise InputError("--task is needed unless --data is a JSONL of {id, user_id, prompt, target} records")
+    return None
 
 
 def choose(items: Sequence[T], limit: int | None = None, sample: int | None = None, seed: int = 0) -> list[T]:
@@ -61,7 +68,7 @@ def load_scoring_examples(
 ) -> list[TokenizedExample]:
     """Tokenized (prompt, reference) pairs with their no-profile and swapped-profile controls
     (see the module docstring); `sample` draws with `prompt.seed`."""
-    check_source(data, task)
+    task = check_source(data, task)
     if task is None:
         from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
 

@@ -73,7 +73,8 @@ def run_discovery(
         result.save(folder / PCS_FILE)
         weights = HeadWeights.from_scores(
             result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
-            extra={"split": options["split"], "data": options["data"], "preset": options.get("preset"), "options": record},
+            extra={"task": options["task"], "split": options["split"], "data": options["data"], "preset": options.get("preset"),
+                   "options": record},
         )  # fmt: skip
         if not weights.heads():
             raise InputError(
