@@ -99,3 +99,14 @@ def test_data_digest_sees_one_changed_output():
     examples = load_examples(None, "LaMP-7", "dev")[:3]
     changed = [*examples[:2], dataclasses.replace(examples[2], output=examples[2].output + ".")]
     assert data_digest(examples) == data_digest(list(examples)) != data_digest(changed)
+
+
+def test_bad_input_found_by_the_stage_leaves_no_folder(tmp_path):
+    stage = Stage("s", tmp_path / "new", {"a": 1}, outputs=("x",))
+
+    def refuses():
+        raise InputError("prompt too long")
+
+    with pytest.raises(InputError, match="prompt too long"):
+        stage.run(refuses, lambda: None)
+    assert not (tmp_path / "new").exists()
