@@ -46,6 +46,7 @@ from workbench.scores import METHODS
 from workbench.stages.base import Stage, data_digest, model_identity
 from workbench.stages.discovery import discovery_stage, run_discovery
 from workbench.stages.evaluation import evaluation_stage, run_evaluation
+from workbench.stages.figures import draw_figures
 from workbench.stages.validation import run_validation
 
 VARIANTS = ("standard", "profile-contrast")
@@ -274,7 +275,7 @@ def run_demo(
                                      announce=say)  # fmt: skip
 
     header(6, f"figures into {plan.figures.folder}")
-    plan.figures.run(lambda: draw_figures(out, plan.figures.folder, png=config.figures_png, say=say), lambda: None,
+    plan.figures.run(lambda: _figures(out, plan.figures.folder, config.figures_png, say), lambda: None,
                      announce=say)  # fmt: skip
 
     header(7, f"report: {out / 'report.md'}")
@@ -301,14 +302,9 @@ def _compare(plan: Plan, seed: int) -> pd.DataFrame:
     return against_greedy
 
 
-def draw_figures(run: Path, out: Path, *, png: bool, say: Callable[[str], None] = print) -> None:
-    """Every figure the run folder has the inputs for (`workbench figures all`), and an index."""
-    from workbench.figures import save_figures
-    from workbench.figures.runfolder import draw_run, read_run
-
-    drawn = draw_run(read_run(run, skip=out))
-    save_figures({out / stem: figure for stem, figure in drawn.figures.items()}, png=png)
-    for note in drawn.notes:
-        say(f"  {note}")
-    lines = [f"- `{stem}`" for stem in drawn.figures] + [f"- {note}" for note in drawn.notes]
+def _figures(run: Path, out: Path, png: bool, say: Callable[[str], None]) -> None:
+    """The figures stage (`workbench figures all`), and `index.md`: what was drawn, what skipped."""
+    notes: list[str] = []
+    written = draw_figures(run, out, png=png, say=lambda note: (notes.append(note), say(f"  {note}")))
+    lines = [f"- `{path.stem}`" for path in written if path.suffix == ".html"] + [f"- {note}" for note in notes]
     io.write_text(out / "index.md", "# Figures of this run\n\n" + "\n".join(lines) + "\n")
