@@ -20,7 +20,7 @@ from workbench.scores import PCSResult
 from workbench.stages.report import fmt
 
 SMALL = {"n_train": 2, "n_dev": 2, "top_k": 2, "n_random": 2, "sweep_k": (1, 2), "profile_k": 1, "max_new_tokens": 3,
-         "method": "attribution", "figures_png": False}  # fmt: skip
+         "method": "attribution", "gammas": (3.0,), "figures_png": False}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,19 @@ def test_sweep_k_of_k_equals_the_validation_of_the_top_k(small_run):
     for variant in VARIANTS:
         row = summary[(summary.heads == variant) & (summary.head_set == "preference") & (summary.condition == "profile")]
         assert sweep.loc[(variant, config.top_k), "value"] == pytest.approx(row["mean_delta_nll"].item())
+
+
+def test_the_gamma_sweep_holds_each_runs_metrics(small_run):
+    config, out, _ = small_run
+    sweep = pd.read_csv(out / "comparison" / "sweep_gamma.csv")
+    assert sorted(set(sweep["gamma"])) == sorted({config.gamma, *config.gammas})
+    for gamma, name in ((config.gamma, "dps-profile-contrast"), (3.0, "dps-profile-contrast-gamma-3")):
+        metrics = json.loads((out / "eval" / name / "metrics.json").read_text())["metrics"]
+        rows = sweep[sweep["gamma"] == gamma].set_index("metric")
+        assert {m: rows.loc[m, "value"] for m in metrics} == pytest.approx({m: v["value"] for m, v in metrics.items()})
+        assert json.loads((out / "eval" / name / "config.json").read_text())["decoder"]["gamma"] == gamma
+    shown = next(t for t in markdown_tables((out / "report.md").read_text()) if list(t.columns)[:2] == ["gamma", "metric"])
+    assert shown["value"].tolist() == [fmt(v) for v in sweep["value"]]
 
 
 def test_a_changed_option_never_reuses_the_old_stages(lens, small_run):

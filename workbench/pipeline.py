@@ -52,6 +52,7 @@ from workbench.stages.validation import run_validation
 VARIANTS = ("standard", "profile-contrast")
 CONFIG_FILE = "demo-config.json"
 COMPARISON, CONTROL_COMPARISON = "comparison.parquet", "vs-random-heads/comparison.parquet"
+GAMMA_SWEEP = "sweep_gamma.csv"
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def plan_demo(lens: Lens, config: DemoConfig, data: DemoData, out: Path) -> Plan
         evaluations[name] = (stage, eval_config)
     eval_stages = {name: stage for name, (stage, _) in evaluations.items()}
     comparison = Stage("compare", out / "comparison", {"baseline": "greedy", "seed": config.seed},
-                       outputs=(COMPARISON, CONTROL_COMPARISON), inputs=eval_stages)  # fmt: skip
+                       outputs=(COMPARISON, CONTROL_COMPARISON, *([GAMMA_SWEEP] if config.gammas else [])),
+                       inputs=eval_stages)  # fmt: skip
     every = {"profile-effect": profile_effect, **discovery, "validation": validation, **eval_stages, "comparison": comparison}
     figures = Stage("figures", out / "figures", {"png": config.figures_png}, outputs=("index.md",), inputs=every)
     report = Stage("report", out, {"config": asdict(config)}, outputs=("report.md",), inputs={**every, "figures": figures})
@@ -271,7 +273,7 @@ def run_demo(
         run_evaluation(lens, stage, data.dev_split, eval_config, progress=progress, announce=say)
 
     header(5, "comparison: every run paired against greedy, DPS against DPS with random heads")
-    comparison = plan.comparison.run(lambda: _compare(plan, config.seed), lambda: pd.read_parquet(plan.comparison.folder / COMPARISON),
+    comparison = plan.comparison.run(lambda: _compare(plan, config), lambda: pd.read_parquet(plan.comparison.folder / COMPARISON),
                                      announce=say)  # fmt: skip
 
     header(6, f"figures into {plan.figures.folder}")
@@ -291,10 +293,21 @@ def _profile_effect(lens: Lens, data: DemoData, prompt: PromptConfig, folder: Pa
     return table
 
 
-def _compare(plan: Plan, seed: int) -> pd.DataFrame:
-    """Every run against greedy (`comparison.parquet`) and the DPS runs against the random-heads
-    control (`vs-random-heads/comparison.parquet`)."""
+def _compare(plan: Plan, config: DemoConfig) -> pd.DataFrame:
+    """Every run against greedy (`comparison.parquet`), the DPS runs against the random-heads
+    control (`vs-random-heads/comparison.parquet`) and, with more than one γ, the γ sweep of DPS
+    with the profile-contrast heads (`sweep_gamma.csv`: each run's metrics with their intervals)."""
+    seed = config.seed
     folders = {name: stage.folder for name, (stage, _) in plan.evaluations.items()}
+    if config.gammas:
+        runs = {config.gamma: "dps-profile-contrast", **{g: f"dps-profile-contrast-gamma-{g:g}" for g in config.gammas}}
+        rows = [
+            {"group": "dps-profile-contrast", "gamma": gamma, "metric": metric, "value": value["value"], "low": value["low"],
+             "high": value["high"]}
+            for gamma, name in sorted(runs.items())
+            for metric, value in read_json(folders[name] / "metrics.json")["metrics"].items()
+        ]  # fmt: skip
+        io.write_text(plan.comparison.folder / GAMMA_SWEEP, pd.DataFrame(rows).to_csv(index=False))
     against_greedy = compare_runs([folders.pop("greedy"), *folders.values()], seed=seed)
     dps = [folder for name, folder in folders.items() if name.startswith("dps-")]
     io.write_parquet(plan.comparison.folder / CONTROL_COMPARISON, compare_runs([folders["random-heads"], *dps], seed=seed))

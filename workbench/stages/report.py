@@ -177,6 +177,10 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
               markdown_table(pd.DataFrame(metric_rows)), "",
               "### Paired against greedy (`comparison/comparison.parquet`)", "",
               markdown_table(comparison_rows(comparison)), ""]  # fmt: skip
+    gamma_path = plan.comparison.folder / "sweep_gamma.csv"
+    if gamma_path.is_file():
+        lines += ["### DPS (profile-contrast heads) against γ (`comparison/sweep_gamma.csv`)", "",
+                  markdown_table(pd.read_csv(gamma_path)[["gamma", "metric", "value", "low", "high"]]), ""]  # fmt: skip
     control_path = plan.comparison.folder / "vs-random-heads" / "comparison.parquet"
     control = pd.read_parquet(control_path) if control_path.is_file() else None
     if control is not None:
