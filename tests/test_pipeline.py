@@ -153,10 +153,10 @@ def test_an_interrupted_run_resumes_to_the_same_tables(lens, small_run, tmp_path
     monkeypatch.setattr(pipeline, "run_evaluation", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_demo(lens, config, tmp_path, progress=False, say=lambda _: None)
-    finished = {name: (tmp_path / "eval" / name / "predictions.jsonl").stat().st_mtime_ns for name in calls[:2]}
+    finished = {name: (tmp_path / "eval" / name / "metrics.json").stat().st_mtime_ns for name in calls[:2]}
     monkeypatch.setattr(pipeline, "run_evaluation", real)
     resumed = run_demo(lens, config, tmp_path, progress=False, say=lambda _: None)
-    assert {name: (tmp_path / "eval" / name / "predictions.jsonl").stat().st_mtime_ns for name in calls[:2]} == finished
+    assert {name: (tmp_path / "eval" / name / "metrics.json").stat().st_mtime_ns for name in calls[:2]} == finished  # reused
     columns = ["metric", "baseline_value", "value", "difference", "low", "high", "p_value"]
     pd.testing.assert_frame_equal(resumed[columns], comparison[columns])
     for name in ("validation/validation_summary.csv", "discover-standard/heads.json"):
