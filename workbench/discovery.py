@@ -4,15 +4,21 @@ preset's values and then the options given (`workbench.presets`), recorded with 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from workbench.data.prompts import PromptConfig
 from workbench.errors import InputError
-from workbench.heads import NORMS
-from workbench.scores import ABLATIONS, METHODS, VARIANTS
+from workbench.heads import NORMS, HeadWeights
+from workbench.scores import ABLATIONS, METHODS, VARIANTS, PCSResult, score_heads
 from workbench.typed_config import Fraction, PositiveInt, typed_config
+
+if TYPE_CHECKING:
+    from workbench.data.tokenized import TokenizedExample
+    from workbench.lens import Lens
 
 
 @typed_config
@@ -38,3 +44,32 @@ class DiscoverSettings:
 
     def selection_size(self, n_total: int) -> int:
         return self.top_k or max(1, math.floor(self.top_percent * n_total))  # type: ignore[operator]
+
+
+def discover_heads(
+    lens: Lens,
+    examples: Sequence[TokenizedExample],
+    settings: DiscoverSettings,
+    *,
+    checkpoint: str | Path | None = None,
+    top_m: int | None = None,
+    max_rows: int = 64,
+    seed: int = 0,
+    task: str = "",
+    metadata: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[PCSResult, HeadWeights]:
+    """PCS of every head on `examples` and the heads `settings` select: what `workbench discover`
+    runs, globally and per cluster. `metadata` is added to the scores' record, `extra` to the heads'."""
+    result = score_heads(
+        lens, examples, method=settings.method, variant=settings.variant, ablation=settings.ablation,
+        checkpoint=checkpoint, top_m=top_m, top_k=settings.selection_size(lens.geometry.n_total_heads),
+        max_rows=max_rows, seed=seed, task=task, progress=progress,
+    )  # fmt: skip
+    result.metadata.update(metadata or {})
+    weights = HeadWeights.from_scores(
+        result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
+        extra=extra or {},
+    )  # fmt: skip
+    return result, weights

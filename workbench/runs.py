@@ -11,6 +11,8 @@ still missing, so an interrupted run loses at most one batch and never writes an
 `OUT/metrics.json` (atomic) holds the metric values with seeded bootstrap intervals, n, the
 decoding seconds summed over examples, the configuration, package versions and any warnings,
 e.g. that the heads were discovered on the split being evaluated (allowed, but recorded).
+A routed run (`routing`) also writes `OUT/routing.json` and `OUT/routing_weights.parquet`
+(`workbench.users.routing.UserRoutes.save`) before it decodes.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from workbench.metrics import aggregate, score_example
 from workbench.presets import preset_values
 from workbench.stats import Interval, bootstrap_interval
 from workbench.typed_config import PYTHON_ONLY, PositiveInt, flat_values, typed_config
+from workbench.users.routing import RoutingConfig
 
 if TYPE_CHECKING:
     from workbench.lens import Lens
@@ -59,7 +62,8 @@ class EvalConfig:
     """Everything that determines an evaluation's predictions and metrics. `decoder` is a decoder
     without heads: a decoder that suppresses heads gets them from the file `heads` at run time, so
     the run records where they came from. `data` names the data source (a path, or "demo");
-    `preset` the preset the options came from (recorded only)."""
+    `preset` the preset the options came from (recorded only). With `routing`, a decoder that
+    suppresses heads gets each user's routed mix of per-cluster heads instead of `heads`."""
 
     task: str
     split: str
@@ -74,6 +78,7 @@ class EvalConfig:
     limit: PositiveInt | None = None
     resamples: PositiveInt = 1000
     preset: str | None = None
+    routing: RoutingConfig | None = None
 
     name = "evaluation"
 
@@ -81,8 +86,12 @@ class EvalConfig:
         task_spec(self.task)
         if getattr(self.decoder, "heads", None) is not None:
             raise InputError("give the evaluation's head weights as a file (heads=...), so that the run records them")
-        if uses_heads(self.method) and not self.heads:
-            raise InputError(f"{self.method} needs --heads (a head-weights JSON file)")
+        if self.routing is not None and (self.heads or not uses_heads(self.method)):
+            raise InputError(
+                f"routing (--clusters) gives {self.method} its heads: it needs a decoder that suppresses heads and no --heads"
+            )
+        if uses_heads(self.method) and not self.heads and self.routing is None:
+            raise InputError(f"{self.method} needs --heads (a head-weights JSON file), or --clusters with --cluster-heads")
         if self.heads and not uses_heads(self.method):
             raise InputError(f"{self.method} takes no head weights (--heads)")
 
@@ -93,7 +102,11 @@ class EvalConfig:
     @property
     def label(self) -> str:
         """How reports name the run: the decoder, and the preset it came from."""
-        return self.method if self.preset is None else f"{self.method} ({self.preset})"
+        label = self.method if self.preset is None else f"{self.method} ({self.preset})"
+        if self.routing is not None:
+            routing = self.routing
+            label += f", {routing.mode} routing" + (f" (T={routing.temperature:g})" if routing.mode == "soft" else "")
+        return label
 
     @property
     def spec(self) -> TaskSpec:
@@ -109,12 +122,14 @@ class EvalConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as recorded: the decoder's and the prompt's every option included."""
-        own = {name: getattr(self, name) for name in self.__pydantic_fields__ if name not in ("decoder", "prompt")}  # type: ignore[attr-defined]
+        nested = ("decoder", "prompt", "routing")
+        own = {name: getattr(self, name) for name in self.__pydantic_fields__ if name not in nested}  # type: ignore[attr-defined]
         return {
             **own,
             "method": self.method,
             "decoder": self.decoder.options(),
             "prompt": flat_values(self.prompt),
+            "routing": None if self.routing is None else flat_values(self.routing),
         }
 
 
@@ -150,7 +165,8 @@ def bind_heads(config: EvalConfig, lens: Lens) -> tuple[Decoder, HeadWeights | N
     """The decoder with its head weights (the workbench's format or the authors'), checked against the model."""
     heads = HeadWeights.load_any(config.heads, geometry=lens.geometry) if config.heads else None
     decoder = config.decoder if heads is None else dataclasses.replace(config.decoder, heads=heads)  # type: ignore[type-var]
-    decoder.check(lens)
+    if config.routing is None:  # a routed decoder is checked with each user's heads
+        decoder.check(lens)
     return decoder, heads
 
 
@@ -163,7 +179,7 @@ def discovery_warning(config: EvalConfig, heads: HeadWeights | None) -> str | No
     same_split = extra.get("split") == config.split
     same_data = extra.get("data") in (None, config.data) or _same_path(extra.get("data"), config.data)
     if same_split and same_data:
-        return (f"heads in {config.heads} were discovered on the {config.split!r} split of the data being evaluated; "
+        return (f"heads in {config.heads or config.routing.cluster_heads} were discovered on the {config.split!r} split of the data being evaluated; "
                 "scores on it are optimistic (evaluate on another split)")  # fmt: skip
     return None
 
@@ -215,6 +231,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Generate, score and write predictions and metrics for `examples`; resumes an interrupted run."""
     from workbench.decoding import generate
+    from workbench.decoding.routed import Routed, generate_routed
+    from workbench.users.routing import route_users
 
     out = Path(out)
     examples = list(examples)[: config.limit]
@@ -224,6 +242,9 @@ def evaluate(
             f"nothing to evaluate: {'no examples' if not examples else f'no gold output for id {missing_gold[0]!r}'}"
         )
     decoder, heads = bind_heads(config, lens)
+    routes = None if config.routing is None else route_users(lens, examples, config.routing)
+    if routes is not None:  # every user's routed decoder, checked before anything is written
+        Routed(decoder, list(routes.weights.values())).check(lens)
     prompts = {e.example_id: build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in examples}
     contrasts = {}
     if decoder.contrast_prompts:
@@ -231,11 +252,14 @@ def evaluate(
             e.example_id: build_prompt(lens, e, config.prompt, with_profile=False, answer_room=config.new_tokens)
             for e in examples
         }
-    record = {**config.as_dict(), "heads_digest": None if heads is None else digest(heads.weights.tolist())}
+    record = {**config.as_dict(), "heads_digest": None if heads is None else digest(heads.weights.tolist()),
+              "routing_digest": None if routes is None else routes.digest}  # fmt: skip
     _check_resumable(out, record)  # every input is good: from here on the folder is written
     out.mkdir(parents=True, exist_ok=True)
     io.write_json(out / CONFIG, record)
-    warning = discovery_warning(config, heads)
+    if routes is not None:
+        routes.save(out, config.routing)  # type: ignore[arg-type]
+    warning = discovery_warning(config, heads if routes is None else routes.heads.weights[0])
     if warning:
         warnings.warn(warning, stacklevel=2)
     done = read_predictions(out / PREDICTIONS)
@@ -255,9 +279,13 @@ def evaluate(
             batch = todo[start : start + config.batch_size]
             contrast = [contrasts[e.example_id] for e in batch] if contrasts else None
             started = time.perf_counter()
-            generations = generate(lens, [prompts[e.example_id] for e in batch], decoder=decoder, contrast_prompts=contrast,
-                                   max_new_tokens=config.new_tokens, stop_strings=config.stop_strings,
-                                   batch_size=config.batch_size)  # fmt: skip
+            options = dict(contrast_prompts=contrast, max_new_tokens=config.new_tokens, stop_strings=config.stop_strings,
+                           batch_size=config.batch_size)  # fmt: skip
+            batch_prompts = [prompts[e.example_id] for e in batch]
+            if routes is None:
+                generations = generate(lens, batch_prompts, decoder=decoder, **options)
+            else:
+                generations = generate_routed(lens, batch_prompts, decoder, [routes.weights[e.user_id] for e in batch], **options)
             seconds = (time.perf_counter() - started) / len(batch)
             for example, generation in zip(batch, generations):
                 prediction = generation.text.strip()
@@ -289,6 +317,7 @@ def evaluate(
         "config": record,
         "seed": config.seed,
         "versions": package_versions(),
+        "routing": None if routes is None else routes.summary(config.routing),  # type: ignore[arg-type]
         "evaluated_on_discovery_split": warning is not None,
         "warnings": [warning] if warning else [],
     }

@@ -5,6 +5,9 @@
 per-example checkpoints in `OUT/checkpoint/`, so an interrupted run resumes. `--score retrieval`
 and `--score induction` need no data: they score every head on synthetic sequences and write
 the top heads to `OUT/heads.json` (DeCoRe's retrieval heads, controls for validation).
+With `--clusters clusters.json` (`workbench cluster`), PCS is scored on each cluster's member
+examples: `OUT/cluster-<id>/` gets each cluster's `pcs.parquet` and `heads.json`, and
+`OUT/cluster_heads.json` indexes them (what `workbench evaluate --cluster-heads OUT` reads).
 
 The data options here are shared by `validate`, `evaluate` and `steer`, under the same names.
 """
@@ -116,6 +119,10 @@ def discover(
     ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Weight normalisation: max (default), sum or none.")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", help="Ablated heads per batch (memory bound).")] = 64,
+    clusters: Annotated[
+        Path | None,
+        typer.Option("--clusters", help="clusters.json (`workbench cluster`): heads per cluster, from its member examples."),
+    ] = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
@@ -142,6 +149,10 @@ def discover(
         values["top_k"] = None  # a fraction (given or the preset's) replaces the default top-k
     settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
+    if clusters is not None:
+        _cluster_heads(out, clusters, data, task, split, settings, record, limit, top_m, max_rows, seed,
+                       lambda: load_lens(model, device, dtype, device_map))  # fmt: skip
+        return
     if settings.score != "pcs":
         lens = load_lens(model, device, dtype, device_map)
         _pattern_heads(lens, out, settings, record)
@@ -176,6 +187,30 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
     for layer, head in weights.heads():
         print(f"  layer {layer:>2} head {head:>2}  pcs {mean[layer, head]:+.4f}  weight {weights.weights[layer, head]:.3f}")
     print(f"wrote {out / 'pcs.parquet'} and {out / 'heads.json'}")
+
+
+def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader) -> None:
+    """PCS per cluster of `clusters_path` on its member examples; the clusters are checked
+    against the data (and embedder) before the model loads."""
+    from workbench.data.scoring_examples import load_scoring_examples
+    from workbench.data.sources import load_examples
+    from workbench.users import ClusterFile, discover_cluster_heads, save_cluster_discovery
+
+    clusters = ClusterFile.load(clusters_path)
+    clusters.check_embedder(clusters_path)
+    task = task or clusters.task
+    examples = load_examples(data, task, split)
+    clusters.check_data(examples, task, split, clusters_path)
+    lens = lens_loader()
+    chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
+    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
+             "options": record, "clusters": str(clusters_path)}  # fmt: skip
+    results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
+                                            max_rows=max_rows, seed=seed, task=task, extra=extra)  # fmt: skip
+    save_cluster_discovery(out, results, heads)
+    for cluster, (result, weights) in enumerate(zip(results, heads.weights)):
+        print(f"cluster {cluster}: {result.n_examples} examples, heads {weights.heads()}")
+    print(f"wrote {out / 'cluster_heads.json'} and one folder per cluster")
 
 
 def _pattern_heads(lens, out: Path, settings, record: dict[str, Any]) -> None:

@@ -53,6 +53,20 @@ def evaluate(
             "budget of random-heads, the retrieval heads of decore (`workbench discover --score retrieval`).",
         ),
     ] = None,
+    clusters: Annotated[
+        Path | None,
+        typer.Option("--clusters", help="clusters.json (`workbench cluster`): route every user to its clusters' heads."),
+    ] = None,
+    cluster_heads: Annotated[
+        Path | None, typer.Option("--cluster-heads", help="The output folder of `workbench discover --clusters`.")
+    ] = None,
+    routing: Annotated[
+        str | None,
+        typer.Option("--routing", help="hard: the most similar cluster's heads; soft (default): a softmax mix of them."),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Soft routing's temperature on cosine similarities (default 0.05).")
+    ] = None,
     preset: PresetOption = None,
     prompt_format: FormatOption = None,
     profile_k: ProfileKOption = None,
@@ -79,6 +93,7 @@ def evaluate(
     from workbench.heads import HeadWeights
     from workbench.runs import eval_config
     from workbench.stages.evaluation import evaluation_stage, run_evaluation
+    from workbench.users.routing import routing_config
 
     prompt_options = {
         "format": prompt_format,
@@ -90,6 +105,7 @@ def evaluate(
         task=task, split=split, model=model or "default", method=method, preset=preset, decoder_options=decoder_options,
         prompt_options=prompt_options, heads=str(heads) if heads else None, data=str(data) if data else "demo",
         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, limit=limit,
+        routing=routing_config(clusters, cluster_heads, routing, temperature),
     )  # fmt: skip
     if heads is not None:
         HeadWeights.load_any(heads)  # a malformed file fails before the model loads

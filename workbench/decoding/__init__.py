@@ -1,7 +1,7 @@
 """Decoding: one batched, KV-cached generation loop and the decoders that run on it (greedy,
 DPS and its controls, and the CAD, DoLa and DeCoRe baselines), each a typed config registered
 under one name. See `loop.py` for the loop, `registry.py` for the registry and one module per
-decoder family."""
+decoder family; `routed.py` gives a head-suppressing decoder its own head weights per prompt."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from workbench.decoding.dps import DPS, RandomHeads, Suppressed, Suppression
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.loop import Generation, generate
 from workbench.decoding.registry import DECODERS, decoder_options, make_decoder
+from workbench.decoding.routed import Routed, generate_routed
 from workbench.decoding.sampling import Sampling
 
 __all__ = [
@@ -27,10 +28,12 @@ __all__ = [
     "Generation",
     "Greedy",
     "RandomHeads",
+    "Routed",
     "Sampling",
     "Suppressed",
     "Suppression",
     "decoder_options",
     "generate",
+    "generate_routed",
     "make_decoder",
 ]

@@ -8,7 +8,8 @@ and help, checked when the decoder is made. For one `generate` call it is *prepa
 - how many batch rows each prompt needs (`groups`: 1, or 2 for contrastive decoders) and which
   token sequence each row holds (`rows`), laid out group by group: rows `[g·n, (g+1)·n)` are
   group g of the n prompts of the batch;
-- the single-row head mask of each group (`group_masks`), applied over the whole context;
+- the head mask of each group (`group_masks`), applied over the whole context: one row for every
+  prompt, or one row per prompt (row i for prompt i of the `generate` call);
 - any extra hooks it needs during every forward (`hooks`, e.g. DoLa's residual readers);
 - how to turn the last-position logits of all rows into next-token scores (`score`).
 """

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.data.tokenized import TokenizedExample
-from workbench.discovery import DiscoverSettings
+from workbench.discovery import DiscoverSettings, discover_heads
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.scores import PCSResult, score_heads
+from workbench.scores import PCSResult
 from workbench.stages.base import Stage, model_identity
 from workbench.typed_config import flat_values
 
@@ -62,20 +62,15 @@ def run_discovery(
     folder = stage.folder
 
     def compute() -> tuple[PCSResult, HeadWeights]:
-        selection = settings.selection_size(lens.geometry.n_total_heads)
-        result = score_heads(
-            lens, examples, method=settings.method, variant=settings.variant, ablation=settings.ablation,
-            checkpoint=folder / "checkpoint", top_m=options["top_m"], top_k=selection, max_rows=options["max_rows"],
-            seed=options["seed"], task=options["task"], progress=progress,
-        )  # fmt: skip
         record = {"fingerprint": stage.digest, **dict(options)}
-        result.metadata.update(split=options["split"], preset=options.get("preset"), options=record)
-        result.save(folder / PCS_FILE)
-        weights = HeadWeights.from_scores(
-            result, top_k=settings.top_k, top_percent=settings.top_percent, min_score=settings.min_pcs, norm=settings.norm,
+        result, weights = discover_heads(
+            lens, examples, settings, checkpoint=folder / "checkpoint", top_m=options["top_m"], max_rows=options["max_rows"],
+            seed=options["seed"], task=options["task"], progress=progress,
+            metadata={"split": options["split"], "preset": options.get("preset"), "options": record},
             extra={"task": options["task"], "split": options["split"], "data": options["data"], "preset": options.get("preset"),
                    "options": record},
         )  # fmt: skip
+        result.save(folder / PCS_FILE)
         if not weights.heads():
             raise InputError(
                 f"no head has PCS >= {settings.min_pcs}, so no heads.json was written (lower --min-pcs); "

@@ -1,0 +1,67 @@
+"""`workbench cluster`: embed every user's profile, cluster the users, write `clusters.json`.
+
+One user is one profile (a user with several examples is embedded once, from the union of their
+profile items). The output folder gets `clusters.json` (centroids, members, and every option and
+input that made them), `cluster_users.parquet`, `cluster_routing.parquet` and the report
+`clusters.md` (sizes, silhouette, how peaked the clustered users' routes are). `workbench discover
+--clusters` finds heads per cluster; `workbench evaluate --clusters` routes users to them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from workbench.commands._shared import OutOption, friendly_errors, quiet_transformers
+from workbench.commands.discover import DataOption, SeedOption
+from workbench.data.tasks import TASKS
+from workbench.errors import InputError
+
+
+@friendly_errors(resumable=False)
+def cluster(
+    out: OutOption,
+    data: DataOption = None,
+    task: Annotated[str, typer.Option("--task", help=f"{', '.join(TASKS)}.")] = "LaMP-4",
+    split: Annotated[str, typer.Option("--split", help="Split whose users are clustered.")] = "train",
+    k: Annotated[int | None, typer.Option("--k", help="Number of clusters.")] = None,
+    group_size: Annotated[
+        int | None, typer.Option("--group-size", help="Or about one cluster per N users (the DPS authors: 100).")
+    ] = None,
+    profile_text: Annotated[
+        str | None,
+        typer.Option("--profile-text", help="shots (default): past inputs and the user's outputs; authors: their text fields."),
+    ] = None,
+    profile_items: Annotated[int | None, typer.Option("--profile-items", help="Profile items embedded (default 5).")] = None,
+    embed_tokens: Annotated[
+        int | None, typer.Option("--embed-tokens", help="Tokens of the profile text embedded (default 256, at most 512).")
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Soft-routing temperature shown in the report (cosine scale).")
+    ] = 0.05,
+    seed: SeedOption = 0,
+) -> None:
+    """Embed each user's profile (all-MiniLM-L6-v2, offline, cached) and k-means the users."""
+    from workbench.data.sources import load_examples
+    from workbench.users import ProfileText, cluster_examples, save_clustering
+    from workbench.users.routing import check_temperature
+
+    if (k is None) == (group_size is None):
+        raise InputError("give one of --k and --group-size")
+    check_temperature(temperature)
+    given = {"source": profile_text, "items": profile_items, "max_length": embed_tokens}
+    recipe = ProfileText(**{name: value for name, value in given.items() if value is not None})
+    examples = load_examples(data, task, split)
+    quiet_transformers()
+    clustering = cluster_examples(examples, task=task, split=split, data=str(data) if data else "demo", k=k,
+                                  group_size=group_size, seed=seed, recipe=recipe)  # fmt: skip
+    save_clustering(out, clustering, temperature=temperature)
+    file = clustering.file
+    score = "n/a" if file.silhouette is None else f"{file.silhouette:.3f}"
+    typer.echo(f"{len(clustering.users)} users in {file.k} clusters of sizes {file.sizes()}; silhouette {score}")
+    typer.echo(f"wrote {out / 'clusters.json'} and the report {out / 'clusters.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cluster", short_help="Embed users' profiles and cluster the users (k-means).")(cluster)

@@ -1,0 +1,164 @@
+"""Preference heads per cluster of users: PCS on each cluster's member examples, heads per cluster.
+
+`discover_cluster_heads` runs global discovery (`workbench.discovery.discover_heads`, with the
+options of `workbench discover`) on each cluster's member examples, so one cluster is global
+discovery. `ClusterHeads` is the result on disk: one folder
+`cluster-<id>/` per cluster with its `pcs.parquet` and `heads.json`, and the index
+`cluster_heads.json` naming the clusters file (and its digest), the model, the options, and each
+cluster's head file with a digest of its weights. Routed decoding reads the index and refuses
+heads made for other clusters or another model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench import io
+from workbench.checkpoint import digest
+from workbench.data.tokenized import TokenizedExample
+from workbench.discovery import DiscoverSettings, discover_heads
+from workbench.errors import InputError
+from workbench.heads import HeadWeights
+from workbench.scores import PCSResult
+from workbench.users.clusters import ClusterFile
+
+if TYPE_CHECKING:
+    from workbench.lens import Lens
+
+INDEX = "cluster_heads.json"
+FORMAT = "workbench.cluster_heads/1"
+
+
+def cluster_folder(cluster: int) -> str:
+    return f"cluster-{cluster}"
+
+
+@dataclass
+class ClusterHeads:
+    """Head weights per cluster (index = cluster id) and the record of how they were found."""
+
+    weights: list[HeadWeights]
+    clusters_digest: str
+    model: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return len(self.weights)
+
+    def digest(self) -> str:
+        return digest(self.clusters_digest, self.model, [w.weights.tolist() for w in self.weights])
+
+    def save(self, folder: str | Path) -> None:
+        """Each cluster's `heads.json`, then the index (written last: a folder with an index is whole)."""
+        folder = Path(folder)
+        entries = []
+        for cluster, weights in enumerate(self.weights):
+            path = Path(cluster_folder(cluster)) / "heads.json"
+            weights.save(folder / path)
+            entries.append({"id": cluster, "heads": str(path), "digest": digest(weights.weights.tolist()),
+                            "n_heads": len(weights.heads()), "n_examples": weights.n_examples})  # fmt: skip
+        index = {"format": FORMAT, "model": self.model, "clusters_digest": self.clusters_digest, "k": self.k,
+                 **self.record, "clusters": entries}  # fmt: skip
+        io.write_json(folder / INDEX, index)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClusterHeads:
+        """From a folder written by `save` (or its index file)."""
+        path = Path(path)
+        index_path = path / INDEX if path.is_dir() else path
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{index_path}: file not found (the output folder of `workbench discover --clusters`)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(f"{index_path}: not valid JSON ({error})") from None
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            raise InputError(f"{index_path}: not a cluster-heads index (write one with `workbench discover --clusters`)")
+        try:
+            entries = sorted(index["clusters"], key=lambda entry: int(entry["id"]))
+            if [int(entry["id"]) for entry in entries] != list(range(len(entries))) or not entries:
+                raise InputError(f"{index_path}: cluster ids must be 0..k-1")
+            weights = [HeadWeights.load(index_path.parent / entry["heads"]) for entry in entries]
+            for entry, loaded in zip(entries, weights):
+                if digest(loaded.weights.tolist()) != entry["digest"]:
+                    raise InputError(f"{index_path.parent / entry['heads']}: its weights changed since the index was written")
+            record = {k: v for k, v in index.items() if k not in ("format", "model", "clusters_digest", "k", "clusters")}
+            return cls(weights, str(index["clusters_digest"]), str(index["model"]), record)
+        except KeyError as error:
+            raise InputError(f"{index_path}: missing field {error.args[0]!r}") from None
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{index_path}: malformed cluster-heads index ({error})") from None
+
+    def check(self, clusters: ClusterFile, source: str | Path, lens: Lens | None = None) -> None:
+        """Refuse heads found for other clusters, or (given `lens`) another model or head layout."""
+        if self.clusters_digest != clusters.digest():
+            raise InputError(f"{source}: these cluster heads were discovered for another clustering than the clusters file given")
+        if lens is None:
+            return
+        if self.model != lens.name:
+            raise InputError(f"{source}: cluster heads were discovered with model {self.model!r}, not {lens.name!r}")
+        for weights in self.weights:
+            weights.check(lens.geometry)
+
+
+def discover_cluster_heads(
+    lens: Lens,
+    examples: Sequence[TokenizedExample],
+    clusters: ClusterFile,
+    settings: DiscoverSettings,
+    *,
+    checkpoint: str | Path | None = None,
+    top_m: int | None = None,
+    max_rows: int = 64,
+    seed: int = 0,
+    task: str = "",
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[list[PCSResult], ClusterHeads]:
+    """PCS of every head on each cluster's member examples among `examples`, and each cluster's
+    heads selected with `settings`. `checkpoint`: a folder for per-example checkpoints (one
+    subfolder per cluster). `extra` is recorded with every cluster's heads and in the index."""
+    if settings.score != "pcs":
+        raise InputError(f"per-cluster discovery scores PCS, not {settings.score} heads")
+    cluster_of = clusters.cluster_of_example()
+    outside = [e.example_id for e in examples if e.example_id not in cluster_of]
+    if outside:
+        raise InputError(f"example {outside[0]!r} belongs to no cluster of the clusters file")
+    members = [[e for e in examples if cluster_of[e.example_id] == c] for c in range(clusters.k)]
+    empty = [c for c, chosen in enumerate(members) if not chosen]
+    if empty:
+        raise InputError(
+            f"cluster {empty[0]} has no member examples among the {len(examples)} examples given "
+            f"(its {clusters.sizes()[empty[0]]} users' examples were left out; score all of the clustered examples)"
+        )
+    extra = {"clusters_digest": clusters.digest(), **(extra or {})}
+    results, weights = [], []
+    for cluster, chosen in enumerate(members):
+        result, selected = discover_heads(
+            lens, chosen, settings, checkpoint=None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster),
+            top_m=top_m, max_rows=max_rows, seed=seed, task=task, metadata={"cluster": cluster},
+            extra={"cluster": cluster, "n_users": len({e.user_id for e in chosen}), **extra}, progress=progress,
+        )  # fmt: skip
+        results.append(result)
+        weights.append(selected)
+    return results, ClusterHeads(weights, clusters.digest(), lens.name, extra)
+
+
+def save_cluster_discovery(folder: str | Path, results: Sequence[PCSResult], heads: ClusterHeads) -> None:
+    """Each cluster's `pcs.parquet`; then, unless a cluster selected no head (an `InputError`, the
+    scores kept), its `heads.json` and the index."""
+    folder = Path(folder)
+    for cluster, result in enumerate(results):
+        result.save(folder / cluster_folder(cluster) / "pcs.parquet")
+    for cluster, weights in enumerate(heads.weights):
+        if not weights.heads():
+            raise InputError(
+                f"cluster {cluster}: no head passed the PCS threshold (--min-pcs), so no cluster heads were written "
+                f"(lower --min-pcs); the scores are kept in {folder / cluster_folder(cluster) / 'pcs.parquet'}"
+            )
+    heads.save(folder)
