@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the main job on the embedded defaults. Extra arguments go to it.
+# The main job on the embedded defaults, from a fresh machine: set up (idempotent; creates .venv
+# when missing) and run `workbench demo` (all stages, report.md, figures). Extra arguments go to
+# it, e.g. `scripts/demo.sh --preset full` or `scripts/demo.sh --out runs/other`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-exec "${WORKBENCH_VENV:-$root/.venv}/bin/workbench" info "$@"
+exec "${WORKBENCH_VENV:-$root/.venv}/bin/workbench" demo "$@"

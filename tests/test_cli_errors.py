@@ -198,6 +198,18 @@ def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tiny, tmp_path, monkeyp
 
 
 def test_ctrl_c_in_a_command_that_does_not_resume_says_so(tiny, tmp_path, monkeypatch) -> None:
+    from workbench.scores import PCSResult
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PCSResult, "load", interrupt)
+    result = invoke("figures", "heatmap", "--pcs", tmp_path / "pcs.parquet", "--out", tmp_path / "f")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "interrupted; no half-written file was left; re-run the command to start again"
+
+
+def test_ctrl_c_in_validate_says_it_resumes(tiny, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(validate_command, "load_lens", lambda *args: tiny)
 
     def interrupt(*args, **kwargs):
@@ -206,7 +218,7 @@ def test_ctrl_c_in_a_command_that_does_not_resume_says_so(tiny, tmp_path, monkey
     monkeypatch.setattr(validate_command, "load_scoring_examples", interrupt)
     result = invoke("validate", "--task", "LaMP-7", "--heads", tiny_heads(tiny, tmp_path / "h.json"), "--out", tmp_path / "v")
     assert result.exit_code == 130
-    assert result.stderr.strip() == "interrupted; no half-written file was left; re-run the command to start again"
+    assert "re-run the same command to resume" in result.stderr
 
 
 def lamp3_folder(folder: Path, copies: int) -> Path:

@@ -146,6 +146,23 @@ def test_a_lamp_folder_without_gold_outputs_is_refused_at_load_time(tmp_path: Pa
     assert [e.output for e in examples] == [None, None]
 
 
+@pytest.mark.parametrize(
+    ("styles", "message"),
+    [
+        ({"u1": "sparkly"}, "user 'u1': unknown style 'sparkly'"),
+        ({"u1": "emoji"}, "user 'u1': style 'emoji': kind 'emoji' needs a parameter"),
+    ],
+)
+def test_a_styles_file_of_another_format_fails_at_load_time(tmp_path: Path, styles, message) -> None:
+    """Before any model work, naming the file and the user (it used to fail when the first batch was scored)."""
+    shutil.copytree(LAMP / "LaMP-7", tmp_path / "LaMP-7")
+    (tmp_path / "LaMP-7" / "styles.json").write_text(json.dumps(styles))
+    with pytest.raises(InputError, match=r"styles.json: " + message):
+        load_examples(tmp_path / "LaMP-7", "LaMP-7", "dev")
+    (tmp_path / "LaMP-7" / "styles.json").write_text(json.dumps({"u1": "emoji:🌿"}))
+    assert load_examples(tmp_path / "LaMP-7", "LaMP-7", "dev")
+
+
 def test_longlamp_jsonl_and_parquet(tmp_path: Path) -> None:
     jsonl = FIXTURES / "longlamp_abstract.jsonl"
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]

@@ -70,7 +70,7 @@ def test_a_folder_left_without_predictions_is_taken_over(cli, tmp_path):
     (out / "predictions.jsonl").write_text("")
     assert cli("--out", out, "--profile-k", "1").exit_code == 0
     refused = cli("--out", out, "--profile-k", "2")  # now it holds predictions made otherwise
-    one_line_error(refused, "holds a run with prompt=")
+    one_line_error(refused, "was made with other arguments (prompt.profile_k 1 -> 2)")
 
 
 def test_reference_head_files_and_entropy_gamma(cli, tiny, tmp_path):

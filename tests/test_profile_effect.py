@@ -34,6 +34,9 @@ def test_profile_nll_table_equals_twin_forwards_of_each_prompt(tiny) -> None:
         assert row.nll_with_profile == pytest.approx(float(with_profile), abs=1e-5)
         assert row.nll_without_profile == pytest.approx(float(without), abs=1e-5)
         assert abs(float(with_profile - without)) > 1e-3  # the two prompts differ, so a swap is caught
+        swapped = twin_token_nll(twin, pair.swapped_prompt_ids, pair.target_ids).mean()
+        assert row.nll_swapped_profile == pytest.approx(float(swapped), abs=1e-5)
+        assert abs(float(swapped - with_profile)) > 1e-3
 
 
 @pytest.mark.slow

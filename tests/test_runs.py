@@ -36,7 +36,9 @@ def config(**changes) -> EvalConfig:
 
 
 def lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    """The prediction records without their timing (`seconds`: wall time, never equal between runs)."""
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in records]
 
 
 def test_outputs_and_scores(tiny, examples, tmp_path: Path) -> None:

@@ -101,3 +101,42 @@ def test_validation_needs_no_profile_prompts(tiny, weights):
     bare = tokenize_pair(tiny, "bare", "u", "Write.", "Text")
     with pytest.raises(InputError, match="example 'bare'.*prompt_no_profile"):
         validate_heads(tiny, [bare], weights, n_random=1, progress=False)
+
+
+def test_an_interrupted_study_resumes_from_its_checkpoint(tiny, examples, weights, tmp_path, monkeypatch):
+    import workbench.validation as validation
+
+    sets = head_sets(tiny, weights, n_random=2)
+    fresh = validation_deltas(tiny, examples, sets, progress=False)
+    real, calls = validation.sequence_nll, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:  # the second example's first condition: the first example is stored
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "sequence_nll", counted)
+    with pytest.raises(KeyboardInterrupt):
+        validation_deltas(tiny, examples, sets, checkpoint=tmp_path / "checkpoint", progress=False)
+    calls.clear()
+    resumed = validation_deltas(tiny, examples, sets, checkpoint=tmp_path / "checkpoint", progress=False)
+    assert len(calls) == 2  # only the second example's two conditions were computed again
+    pd.testing.assert_frame_equal(resumed, fresh)
+    with pytest.raises(InputError, match="other arguments"):  # another ablation never reads these entries
+        validation_deltas(tiny, examples, sets, ablation="mean", checkpoint=tmp_path / "checkpoint", progress=False)
+
+
+def test_studies_share_the_forwards_of_a_common_set(tiny, examples, weights):
+    """Two studies (two head files) in one table: each equals its own study run alone."""
+    other = HeadWeights.random_heads(tiny.geometry, 3, seed=9)
+    studies = {"a": head_sets(tiny, weights, n_random=2), "b": head_sets(tiny, other, n_random=2)}
+    both = validation_deltas(tiny, examples, studies, progress=False)
+    for name, sets in studies.items():
+        alone = validation_deltas(tiny, examples, sets, progress=False)
+        part = both[both["heads"] == name].drop(columns="heads").reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, alone)
+    summary = summarize_validation(both, n_resamples=50)
+    assert set(summary["heads"]) == {"a", "b"}
+    assert summary.groupby("heads").size().tolist() == [len(summarize_validation(both[both.heads == "a"].drop(columns="heads"),
+                                                                                 n_resamples=50))] * 2  # fmt: skip

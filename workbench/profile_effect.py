@@ -7,6 +7,7 @@ heads to carry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -27,7 +28,9 @@ def reference_nll(lens: Lens, prompt_ids: Sequence[int], target_ids: Sequence[in
 def profile_nll(
     lens: Lens, examples: Sequence[Example], config: PromptConfig = PromptConfig(), *, progress: bool = False
 ) -> pd.DataFrame:
-    """One row per example: `example_id, user_id, style, nll_with_profile, nll_without_profile`."""
+    """One row per example: `example_id, user_id, style, nll_with_profile, nll_without_profile`,
+    and `nll_swapped_profile` (another user's profile of similar length, drawn among `examples`;
+    NaN where no other user has one): is it *this* user's profile that helps, or any profile?"""
     rows = []
     pairs = tokenized_examples(lens, examples, config)
     for example, pair in tqdm(list(zip(examples, pairs)), desc="reference NLL", unit="example", disable=not progress):
@@ -35,5 +38,7 @@ def profile_nll(
             "example_id": example.example_id, "user_id": example.user_id, "style": example.style,
             "nll_with_profile": reference_nll(lens, pair.prompt_ids, pair.target_ids),
             "nll_without_profile": reference_nll(lens, pair.no_profile_prompt_ids, pair.target_ids),
+            "nll_swapped_profile": math.nan if pair.swapped_prompt_ids is None
+            else reference_nll(lens, pair.swapped_prompt_ids, pair.target_ids),
         })  # fmt: skip
     return pd.DataFrame(rows)

@@ -4,11 +4,12 @@ Nothing is written until every input is known good: the configuration, the head 
 decoder (checked against the model) and every prompt are built first. Then `OUT/config.json`
 pins the configuration (the decoder's every option, the preset, the heads file and a digest of
 its weights): resuming with another one is an error, unless the folder holds no prediction yet.
-`OUT/predictions.jsonl` gets one line per example (id, prediction, gold, per-example scores) as
-soon as its batch is decoded; a rerun reads it back, drops a torn last line or a duplicate id
-(keeping the first), and generates only the examples still missing, so an interrupted run loses
-at most one batch and never writes an example twice. `OUT/metrics.json` (atomic) holds the metric
-values with seeded bootstrap intervals, n, the configuration, package versions and any warnings,
+`OUT/predictions.jsonl` gets one line per example (id, prediction, gold, per-example scores, its
+share of its batch's decoding seconds) as soon as its batch is decoded; a rerun reads it back,
+drops a torn last line or a duplicate id (keeping the first), and generates only the examples
+still missing, so an interrupted run loses at most one batch and never writes an example twice.
+`OUT/metrics.json` (atomic) holds the metric values with seeded bootstrap intervals, n, the
+decoding seconds summed over examples, the configuration, package versions and any warnings,
 e.g. that the heads were discovered on the split being evaluated (allowed, but recorded).
 A routed run (`routing`) also writes `OUT/routing.json` and `OUT/routing_weights.parquet`
 (`workbench.users.routing.UserRoutes.save`) before it decodes.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -292,7 +294,7 @@ def evaluate(
             disable=not progress,
         ) as bar,  # fmt: skip
     ):
-        for position, (index, generations) in enumerate(workers.map(generate_batch, tasks, shared=shared)):
+        for position, (index, (generations, seconds)) in enumerate(workers.map(generate_batch, tasks, shared=shared)):
             in_order = in_order and index == position
             for example, generation in zip(batches[index], generations):
                 prediction = generation.text.strip()
@@ -303,6 +305,7 @@ def evaluate(
                     "gold": example.output,
                     "style": example.style,
                     "stop_reason": generation.stop_reason,
+                    "seconds": seconds,
                     "scores": score_example(spec, prediction, example.output, example.style),  # type: ignore[arg-type]
                 }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -322,6 +325,7 @@ def evaluate(
         "preset": config.preset,
         "label": config.label,
         "n": len(rows),
+        "seconds": sum(float(done[e.example_id].get("seconds", 0.0)) for e in examples),
         "metrics": {
             name: interval.as_dict()
             for name, interval in metric_intervals(spec, rows, resamples=config.resamples, seed=config.seed).items()
@@ -353,17 +357,20 @@ def generate_batch(
     prompts: list,
     contrast_prompts: list | None,
     route_weights: list[HeadWeights] | None,
-) -> list:
+) -> tuple[list, float]:
     """One batch of an evaluation's generations, each prompt with its user's routed head weights
-    where the run routes users (the unit of work a worker runs)."""
+    where the run routes users, and the decoding seconds per prompt (the unit of work a worker runs)."""
     from workbench.decoding import generate
     from workbench.decoding.routed import generate_routed
 
     options = dict(contrast_prompts=contrast_prompts, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
                    batch_size=batch_size)  # fmt: skip
+    started = time.perf_counter()
     if route_weights is None:
-        return generate(lens, prompts, decoder=decoder, **options)
-    return generate_routed(lens, prompts, decoder, route_weights, **options)
+        generations = generate(lens, prompts, decoder=decoder, **options)
+    else:
+        generations = generate_routed(lens, prompts, decoder, route_weights, **options)
+    return generations, (time.perf_counter() - started) / len(prompts)
 
 
 def package_versions() -> dict[str, str]:

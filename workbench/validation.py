@@ -12,12 +12,15 @@ bootstrap interval over examples and a permutation p-value against the random se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from workbench.checkpoint import CheckpointStore, digest
 from workbench.data.tokenized import TokenizedExample
 from workbench.distributed import LocalWorkers, Workers
 from workbench.errors import InputError
@@ -76,18 +79,27 @@ def _random_set(lens: Lens, preference: list[Head], match_layers: bool, seed: in
     return chosen
 
 
+HeadSets = list[tuple[str, int, list[Head]]]
+
+
 def validation_deltas(
     lens: Lens,
     examples: Sequence[TokenizedExample],
-    sets: list[tuple[str, int, list[Head]]],
+    sets: HeadSets | Mapping[str, HeadSets],
     *,
     ablation: str = "zero",
     max_rows: int = 64,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
     reference: Sequence[Sequence[int]] | None = None,
     workers: Workers | None = None,
 ) -> pd.DataFrame:
     """Per example, condition and head set: clean NLL, NLL with the set ablated together, ΔNLL.
+
+    `sets` is one study's head sets, or several studies by name (e.g. the head sets of two PCS
+    variants): the table then has a `heads` column naming the study, and a head set shared by
+    studies (the same random draw) is ablated once. With `checkpoint`, each finished example is
+    stored at once, keyed by its token ids, so an interrupted study resumes where it stopped.
     `reference`: the mean ablation's sequences (default: the examples' prompt ‖ target; a shard
     passes its whole run's); `workers` run the examples (default: this process, on `lens`)."""
     if not examples:
@@ -98,36 +110,66 @@ def validation_deltas(
             raise InputError(
                 f"example {example.example_id!r}: the validation study needs its prompt without the profile (prompt_no_profile)"
             )
+    studies = {"": sets} if not isinstance(sets, Mapping) else dict(sets)
+    unique = list(dict.fromkeys(tuple(heads) for study in studies.values() for _, _, heads in study))
     if reference is None:
         reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
     chosen = make_ablation(lens, ablation, reference)
-    masks = [chosen.together(lens, heads) for _, _, heads in sets]
-    labels = [(name, draw) for name, draw, _ in sets]
-    per_example: list[list[tuple]] = [[] for _ in examples]
+    masks = [chosen.together(lens, list(heads)) for heads in unique]
+    store = None
+    if checkpoint is not None:
+        store = CheckpointStore(checkpoint, {
+            "model": lens.name, "geometry": vars(lens.geometry), "dtype": str(next(lens.bridge.parameters()).dtype),
+            "ablation": ablation, "sets": digest([list(heads) for heads in unique]), "max_rows": max_rows,
+            "reference": digest([list(r) for r in reference]) if ablation == "mean" else None,
+        })  # fmt: skip
+    keys = [digest([list(e.prompt_ids), list(e.no_profile_prompt_ids), list(e.target_ids)]) for e in examples]  # type: ignore[arg-type]
+    nlls = {i: torch.from_numpy(store.load(key)["nll"]) for i, key in enumerate(keys) if store is not None and key in store}
+    todo = [i for i in range(len(examples)) if i not in nlls]
     workers = workers if workers is not None else LocalWorkers(lens)
-    with tqdm(total=len(examples), desc="validation", unit="example", disable=not progress) as bar:
-        for index, rows in workers.map(example_deltas, [(e,) for e in examples], shared=(masks, labels, max_rows)):
-            per_example[index] = rows
+    with tqdm(total=len(examples), initial=len(nlls), desc="validation", unit="example", disable=not progress) as bar:
+        for position, nll in workers.map(example_nlls, [(examples[i],) for i in todo], shared=(masks, max_rows)):
+            nlls[todo[position]] = nll
+            if store is not None:
+                store.save(keys[todo[position]], {"nll": nll.numpy()})
             bar.update()
-    columns = ["example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
-    return pd.DataFrame([row for rows in per_example for row in rows], columns=columns)
-
-
-def example_deltas(
-    lens: Lens, masks: list[HeadMask], labels: list[tuple[str, int]], max_rows: int, example: TokenizedExample
-) -> list[tuple]:
-    """One example's rows of `validation_deltas` (the unit of work a worker runs)."""
     rows = []
-    for condition, field in CONDITIONS.items():
-        result = sequence_nll(lens, TargetSequence(getattr(example, field), example.target_ids), masks, max_rows=max_rows)
-        clean = result.clean_mean
-        for (name, draw), value in zip(labels, result.masked_mean.tolist()):
-            rows.append((example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
-    return rows
+    for index, example in enumerate(examples):
+        nll = nlls[index]
+        for row, condition in enumerate(CONDITIONS):
+            clean = float(nll[row, 0])
+            for study, study_sets in studies.items():
+                for name, draw, heads in study_sets:
+                    value = float(nll[row, 1 + unique.index(tuple(heads))])
+                    rows.append((study, example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
+    columns = ["heads", "example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.drop(columns="heads") if not isinstance(sets, Mapping) else table
+
+
+def example_nlls(
+    lens: Lens, masks: list[HeadMask], max_rows: int, example: TokenizedExample
+) -> Float[torch.Tensor, "condition sets_plus_one"]:
+    """One example's mean target NLL per condition, clean then with each mask (the unit of work a
+    worker runs for `validation_deltas`)."""
+    return torch.stack([
+        torch.tensor([result.clean_mean, *result.masked_mean.tolist()], dtype=torch.float64)
+        for result in (
+            sequence_nll(lens, TargetSequence(getattr(example, field), example.target_ids), masks, max_rows=max_rows)
+            for field in CONDITIONS.values()
+        )
+    ])  # fmt: skip
 
 
 def summarize_validation(deltas: pd.DataFrame, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Mean ΔNLL per head set and condition, bootstrap interval over examples, permutation p-value."""
+    """Mean ΔNLL per head set and condition, bootstrap interval over examples, permutation p-value
+    (per study, with a `heads` column, when the table has one)."""
+    if "heads" in deltas.columns:
+        parts = [
+            summarize_validation(part.drop(columns="heads"), level=level, n_resamples=n_resamples, seed=seed).assign(heads=name)
+            for name, part in deltas.groupby("heads", sort=False)
+        ]
+        return pd.concat(parts, ignore_index=True)
     wide = deltas.pivot_table(index="example_id", columns=["condition", "head_set", "draw"], values="delta_nll", sort=False)
     per_condition = {condition: wide[condition] for condition in CONDITIONS}
     per_condition["profile-specific"] = wide["profile"] - wide["no-profile"]

@@ -182,33 +182,40 @@ def discover(
     if settings.sample is not None:
         print(f"scoring {len(examples)} examples drawn at random (seed {seed}; at most {settings.sample})")
     with where.open(lens, worker_loader(model, dtype)) as runners:
-        _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, where.shard, runners)
+        _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit, where.shard, runners)
 
 
-def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, shard, runners) -> None:
-    from workbench.discovery import discover_heads, scoring_options, selection_options
+def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit, shard, runners) -> None:
+    from workbench.discovery import scoring_options, selection_options
     from workbench.shards import discover_shard
+    from workbench.stages.base import data_digest
+    from workbench.stages.discovery import discovery_stage, run_discovery
 
     task = task or data.stem  # type: ignore[union-attr]
-    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"], "options": record}
-    metadata = {"split": split, "preset": record["preset"], "options": record}
     if shard is not None:
+        extra = {
+            "task": task,
+            "split": split,
+            "data": str(data) if data else "demo",
+            "preset": record["preset"],
+            "options": record,
+        }
+        metadata = {"split": split, "preset": record["preset"], "options": record}
         scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
         done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection_options(settings, extra),
                               metadata=metadata, options={"model": lens.name}, workers=runners)  # fmt: skip
         if done is not None:
             print(f"shard {shard.label}: scored {done.n_examples} examples; once every shard is done: workbench merge {out}")
         return
-    result, weights = discover_heads(
-        lens, examples, settings, checkpoint=out / "checkpoint", top_m=top_m, max_rows=max_rows, seed=seed,
-        task=task, metadata=metadata, extra=extra, workers=runners,
+    stage = discovery_stage(
+        lens, out, settings, data=str(data) if data else "demo", data_hash=data_digest(examples),
+        task=task, split=split, top_m=top_m, max_rows=max_rows, seed=seed, extra={"preset": record["preset"], "limit": limit},
     )  # fmt: skip
-    result.save(out / "pcs.parquet")
+    result, weights = run_discovery(lens, stage, examples, settings, announce=print, workers=runners)
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
         f"({settings.method}, {settings.variant}, {settings.ablation} ablation)"
     )
-    _save_selection(weights, out, f"PCS >= {settings.min_pcs}", kept=out / "pcs.parquet")
     mean = result.mean()
     for layer, head in weights.heads():
         print(f"  layer {layer:>2} head {head:>2}  pcs {mean[layer, head]:+.4f}  weight {weights.weights[layer, head]:.3f}")
@@ -256,11 +263,10 @@ def _pattern_heads(lens, out: Path, settings, record: dict[str, Any]) -> None:
     print(f"wrote {out / 'heads.json'} ({score} heads)")
 
 
-def _save_selection(weights, out: Path, rule: str, kept: Path | None = None) -> None:
+def _save_selection(weights, out: Path, rule: str) -> None:
     """Write heads.json, or refuse an empty selection (nothing downstream can use it)."""
     if not weights.heads():
-        where = f"; {kept} is kept" if kept else ""
-        raise InputError(f"no head has {rule}, so no heads.json was written (lower --min-pcs){where}")
+        raise InputError(f"no head has {rule}, so no heads.json was written (lower --min-pcs)")
     weights.save(out / "heads.json")
 
 

@@ -104,7 +104,7 @@ def evaluate(
     from workbench.data.sources import load_examples
     from workbench.heads import HeadWeights
     from workbench.runs import eval_config
-    from workbench.runs import evaluate as run_evaluation
+    from workbench.stages.evaluation import evaluation_stage, run_evaluation
     from workbench.users.routing import routing_config
 
     prompt_options = {
@@ -133,7 +133,8 @@ def evaluate(
             result = evaluate_shard(lens, out, where.shard, examples, config, workers=runners)
             out = where.shard.folder(out)
         else:
-            result = run_evaluation(lens, examples, config, out, workers=runners)
+            stage = evaluation_stage(lens, out, config, examples)
+            result = run_evaluation(lens, stage, examples, config, announce=typer.echo, workers=runners)
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     typer.echo(f"{result['task']} {result['split']} {result['label']}  n={result['n']}")

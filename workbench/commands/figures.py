@@ -268,15 +268,9 @@ def draw_all(
     """Every figure the run folder has the inputs for, found by file name (pcs.parquet, heads.json,
     validation.parquet, validation_summary.csv, evaluation folders, comparison.parquet, clusters.json,
     sweep_k / sweep_gamma / efficiency tables; see figures/README.md); one line says why each other figure is skipped."""
-    from workbench.figures import save_figures
-    from workbench.figures.runfolder import draw_run, read_run
+    from workbench.stages.figures import draw_figures
 
-    drawn = draw_run(read_run(run, skip=out))
-    for note in drawn.notes:
-        print(note)
-    if not drawn.figures:
-        raise InputError(f"{run}: nothing to draw (see the notes above; `workbench figures all --help` lists the files used)")
-    for path in save_figures({out / stem: figure for stem, figure in drawn.figures.items()}, png=png):
+    for path in draw_figures(run, out, png=png):
         print(f"wrote {path}")
 
 

@@ -37,7 +37,7 @@ from workbench.commands.discover import (
 from workbench.data.scoring_examples import check_source, load_scoring_examples
 
 
-@friendly_errors(resumable=False)
+@friendly_errors
 def validate(
     heads: Annotated[Path, typer.Option("--heads", help="heads.json from `workbench discover` (or a reference head file).")],
     out: OutOption,
@@ -71,36 +71,44 @@ def validate(
 ) -> None:
     """Mask the top-k preference heads together vs random, retrieval and induction heads, with
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
-    from workbench import io
     from workbench.data.prompts import PromptConfig
     from workbench.heads import HeadWeights
-    from workbench.scores import induction_scores, retrieval_scores
-    from workbench.validation import head_sets, summarize_validation, validation_deltas
+    from workbench.stages.base import data_digest
+    from workbench.stages.validation import run_validation, validation_stage
+    from workbench.typed_config import flat_values
 
     prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
                           retriever=retriever or "bm25", seed=seed)  # fmt: skip
     where = placement(shard, ray, workers, cpus_per_worker)
     task = check_source(data, task)
+    HeadWeights.load_any(heads)  # a malformed head file fails before the model loads
     lens = load_lens(model, device, dtype, device_map)
     examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
-    pattern_grids = (
-        {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)} if pattern_heads else {}
-    )
-    sets = head_sets(lens, weights, k=top_k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
     with where.open(lens, worker_loader(model, dtype)) as runners:
         if where.shard is not None:
+            from workbench.scores import induction_scores, retrieval_scores
             from workbench.shards import validate_shard
+            from workbench.validation import head_sets
 
+            pattern_grids = (
+                {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)}
+                if pattern_heads else {}
+            )  # fmt: skip
+            sets = head_sets(lens, weights, k=top_k, n_random=n_random, match_layers=match_layers, seed=seed, **pattern_grids)
             options = {"model": lens.name, "heads": weights.weights.tolist(), "split": split}
             validate_shard(lens, out, where.shard, examples, sets, ablation=ablation or "zero", seed=seed, options=options,
                            workers=runners)  # fmt: skip
             print(f"shard {where.shard.label} done; once every shard is done: workbench merge {out}")
             return
-        deltas = validation_deltas(lens, examples, sets, ablation=ablation or "zero", workers=runners)
-    summary = summarize_validation(deltas, seed=seed)
-    io.write_parquet(out / "validation.parquet", deltas)
-    io.write_text(out / "validation_summary.csv", summary.to_csv(index=False))
+        label = str(weights.extra.get("variant") or heads.stem)
+        options = {
+            "k": top_k, "n_random": n_random, "match_layers": match_layers, "pattern_heads": pattern_heads,
+            "ablation": ablation or "zero", "seed": seed, "data": str(data) if data else "demo", "task": task, "split": split,
+            "limit": limit, **flat_values(prompt),
+        }  # fmt: skip
+        stage = validation_stage(lens, out, {label: weights}, options=options, data_hash=data_digest(examples))
+        summary = run_validation(lens, stage, examples, {label: weights}, announce=print, workers=runners)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {out / 'validation.parquet'} and {out / 'validation_summary.csv'}")
 

@@ -115,8 +115,17 @@ def _check_same_ids(questions: Path, outputs: Path, question_ids: set[str], gold
 
 
 def read_styles(path: Path) -> dict[str, str]:
-    """A `{user_id: style}` JSON object (the bundled demo set's `styles.json`)."""
+    """A `{user_id: style}` JSON object (the bundled demo set's `styles.json`), every style checked
+    here (`workbench.data.styles`), so that a file of another format fails before any model work,
+    not when the first batch of generations is scored."""
+    from workbench.data.styles import parse_style
+
     record: Any = read_json(path)
     if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
         raise InputError(f"{path}: expected a JSON object mapping user ids to style names")
+    for user, style in record.items():
+        try:
+            parse_style(style)
+        except InputError as error:
+            raise InputError(f"{path}: user {user!r}: {error}") from None
     return record
