@@ -11,6 +11,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from same_results import assert_same_results
 
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.data.prompts import PromptConfig
@@ -69,7 +70,7 @@ def test_ray_runs_equal_one_process_even_when_a_worker_dies(tiny, workers, tmp_p
     evaluate(tiny, texts, config, tmp_path / "single", progress=False)
     evaluate(tiny, texts, config, tmp_path / "ray", progress=False, workers=workers)
     for name in ("predictions.jsonl", "metrics.json"):
-        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "single" / name).read_text(), name
+        assert_same_results(tmp_path / "ray", tmp_path / "single", name)
 
 
 def test_ray_absent_or_unreachable_is_one_line(monkeypatch):
@@ -122,7 +123,7 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
         run(*common, "--out", tmp_path / "cluster", "--workers", 3, "--cpus-per-worker", 2, "--ray", "head:6379").exit_code == 0
     )
     assert asked == [(None, None, 1), ("head:6379", 3, 2)]
-    assert (tmp_path / "local" / "pcs.parquet").read_bytes() == (tmp_path / "single" / "pcs.parquet").read_bytes()
+    assert_same_results(tmp_path / "local", tmp_path / "single", "pcs.parquet")
     monkeypatch.setattr(distributed, "RayWorkers", real)
     failed = run(*common, "--out", tmp_path / "refused", "--ray", "127.0.0.1:1")
     assert failed.exit_code == 2 and failed.output == "error: cannot reach the Ray cluster at '127.0.0.1:1': Connection refused\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from same_results import assert_same_results
 from typer.testing import CliRunner
 
 import workbench.commands.discover as discover_command
@@ -188,7 +189,7 @@ def test_sharded_evaluation_merged_equals_one_process(tiny, tmp_path, heads_file
     ]  # whole batches
     merge_run(run)
     for name in ("predictions.jsonl", "config.json", "metrics.json"):
-        assert (run / name).read_text() == (tmp_path / "single" / name).read_text(), name
+        assert_same_results(run, tmp_path / "single", name)
     assert json.loads((run / "metrics.json").read_text())["n"] == single["n"] == 5
 
 
@@ -210,7 +211,7 @@ def test_cli_shards_and_merge(tiny, examples, tmp_path, monkeypatch):
     merged = run("merge", tmp_path / "run")
     assert merged.exit_code == 0, merged.output
     for name in ("pcs.parquet", "heads.json"):
-        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+        assert_same_results(tmp_path / "run", tmp_path / "single", name)
     for arguments, message in [
         (("--shard", "2/2"), "error: shard 2/2: I/N needs N >= 1 and 0 <= I < N"),
         (("--shard", "1/3"), "error: shard 0/2 in"),
@@ -246,4 +247,4 @@ def test_cli_validate_and_evaluate_shards_merge_into_one_process_files(tiny, hea
         assert run(*commands[name], "--out", tmp_path / "run", "--shard", shard).exit_code == 0
     assert run("merge", tmp_path / "run").exit_code == 0
     for output in outputs[name]:
-        assert (tmp_path / "run" / output).read_bytes() == (tmp_path / "single" / output).read_bytes(), output
+        assert_same_results(tmp_path / "run", tmp_path / "single", output)
