@@ -171,17 +171,7 @@ def click_head(page, layer: int, head: int) -> None:
 
 
 def wait_for_heads(page, names: str) -> None:
-    """Until the NLL panel and the map both show the head set `names` ("L0H1 L2H3"): a click on a
-    map that is still being redrawn can be lost."""
     page.wait_for_selector(f'#nll-heads[data-heads="{names}"]')
-    page.wait_for_function(
-        """(names) => {
-            const plot = document.querySelector('#map .js-plotly-plot');
-            const shown = plot && plot.data.length > 1 ? plot.data[1].x.map((x, i) => `L${plot.data[1].y[i]}H${x}`) : [];
-            return shown.sort().join(' ') === names.split(' ').filter(Boolean).sort().join(' ');
-        }""",
-        arg=names,
-    )
 
 
 def shown(page, row: int, column: str) -> float:
