@@ -30,8 +30,7 @@ def twin(**shape):
 
 
 def head_dim(model) -> int:
-    config = model.config
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return model.config.head_dim
 
 
 def patched(model, *, output_scale=None, z_ref=None, query_scale=None):
