@@ -159,7 +159,7 @@ class HeadWeights:
         options here; default their 4 %). Without `geometry`, the grid's size is taken from the
         file (`num_layers` / `num_heads`, else the largest indices listed)."""
         path = Path(path)
-        record = _read_json_object(path)
+        record = read_json_object(path)
         model, task = str(record.get("model", "")), str(record.get("task", ""))
         if "head_weights" in record:
             grid = _numeric_grid(record["head_weights"], path)
@@ -223,12 +223,12 @@ class HeadWeights:
 
     @classmethod
     def load(cls, path: str | Path) -> HeadWeights:
-        return cls.from_json(_read_json_object(Path(path)), source=str(path))
+        return cls.from_json(read_json_object(Path(path)), source=str(path))
 
     @classmethod
     def load_any(cls, path: str | Path, *, geometry: HeadGeometry | None = None) -> HeadWeights:
         """A workbench head-weights file, or else one of the authors' formats (`from_reference`)."""
-        if _read_json_object(Path(path)).get("format") == FORMAT:
+        if read_json_object(Path(path)).get("format") == FORMAT:
             weights = cls.load(path)
             if geometry is not None:
                 weights.check(geometry)
@@ -248,7 +248,8 @@ def _selection_size(n_total: int, top_k: int | None, top_percent: float | None) 
     return max(1, math.floor(top_percent * n_total))
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or a one-line InputError naming what is wrong."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -26,7 +26,6 @@ absent are skipped with a one-line note; so is a file that cannot be read (the n
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -45,7 +44,7 @@ from workbench.figures.overlap import head_set_label, overlap_heatmap
 from workbench.figures.paired import paired_bars
 from workbench.figures.sweeps import sweep_plot
 from workbench.figures.validation import DELTA_COLUMNS, SUMMARY_COLUMNS, validation_figure
-from workbench.heads import HeadWeights
+from workbench.heads import HeadWeights, read_json_object
 from workbench.scores.pcs import VARIANTS
 from workbench.scores.results import PCSResult
 
@@ -79,18 +78,6 @@ def read_table(path: Path, expected: str) -> pd.DataFrame:
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         kind = "Parquet" if path.suffix == ".parquet" else "CSV"
         raise InputError(f"{path}: not a {kind} table ({str(error).splitlines()[0][:120]}); {expected}") from None
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return record
 
 
 def cluster_sizes(path: Path) -> dict[int, int]:
