@@ -157,7 +157,11 @@ MAP_DRAWN = "document.querySelector('#map .js-plotly-plot')?.data?.[0]?.type ===
 
 
 def click_head(page, layer: int, head: int) -> None:
-    """Click the map cell of (layer, head), located through plotly's own axes."""
+    """Click the map cell of (layer, head), located through plotly's own axes.
+
+    Plotly answers a click with the point it last hovered, and its hover handling is throttled: the
+    pointer rests on the cell until plotly hovers that cell, or an instant move-and-click reports
+    the previously hovered head."""
     page.wait_for_function(MAP_DRAWN)
     x, y = page.eval_on_selector(
         "#map .js-plotly-plot",
@@ -166,6 +170,14 @@ def click_head(page, layer: int, head: int) -> None:
             return [box.left + plot._fullLayout.xaxis.l2p(head), box.top + plot._fullLayout.yaxis.l2p(layer)];
         }""",
         [head, layer],
+    )
+    page.mouse.move(x, y)
+    page.wait_for_function(
+        """([head, layer]) => {
+            const hovered = document.querySelector('#map .js-plotly-plot')?._hoverdata?.[0];
+            return hovered !== undefined && hovered.x === head && hovered.y === layer;
+        }""",
+        arg=[head, layer],
     )
     page.mouse.click(x, y)
 
