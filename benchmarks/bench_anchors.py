@@ -5,8 +5,10 @@ One command, one process, the embedded SmolLM2-135M-Instruct, float32, the same 
 threads everywhere, the same prompt token ids (chat prompts of about 128 and 512 tokens), a fixed
 number of new tokens with the model's stop tokens ignored, variants alternating, best of the runs:
 
-- `ours`: `workbench.decoding.generate` with `Greedy()` on the lens (the bridge, its hooks and
-  `SkinnyLinear` steps);
+- `ours`: `workbench.decoding.generate` with `Greedy()` on the lens (the prefill and the cached
+  steps on the fast path of `workbench.fast_forward`: the unwrapped model, a preallocated cache);
+- `ours-bridge`: the same with the cached steps through the TransformerLens bridge and its hooks
+  (`fast_path=False`, the loop before the fast path);
 - `hf-eager`, `hf-sdpa`: Hugging Face `generate` (greedy) on a plain, unwrapped copy of the same
   float32 weights, with eager and with SDPA attention; batches are left-padded as its docs say;
 - `llama-q4`: llama.cpp (through `llama-cpp-python`, the `bench` extra) on the very GGUF file the
@@ -25,7 +27,7 @@ llama.cpp's common prefix with `hf-eager` is information only. A mismatch is rep
 `hf-eager`'s margin between its two best logits at the first differing step (a near-tie or not).
 
     .venv/bin/python benchmarks/bench_anchors.py [--lengths 128 512] [--batches 1 8]
-        [--new-tokens 32 128] [--variants ours hf-eager hf-sdpa llama-q4 llama-f32] [--threads 2]
+        [--new-tokens 32 128] [--variants ours ours-bridge hf-eager hf-sdpa llama-q4 llama-f32] [--threads 2]
         [--max-rounds 5] [--tolerance 0.10] [--markdown] [--diagnose STEPS]
 
 `--diagnose` prints, instead of the table, per-step costs of the pieces of our loop and of Hugging
@@ -52,7 +54,7 @@ import torch
 Prompts = list[list[int]]
 NewTokens = list[list[int]]  # the new tokens of each prompt, in prompt order
 REFERENCE = "hf-eager"
-ALL_VARIANTS = ["ours", "hf-eager", "hf-sdpa", "llama-q4", "llama-f32"]
+ALL_VARIANTS = ["ours", "ours-bridge", "hf-eager", "hf-sdpa", "llama-q4", "llama-f32"]
 
 
 # --- the variants: each turns (prompts, new tokens) into greedy new tokens -----------------------
@@ -71,17 +73,24 @@ class Variant:
     close: Callable[[], None] = lambda: None
 
 
-def ours(lens) -> Variant:
-    """Our generation loop with the greedy decoder, all prompts in one batch."""
+def ours(lens, fast_path: bool = True) -> Variant:
+    """Our generation loop with the greedy decoder, all prompts in one batch; `ours-bridge` runs
+    its cached steps through the TransformerLens bridge (`fast_path=False`)."""
     from workbench.decoding import Greedy, generate
 
     def run(prompts: Prompts, new_tokens: int) -> NewTokens:
         generations = generate(
-            lens, prompts, decoder=Greedy(), max_new_tokens=new_tokens, batch_size=len(prompts), stop_at_eos=False
+            lens,
+            prompts,
+            decoder=Greedy(),
+            max_new_tokens=new_tokens,
+            batch_size=len(prompts),
+            stop_at_eos=False,
+            fast_path=fast_path,
         )
         return [generation.token_ids for generation in generations]
 
-    return Variant("ours", run)
+    return Variant("ours" if fast_path else "ours-bridge", run)
 
 
 def hf_generate(model, tokenizer, prompts: Prompts, new_tokens: int) -> NewTokens:
@@ -464,8 +473,8 @@ def make_variants(names: list[str], lens, tokenizer, plain: dict, threads: int, 
 
     variants, notes = [], []
     for name in names:
-        if name == "ours":
-            variants.append(ours(lens))
+        if name in ("ours", "ours-bridge"):
+            variants.append(ours(lens, fast_path=name == "ours"))
         elif name.startswith("hf-"):
             variants.append(hf(plain[name[3:]], tokenizer, name[3:]))
         elif importlib.util.find_spec("llama_cpp") is None:

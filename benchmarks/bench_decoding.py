@@ -20,11 +20,16 @@ wall-time ratio to greedy measured in the same setting and tokens per second.
 
     .venv/bin/python benchmarks/bench_decoding.py [--lengths 128 512] [--batches 1 8] [--repeats 2]
         [--decoders greedy greedy-plain prefill dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
+
+`greedy-bridge` / `dps-bridge`: the same decoders with the cached steps through the TransformerLens
+bridge (`fast_path=False`, the path before `workbench.fast_forward`); `dps-upper`: DPS with the same
+20 heads moved into the upper half of the layers, so that its two rows share the lower half.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from contextlib import contextmanager
 
@@ -50,6 +55,21 @@ def build_prompts(lens, tokens: int, batch: int) -> list[list[int]]:
     return prompts
 
 
+def lowest_layer(weights) -> int:
+    return int(weights.weights.nonzero()[:, 0].min())
+
+
+def upper_half(weights, n_layers: int):
+    """The same heads moved to the upper half of the layers (layer l -> n/2 + l/2): how DPS costs
+    when the lower half can be shared, as with heads found in the upper layers."""
+    from workbench.heads import HeadWeights
+
+    moved = torch.zeros_like(weights.weights)
+    for layer, head in weights.weights.nonzero().tolist():
+        moved[n_layers // 2 + layer // 2, head] = weights.weights[layer, head]
+    return HeadWeights(moved)
+
+
 def authors_style(hf_model, prompts, weights) -> None:
     """Their loop (`workbench.authors_hf.authors_dps`) on the plain Hugging Face model, one prompt at a time."""
     from workbench.authors_hf import authors_dps
@@ -73,10 +93,10 @@ def plain_linear(lens):
             module.__class__ = SkinnyLinear
 
 
-def variants(lens, hf_model, prompts, contrasts, weights):
+def variants(lens, hf_model, prompts, contrasts, weights, upper_weights):
     from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, generate
 
-    def on_loop(decoder, contrast_prompts=None, new_tokens=NEW_TOKENS):
+    def on_loop(decoder, contrast_prompts=None, new_tokens=NEW_TOKENS, fast_path=True):
         return lambda: generate(
             lens,
             prompts,
@@ -85,6 +105,7 @@ def variants(lens, hf_model, prompts, contrasts, weights):
             max_new_tokens=new_tokens,
             batch_size=len(prompts),
             stop_at_eos=False,
+            fast_path=fast_path,
         )
 
     def plain_greedy():
@@ -93,9 +114,12 @@ def variants(lens, hf_model, prompts, contrasts, weights):
 
     return {
         "greedy": on_loop(Greedy()),
+        "greedy-bridge": on_loop(Greedy(), fast_path=False),
         "greedy-plain": plain_greedy,
         "prefill": on_loop(Greedy(), new_tokens=1),
         "dps": on_loop(DPS(weights, gamma=1.0)),
+        "dps-bridge": on_loop(DPS(weights, gamma=1.0), fast_path=False),
+        "dps-upper": on_loop(DPS(upper_weights, gamma=1.0)),
         "dps-shared": on_loop(DPS(weights, gamma=1.0, prefill="shared")),
         "authors": lambda: authors_style(hf_model, prompts, weights),
         "cad": on_loop(CAD(), contrasts),
@@ -129,13 +153,17 @@ def main() -> None:
     lens = load_model(device="cpu")
     hf_model = AutoModelForCausalLM.from_pretrained(embedded_default_folder(), dtype=torch.float32).eval()
     weights = HeadWeights.random_heads(lens.geometry, 20, seed=0)
+    upper_weights = upper_half(weights, lens.n_layers)
+    print(
+        f"load average {os.getloadavg()[0]:.1f}; lowest suppressed layer: dps {lowest_layer(weights)}, dps-upper {lowest_layer(upper_weights)}"
+    )
     names = ["greedy"] + [name for name in args.decoders if name != "greedy"]
     rows = []
     for length in args.lengths:
         for batch in args.batches:
             prompts = build_prompts(lens, length, batch)
             contrasts = build_prompts(lens, length // 2, batch)  # "without the profile": shorter
-            runs = variants(lens, hf_model, prompts, contrasts, weights)
+            runs = variants(lens, hf_model, prompts, contrasts, weights, upper_weights)
             best = {name: float("inf") for name in names}
             for _ in range(args.repeats):
                 for name in names:

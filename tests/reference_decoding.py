@@ -30,7 +30,8 @@ def twin(**shape):
 
 
 def head_dim(model) -> int:
-    return model.config.head_dim
+    config = model.config
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def patched(model, *, output_scale=None, z_ref=None, query_scale=None):

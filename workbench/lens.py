@@ -14,6 +14,7 @@ the activation they change, so a model split over several devices (`device_map`)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from transformers import PreTrainedTokenizerBase
 
 from workbench.adapters import ModelAdapter, adapter_for
 from workbench.errors import InputError
+from workbench.fast_forward import FastForward
+from workbench.kv_cache import CacheSpec, GrowingKVCache
 from workbench.masks import HeadGeometry, HeadMask
 from workbench.skinny_linear import use_skinny_linear
 from workbench.tensor_types import AttentionMask, ContextMask, HeadOutputs, Logits, Residual, TokenIds
@@ -253,8 +256,13 @@ class Lens:
 
     @contextmanager
     def intervene(self, mask: HeadMask | None, extra_hooks: Sequence[Hook] = ()) -> Iterator[Lens]:
-        """Apply `mask` (and any extra hooks) to every forward run inside the block."""
-        with self.bridge.hooks(fwd_hooks=self.mask_hooks(mask) + list(extra_hooks)):
+        """Apply `mask` (and any extra hooks) to every forward run inside the block. With nothing
+        to apply, the bridge's hook context (milliseconds per entry) is not entered at all."""
+        hooks = self.mask_hooks(mask) + list(extra_hooks)
+        if not hooks:
+            yield self
+            return
+        with self.bridge.hooks(fwd_hooks=hooks):
             yield self
 
     # --- forwards ----------------------------------------------------------------------------
@@ -285,8 +293,16 @@ class Lens:
 
         `attention_mask` spans the cached prefix and the new tokens. Returns the logits of the
         new positions (only the last one, `[batch, 1, vocab]`, with `last_only`, which spares the
-        unembedding of a whole prompt) and the updated cache.
+        unembedding of a whole prompt) and the updated cache. A cache made by the fast path
+        (`prefill(..., cache=CacheSpec(...))`) continues on the fast path.
         """
+        if isinstance(past, GrowingKVCache):
+            if attention_mask is None:
+                attention_mask = torch.ones(
+                    tokens.shape[0], past.length + tokens.shape[1], dtype=torch.long, device=tokens.device
+                )
+            logits = self.fast_forward.step(tokens, past, attention_mask, mask=mask, extra_hooks=extra_hooks, last_only=last_only)
+            return logits, past
         with torch.no_grad(), self.intervene(mask, extra_hooks):
             return self.bridge(
                 tokens,
@@ -305,14 +321,25 @@ class Lens:
         mask: HeadMask | None = None,
         extra_hooks: Sequence[Hook] = (),
         chunk_tokens: int | None = None,
+        cache: CacheSpec | None = None,
     ) -> tuple[Logits, Any]:
         """`step` from an empty cache with `last_only`, run in row chunks of at most `chunk_tokens`
         tokens (at least one row; default `CPU_PREFILL_CHUNK_TOKENS` on the CPU, no chunking
         elsewhere) whose caches are joined. Rows never interact, so this equals one forward over
-        all rows; `extra_hooks` fire once per chunk, in row order."""
+        all rows; `extra_hooks` fire once per chunk, in row order.
+
+        With `cache`, the prefill runs on the fast path (`workbench.fast_forward`: no bridge
+        wrappers, attention without repeated keys, SDPA) in one forward and returns a
+        `GrowingKVCache` laid out by `cache` (room for `capacity` positions; with `shared_below`,
+        rows of the same prompt in different groups share the layers below it). Later `step`s on
+        that cache stay on the fast path. `InputError` if the fast path cannot serve the mask
+        and hooks (`fast_path_refusal`)."""
         rows, width = tokens.shape
         if mask is not None and mask.rows not in (1, rows):
             raise InputError(f"head mask has {mask.rows} rows but the batch has {rows}")
+        if cache is not None:
+            with torch.no_grad():
+                return self.fast_forward.prefill(tokens, attention_mask, cache, mask=mask, extra_hooks=extra_hooks)
         if chunk_tokens is None:
             chunk_tokens = CPU_PREFILL_CHUNK_TOKENS if self.device.type == "cpu" else rows * width
         per_chunk = max(1, chunk_tokens // width)
@@ -330,6 +357,15 @@ class Lens:
             logits.append(chunk_logits)
             caches.append(cache)
         return torch.cat(logits), self.join_caches(caches)
+
+    @functools.cached_property
+    def fast_forward(self) -> FastForward:
+        """The fast decoding path over this lens's model (built on first use, weights shared)."""
+        return FastForward(self)
+
+    def fast_path_refusal(self, mask: HeadMask | None = None, extra_hooks: Sequence[Hook] = ()) -> str | None:
+        """Why the fast decoding path cannot run with `mask` and `extra_hooks` (None when it can)."""
+        return self.fast_forward.refusal(mask, extra_hooks)
 
     def join_caches(self, caches: Sequence[Any]) -> Any:
         """One KV cache holding the rows of `caches` (from row chunks of one padded batch) in order."""

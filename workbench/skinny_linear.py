@@ -11,7 +11,10 @@ product up to float rounding (summation order); figures in benchmarks/RESULTS.md
 
 `SkinnyLinear` is an `nn.Linear` with that forward; `use_skinny_linear` switches the linear
 layers of a model to it in place (state dict, parameters and hooks are untouched). Inputs with
-more than `MAX_SKINNY_ROWS` rows (prefills, PCS scans) and non-CPU tensors take the default path.
+more than `MAX_SKINNY_ROWS` rows (prefills, PCS scans), non-CPU tensors and runs with a single torch
+thread take the default path: with one thread there is no second core to stream the weight on, and
+the doubled row made a batch-1 step about twice as slow as the default single-row product
+(benchmarks/RESULTS.md, "Anchors").
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ MAX_SKINNY_ROWS = 32
 class SkinnyLinear(nn.Linear):
     def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
         rows = x.numel() // x.shape[-1] if x.ndim > 0 and x.shape[-1] else 0
-        if x.device.type != "cpu" or not 0 < rows <= MAX_SKINNY_ROWS:
+        if x.device.type != "cpu" or not 0 < rows <= MAX_SKINNY_ROWS or torch.get_num_threads() < 2:
             return super().forward(x)
         # Row-major rows, so that `flat.t()` is the column-major operand the fast kernel takes.
         flat = x.reshape(rows, x.shape[-1]).contiguous()

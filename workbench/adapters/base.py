@@ -16,9 +16,9 @@ A `ModelAdapter` answers, for the lens, every question whose answer depends on t
 
 The cache operations are the one seam between the decoding loop and the cache object. A cache is
 opaque to every caller: it is made by `Lens.step`/`Lens.prefill` and changed only through
-`join_caches` and `select_cache_rows`. A different cache (for example one preallocated for the
-whole generation, or one whose lower layers are shared by several rows) plugs in by overriding
-these two methods; callers do not change.
+`join_caches` and `select_cache_rows`. Two kinds exist: Transformers' `DynamicCache` (the bridge's
+steps) and `workbench.kv_cache.GrowingKVCache` (the fast path's: preallocated, lower layers
+shareable by row groups), which carries its own join and row selection; callers do not change.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from workbench.errors import InputError
+from workbench.kv_cache import GrowingKVCache
 
 # TransformerLens 4.3 bridge hook points, by what they carry (`{layer}` is the block index).
 HOOKS: dict[str, str] = {
@@ -82,6 +83,9 @@ class ModelAdapter:
     # a per-head query norm (Qwen3, Gemma-3) it must be after the norm, which would undo a scale.
     query_hook: str = "q"
     query_head_axis: int = 2
+    # The head axis of the Hugging Face query norm's output (the fast path's `q_normed` site):
+    # Qwen3 norms `[batch, pos, head, d_head]`, Gemma-3 `[batch, head, pos, d_head]`.
+    hf_q_norm_head_axis: int = 2
 
     # --- hook names ----------------------------------------------------------------------------
 
@@ -144,6 +148,8 @@ class ModelAdapter:
         """One cache holding the rows of `caches` in order. The caches come from row chunks of one
         padded batch, so every layer has the same length (and sliding-window layers the same
         running length) in each; the first cache is extended in place and returned."""
+        if isinstance(caches[0], GrowingKVCache):
+            return GrowingKVCache.join(caches)
         joined = caches[0]
         if len(caches) == 1:
             return joined
@@ -162,6 +168,8 @@ class ModelAdapter:
         """Keep, repeat or reorder the batch rows of `cache` (new row i = old row `rows[i]`), in
         place; returns the cache. Each layer's index goes to that layer's device, so a model
         split over several devices works."""
+        if isinstance(cache, GrowingKVCache):
+            return cache.select_rows(rows)
         for layer in cache.layers:
             if layer.is_initialized:
                 layer.reorder_cache(rows)

@@ -14,4 +14,5 @@ ADAPTER = ModelAdapter(
     softcap_attribute="final_logit_softcapping",
     query_hook="q_normed",
     query_head_axis=1,
+    hf_q_norm_head_axis=1,
 )

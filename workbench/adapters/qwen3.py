@@ -12,4 +12,5 @@ ADAPTER = ModelAdapter(
     chat_template_kwargs=(("enable_thinking", False),),
     query_hook="q_normed",
     query_head_axis=1,
+    hf_q_norm_head_axis=2,
 )

@@ -28,6 +28,7 @@ from workbench.decoding.contrast import entropy
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.sampling import Sampling, choose_tokens
 from workbench.errors import InputError
+from workbench.kv_cache import CacheSpec, GrowingKVCache
 from workbench.masks import HeadMask
 from workbench.tensor_types import AttentionMask, ContextMask, StepLogits, TokenIds
 
@@ -59,6 +60,7 @@ def generate(
     progress: bool = False,
     use_cache: bool = True,
     stop_at_eos: bool = True,
+    fast_path: bool = True,
 ) -> list[Generation]:
     """Continue every prompt with `decoder` (default `Greedy()`); one `Generation` per prompt, in order.
 
@@ -66,6 +68,8 @@ def generate(
     ignore them). `diagnostics` records, per step, γ, entropies and the top tokens of each pass.
     `use_cache=False` recomputes the whole sequence every step (a slow check of the cache);
     `stop_at_eos=False` ignores the model's stop tokens (benchmarks that need fixed lengths).
+    The cached steps run on the lens's fast path (`workbench.fast_forward`) unless `fast_path=False`
+    or the path cannot serve the decoder's masks and hooks; then they run through the bridge.
     """
     decoder = Greedy() if decoder is None else decoder
     prompts = _checked_prompts(lens, prompts, "prompts", max_new_tokens)
@@ -87,7 +91,7 @@ def generate(
             indices = order[start : start + batch_size]
             batch = _Batch(lens, run, indices, max_new_tokens, sampling, stop_ids, tuple(stop_strings), diagnostics)
             contrasts = None if contrast_prompts is None else [contrast_prompts[i] for i in indices]
-            for index, generation in zip(indices, batch.decode([prompts[i] for i in indices], contrasts, use_cache)):
+            for index, generation in zip(indices, batch.decode([prompts[i] for i in indices], contrasts, use_cache, fast_path)):
                 results[index] = generation
             bar.update(len(indices))
     return results  # type: ignore[return-value]
@@ -160,25 +164,37 @@ class _Batch:
         logits, past = self.lens.step(tokens, past, attention_mask=attention, mask=mask, extra_hooks=hooks, last_only=True)
         return logits[:, -1], past
 
-    def prefill(self, tokens: TokenIds, attention: AttentionMask) -> tuple[StepLogits, Any]:
-        hooks = self.decoder_run.hooks()
+    def prefill(self, tokens: TokenIds, attention: AttentionMask, fast: bool) -> tuple[StepLogits, Any]:
+        """Last-position logits of the prompts and their cache: on the lens's fast path (a
+        preallocated cache, groups sharing the layers below their first difference) when `fast`."""
+        hooks, mask = self.decoder_run.hooks(), self.batch_mask()
+        capacity = tokens.shape[1] + self.max_new_tokens
         if not self.decoder_run.shared_prefill:
-            logits, past = self.lens.prefill(tokens, attention_mask=attention, mask=self.batch_mask(), extra_hooks=hooks)
+            spec = None
+            if fast:
+                groups = self.decoder_run.groups
+                depth = self.lens.fast_forward.shareable_depth(tokens, groups, mask, hooks)
+                spec = CacheSpec(capacity, groups, depth) if depth else CacheSpec(capacity)
+            logits, past = self.lens.prefill(tokens, attention_mask=attention, mask=mask, extra_hooks=hooks, cache=spec)
             return logits[:, -1], past
         # The authors' variant: one unmasked prefill of the first group without the last prompt
         # token, copied to every group; the last prompt token then runs with the masks on.
         n, past = len(self.active), None
         if tokens.shape[1] > 1:
-            _, past = self.lens.prefill(tokens[:n, :-1], attention_mask=attention[:n, :-1])
+            spec = CacheSpec(capacity) if fast else None
+            _, past = self.lens.prefill(tokens[:n, :-1], attention_mask=attention[:n, :-1], cache=spec)
             past = self.lens.select_cache_rows(past, torch.arange(n, device=tokens.device).repeat(self.decoder_run.groups))
-        return self.forward(tokens[:, -1:], past, attention, self.batch_mask(), hooks)
+        elif fast:  # nothing to prefill: an empty fast cache, so that the steps stay on the fast path
+            past = GrowingKVCache(self.lens.n_layers, tokens.shape[0], CacheSpec(capacity))
+        return self.forward(tokens[:, -1:], past, attention, mask, hooks)
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def decode(self, prompts: Prompts, contrasts: Prompts | None, use_cache: bool) -> list[Generation]:
+    def decode(self, prompts: Prompts, contrasts: Prompts | None, use_cache: bool, fast_path: bool) -> list[Generation]:
         sequences = self.decoder_run.rows(prompts, contrasts)
         tokens, attention = self.lens.pad_left(sequences)
-        logits, past = self.prefill(tokens, attention)
+        fast = use_cache and fast_path and self.lens.fast_path_refusal(self.batch_mask(), self.decoder_run.hooks()) is None
+        logits, past = self.prefill(tokens, attention, fast)
         mask = self.batch_mask()
         for step in range(self.max_new_tokens):
             scored = self.decoder_run.score(logits)
@@ -215,11 +231,13 @@ class _Batch:
         for position, token in enumerate(chosen):
             prompt = self.active[position]
             self.generated[prompt].append(token)
-            text = self.lens.decode(self.generated[prompt])
-            cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=None)
+            text, cut = None, None
+            if self.stop_strings:  # only stop strings need the text before a prompt finishes
+                text = self.lens.decode(self.generated[prompt])
+                cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=None)
             if token in self.stop_ids:
                 self.finish(prompt, text, "eos")
-            elif cut is not None:
+            elif cut is not None and text is not None:
                 self.finish(prompt, text[:cut], "stop_string")
             elif last_step:
                 self.finish(prompt, text, "max_new_tokens")
@@ -227,7 +245,8 @@ class _Batch:
                 keep.append(position)
         return keep
 
-    def finish(self, prompt: int, text: str, reason: StopReason) -> None:
+    def finish(self, prompt: int, text: str | None, reason: StopReason) -> None:
+        text = self.lens.decode(self.generated[prompt]) if text is None else text
         steps = self.steps[prompt] if self.diagnostics else None
         self.finished[prompt] = Generation(text, self.generated[prompt], reason, steps)
 
