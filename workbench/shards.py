@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from workbench.masks import Head
     from workbench.runs import EvalConfig
     from workbench.scores.results import PCSResult
+    from workbench.users.clusters import ClusterFile
 
 T = TypeVar("T")
 SHARDS, MANIFEST, ESTIMATES = "shards", "shard.json", "attribution.npz"
@@ -169,26 +170,44 @@ def discover_shard(
     selection: dict[str, Any],
     metadata: dict[str, Any],
     options: dict[str, Any],
+    clusters: ClusterFile | None = None,
     workers: Workers | None = None,
-) -> PCSResult | None:
+) -> list[PCSResult] | None:
     """Score this shard's part of `examples` (all of the run's) into its folder: `score_heads`
-    keywords `scoring`, `metadata` added to the result, `selection` the keywords of
-    `HeadWeights.from_scores` the merge will use. A hybrid shard returns None (and says so) while
-    other shards' attribution is missing: run it again when they are done."""
-    from workbench.scores.pcs import PCSScan
+    keywords `scoring`, `metadata` added to the results, `selection` the keywords of
+    `HeadWeights.from_scores` the merge will use. With `clusters`, each cluster's members are
+    scanned as `discover --clusters` scans them, the shards taking contiguous slices of the
+    examples in cluster order (so a shard holds parts of one or a few clusters, and every shard
+    about as many examples), one `cluster-<id>/pcs.parquet` per cluster it holds. Returns the
+    results, or None (and says so) for a hybrid shard while other shards' attribution is
+    missing: run it again when they are done."""
+    from workbench.scores.pcs import PCSScan, scan_estimates, scan_results
+    from workbench.users.cluster_heads import cluster_folder, cluster_members
 
-    mine = shard.take(examples)
-    recorded = {**options, "scoring": scoring, "selection": selection, "metadata": metadata}
-    ids, mine_ids = [e.example_id for e in examples], [e.example_id for e in mine]
-    folder = open_shard(run_dir, shard, "discover", recorded, ids, mine_ids, tokenized_digest(examples))
-    scan = PCSScan(lens, examples, **scoring, checkpoint=folder / "checkpoint", workers=workers)
-    if scoring["method"] == "exact":
-        result = scan.result(mine)
+    if clusters is None:
+        groups = [("", list(examples), metadata)]
     else:
-        estimates = scan.estimates(mine)
+        members = cluster_members(examples, clusters)
+        groups = [(cluster_folder(c), chosen, {**metadata, "cluster": c}) for c, chosen in enumerate(members)]
+    ordered = [e for _, chosen, _ in groups for e in chosen]
+    mine_ids = {e.example_id for e in shard.take(ordered)}
+    recorded = {**options, "scoring": scoring, "selection": selection, "metadata": metadata,
+                "clusters": None if clusters is None else clusters.digest(),
+                "groups": [[name, len(chosen)] for name, chosen, _ in groups]}  # fmt: skip
+    ids = [e.example_id for e in ordered]
+    folder = open_shard(run_dir, shard, "discover", recorded, ids, [i for i in ids if i in mine_ids], tokenized_digest(ordered))
+    held = [(name, chosen, [e for e in chosen if e.example_id in mine_ids], extra) for name, chosen, extra in groups]
+    held = [group for group in held if group[2]]
+    scans = [PCSScan(lens, chosen, **scoring, checkpoint=folder / "checkpoint" / name, workers=workers)
+             for name, chosen, _, _ in held]  # fmt: skip
+    mine = [part for _, _, part, _ in held]
+    if scoring["method"] == "exact":
+        results = scan_results(scans, mine)
+    else:
+        estimates = scan_estimates(scans, mine)
         candidates = None
         if scoring["method"] == "hybrid":
-            _save_estimates(folder / ESTIMATES, mine, estimates)
+            _save_estimates(folder / ESTIMATES, [e for part in mine for e in part], estimates)
             everyone, missing = _all_estimates(run_dir, shard)
             if missing:
                 print(
@@ -196,51 +215,72 @@ def discover_shard(
                     f"(missing: {', '.join(missing)}): run this command again when they are done"
                 )
                 return None
-            candidates = scan.candidates(everyone)
-        result = scan.result(mine, estimates, candidates)
-    result.metadata.update(metadata)
-    result.save(folder / "pcs.parquet")
+            candidates = [scan.candidates(_rows(everyone, chosen)) for scan, (_, chosen, _, _) in zip(scans, held)]
+        results = scan_results(scans, mine, estimates, candidates)
+    for (name, _, _, extra), result in zip(held, results):
+        result.metadata.update(extra)
+        result.save(folder / name / "pcs.parquet")
     finish_shard(folder)
-    return result
+    return results
 
 
-def _save_estimates(path: Path, examples: Sequence[TokenizedExample], estimates: dict[str, torch.Tensor]) -> None:
+def _save_estimates(path: Path, examples: Sequence[TokenizedExample], estimates: list[dict[str, torch.Tensor]]) -> None:
+    """The attribution of `examples` (the groups' `estimates` one after another)."""
+    joined = {name: torch.cat([part[name] for part in estimates]) for name in estimates[0]}
     with io.atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, example_ids=np.array([e.example_id for e in examples]), **{k: v.numpy() for k, v in estimates.items()})
+        np.savez(handle, example_ids=np.array([e.example_id for e in examples]), **{k: v.numpy() for k, v in joined.items()})
 
 
-def _all_estimates(run_dir: str | Path, shard: Shard) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Every shard's attribution joined in example order, or the shards still missing."""
-    parts, missing = [], []
+def _all_estimates(run_dir: str | Path, shard: Shard) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """Every shard's attribution by example id, or the shards still missing."""
+    rows: dict[str, dict[str, torch.Tensor]] = {}
+    missing = []
     for index in range(shard.count):
         path = Shard(index, shard.count).folder(run_dir) / ESTIMATES
         if not path.is_file():
             missing.append(f"{index}/{shard.count}")
             continue
         with np.load(path) as stored:
-            parts.append({name: torch.from_numpy(stored[name]) for name in stored.files if name != "example_ids"})
-    if missing:
-        return {}, missing
-    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}, []
+            grids = {name: torch.from_numpy(stored[name]) for name in stored.files if name != "example_ids"}
+            for row, example_id in enumerate(stored["example_ids"].tolist()):
+                rows[example_id] = {name: grid[row] for name, grid in grids.items()}
+    return ({}, missing) if missing else (rows, [])
+
+
+def _rows(estimates: dict[str, dict[str, torch.Tensor]], examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+    """The attribution of `examples`, stacked in their order (as one process holds it)."""
+    first = estimates[examples[0].example_id]
+    return {name: torch.stack([estimates[e.example_id][name] for e in examples]) for name in first}
 
 
 def _merge_discover(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path]:
     from workbench.heads import HeadWeights
     from workbench.scores.results import PCSResult
+    from workbench.users.cluster_heads import INDEX, save_cluster_discovery, select_cluster_heads
 
-    parts = [PCSResult.load(Shard(m["index"], m["count"]).folder(run_dir) / "pcs.parquet") for m in manifests]
-    if any(not torch.equal(part.exact, parts[0].exact) for part in parts):
-        raise InputError(f"{run_dir}: the shards scored different heads exactly (their hybrid candidates differ)")
-    metadata = {**parts[0].metadata, "n_examples": sum(part.n_examples for part in parts)}
-    result = PCSResult(
-        torch.cat([part.per_example for part in parts]),
-        parts[0].exact,
-        [i for part in parts for i in part.example_ids],
-        [u for part in parts for u in part.user_ids],
-        metadata,
-    )
-    weights = HeadWeights.from_scores(result, **manifests[0]["options"]["selection"])
-    result.save(run_dir / "pcs.parquet")
+    options = manifests[0]["options"]
+    folders = [Shard(m["index"], m["count"]).folder(run_dir) for m in manifests]
+    results = []
+    for name, size in options["groups"]:
+        parts = [PCSResult.load(folder / name / "pcs.parquet") for folder in folders if (folder / name / "pcs.parquet").is_file()]
+        where = f"{run_dir}{f' ({name})' if name else ''}"
+        if sum(part.n_examples for part in parts) != size:
+            raise InputError(f"{where}: the shards hold {sum(part.n_examples for part in parts)} of its {size} examples' scores")
+        if any(not torch.equal(part.exact, parts[0].exact) for part in parts):
+            raise InputError(f"{where}: the shards scored different heads exactly (their hybrid candidates differ)")
+        results.append(PCSResult(
+            torch.cat([part.per_example for part in parts]),
+            parts[0].exact,
+            [i for part in parts for i in part.example_ids],
+            [u for part in parts for u in part.user_ids],
+            {**parts[0].metadata, "n_examples": size},
+        ))  # fmt: skip
+    if options["clusters"] is not None:
+        heads = select_cluster_heads(results, options["selection"], model=options["model"], clusters_digest=options["clusters"])
+        save_cluster_discovery(run_dir, results, heads)
+        return [*(run_dir / name / "pcs.parquet" for name, _ in options["groups"]), run_dir / INDEX]
+    weights = HeadWeights.from_scores(results[0], **options["selection"])
+    results[0].save(run_dir / "pcs.parquet")
     if not weights.heads():
         raise InputError(
             f"no head passes the selection's minimum score, so no heads.json was written; {run_dir / 'pcs.parquet'} is kept"

@@ -162,11 +162,11 @@ def discover(
     settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
     where = placement(shard, ray, workers, cpus_per_worker)
-    if (settings.score != "pcs" or clusters is not None) and (shard or ray):
-        raise InputError("--shard and --ray apply to PCS scans of all examples (--score pcs, no --clusters)")
+    if settings.score != "pcs" and (shard or ray):
+        raise InputError("--shard and --ray apply to PCS scans (--score pcs)")
     if clusters is not None:
         _cluster_heads(out, clusters, data, task, split, settings, record, limit, top_m, max_rows, seed,
-                       lambda: load_lens(model, device, dtype, device_map))  # fmt: skip
+                       lambda: load_lens(model, device, dtype, device_map), where, worker_loader(model, dtype))  # fmt: skip
         return
     if settings.score != "pcs":
         lens = load_lens(model, device, dtype, device_map)
@@ -205,7 +205,7 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
         done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection_options(settings, extra),
                               metadata=metadata, options={"model": lens.name}, workers=runners)  # fmt: skip
         if done is not None:
-            print(f"shard {shard.label}: scored {done.n_examples} examples; once every shard is done: workbench merge {out}")
+            print(f"shard {shard.label}: scored {done[0].n_examples} examples; once every shard is done: workbench merge {out}")
         return
     stage = discovery_stage(
         lens, out, settings, data=str(data) if data else "demo", data_hash=data_digest(examples),
@@ -222,12 +222,17 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
     print(f"wrote {out / 'pcs.parquet'} and {out / 'heads.json'}")
 
 
-def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader) -> None:
+def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader,
+                   where, worker_load) -> None:  # fmt: skip
     """PCS per cluster of `clusters_path` on its member examples; the clusters are checked
-    against the data (and embedder) before the model loads."""
+    against the data (and embedder) before the model loads. A shard (`where.shard`) scores its
+    slice of the examples in cluster order (`workbench.shards.discover_shard`)."""
     from workbench.data.scoring_examples import load_scoring_examples
     from workbench.data.sources import load_examples
+    from workbench.discovery import scoring_options
+    from workbench.shards import discover_shard
     from workbench.users import ClusterFile, discover_cluster_heads, save_cluster_discovery
+    from workbench.users.cluster_heads import cluster_selection
 
     clusters = ClusterFile.load(clusters_path)
     clusters.check_embedder(clusters_path)
@@ -238,8 +243,17 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
     extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
              "options": record, "clusters": str(clusters_path)}  # fmt: skip
-    results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
-                                            max_rows=max_rows, seed=seed, task=task, extra=extra)  # fmt: skip
+    with where.open(lens, worker_load) as runners:
+        if where.shard is not None:
+            scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+            done = discover_shard(lens, out, where.shard, chosen, scoring=scoring, selection=cluster_selection(settings, clusters, extra),
+                                  metadata={}, options={"model": lens.name}, clusters=clusters, workers=runners)  # fmt: skip
+            if done is not None:
+                print(f"shard {where.shard.label}: scored {sum(r.n_examples for r in done)} examples of {len(done)} clusters; "
+                      f"once every shard is done: workbench merge {out}")  # fmt: skip
+            return
+        results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
+                                                max_rows=max_rows, seed=seed, task=task, extra=extra, workers=runners)  # fmt: skip
     save_cluster_discovery(out, results, heads)
     for cluster, (result, weights) in enumerate(zip(results, heads.weights)):
         print(f"cluster {cluster}: {result.n_examples} examples, heads {weights.heads()}")

@@ -48,6 +48,7 @@ from workbench.tensor_types import HeadGrid
 
 METHODS: tuple[str, ...] = ("exact", "attribution", "hybrid")
 SCREEN = "estimate+magnitude"
+HeadGrids = dict[str, torch.Tensor]  # per example, grids by name (`pcs`, `magnitude`)
 VARIANTS: dict[str, str | None] = {
     "standard": None,
     "profile-contrast": "no_profile_prompt_ids",
@@ -99,10 +100,19 @@ def score_heads(
     scan = PCSScan(lens, examples, method=method, variant=variant, ablation=ablation, reference=reference,
                    checkpoint=checkpoint, top_m=top_m, top_k=top_k, max_rows=max_rows, seed=seed, task=task,
                    progress=progress, workers=workers)  # fmt: skip
+    return score_scans([scan], [examples])[0]
+
+
+def score_scans(scans: Sequence[PCSScan], groups: Sequence[Sequence[TokenizedExample]]) -> list[PCSResult]:
+    """Several scans of one method (e.g. one per cluster), each on its group of examples, run
+    together: each phase fans out the examples of every group at once; the hybrid's candidates
+    are chosen per scan from its whole group's attribution, between the two phases."""
+    method = scans[0].method
     if method == "exact":
-        return scan.result(examples)
-    estimates = scan.estimates(examples)
-    return scan.result(examples, estimates, scan.candidates(estimates) if method == "hybrid" else None)
+        return scan_results(scans, groups)
+    estimates = scan_estimates(scans, groups)
+    candidates = [scan.candidates(e) for scan, e in zip(scans, estimates)] if method == "hybrid" else None
+    return scan_results(scans, groups, estimates, candidates)
 
 
 class PCSScan:
@@ -169,7 +179,7 @@ class PCSScan:
 
     def estimates(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         """The attribution phase: per example, the estimate (`pcs`) and `magnitude` of every head."""
-        return self._phase("attribution", examples, self.lens.geometry.all_heads())
+        return scan_estimates([self], [examples])[0]
 
     def candidates(self, estimates: dict[str, torch.Tensor]) -> list[Head]:
         """The hybrid's heads to score exactly, from the attribution of every example of the scan."""
@@ -183,45 +193,110 @@ class PCSScan:
     ) -> PCSResult:
         """The scores of `examples`: exact ones (method `exact`), their `estimates` (attribution),
         or the estimates with `candidates` scored exactly (hybrid)."""
-        shape = (self.lens.geometry.n_layers, self.lens.geometry.n_heads)
+        return scan_results([self], [examples], [estimates], [candidates])[0]
+
+    def _exact_heads(self, estimates: dict[str, torch.Tensor] | None, candidates: Sequence[Head] | None) -> list[Head]:
+        """The heads `result` scores exactly (none for attribution)."""
         if self.method == "exact":
-            per_example = self._phase("exact", examples, self.lens.geometry.all_heads())["pcs"]
-            exact = torch.ones(shape, dtype=torch.bool)
+            return self.lens.geometry.all_heads()
+        if estimates is None or (self.method == "hybrid") != (candidates is not None):
+            raise ValueError(f"the {self.method} method needs the estimates{' and candidates' * (self.method == 'hybrid')}")
+        return list(candidates or [])
+
+    def _assemble(
+        self,
+        examples: Sequence[TokenizedExample],
+        estimates: dict[str, torch.Tensor] | None,
+        heads: list[Head],
+        scored: HeadGrids,
+    ) -> PCSResult:
+        """The result of `examples`: the exact scores of `heads` (`scored`), the estimates elsewhere."""
+        shape = (self.lens.geometry.n_layers, self.lens.geometry.n_heads)
+        exact = torch.zeros(shape, dtype=torch.bool)
+        for layer, head in heads:
+            exact[layer, head] = True
+        if estimates is None:
+            per_example = scored["pcs"]
         else:
-            if estimates is None or (self.method == "hybrid") != (candidates is not None):
-                raise ValueError(f"the {self.method} method needs the estimates{' and candidates' * (self.method == 'hybrid')}")
-            per_example = estimates["pcs"]
-            exact = torch.zeros(shape, dtype=torch.bool)
-        if candidates is not None:
-            scored = self._phase("exact", examples, list(candidates))["pcs"]
-            for layer, head in candidates:
-                exact[layer, head] = True
-            per_example = torch.where(exact, scored, per_example)
+            per_example = torch.where(exact, scored["pcs"], estimates["pcs"]) if heads else estimates["pcs"]
         metadata = {**self.metadata, "n_examples": len(examples)}
         return PCSResult(per_example, exact, [e.example_id for e in examples], [e.user_id for e in examples], metadata)
 
-    def _phase(self, phase: str, examples: Sequence[TokenizedExample], heads: list[Head]) -> dict[str, torch.Tensor]:
-        """Per example, `example_scores` stacked per name. A stored entry is reused; one that lacks
-        some of `heads` (NaN: another candidate set) is completed; every new entry is stored as
-        soon as its worker returns it."""
-        keys = [f"{phase}/{_content_key(example, self.variant)}" for example in examples]
-        entries = [_load(self.store, key) for key in keys]
-        lacking = [_lacking(entry, heads) for entry in entries]
-        pending = [index for index, missing in enumerate(lacking) if missing]
-        tasks = [(phase, examples[index], lacking[index]) for index in pending]
-        shared = (self.ablation, self.variant, self.max_rows)
-        with tqdm(total=len(examples), initial=len(examples) - len(pending), desc=f"{phase} PCS", unit="example",
-                  disable=not self.progress) as bar:  # fmt: skip
-            for position, computed in self.workers.map(example_scores, tasks, shared=shared):
-                index = pending[position]
-                entries[index] = {
-                    name: grid if name not in entries[index] else torch.where(grid.isnan(), entries[index][name], grid)
-                    for name, grid in computed.items()
-                }
-                if self.store is not None:
-                    self.store.save(keys[index], {k: v.numpy() for k, v in entries[index].items()})
-                bar.update()
-        return {name: torch.stack([entry[name] for entry in entries]) for name in entries[0]}
+
+def scan_estimates(scans: Sequence[PCSScan], groups: Sequence[Sequence[TokenizedExample]]) -> list[HeadGrids]:
+    """The attribution phase of several scans (e.g. one per cluster) at once: every example of
+    every group goes to the workers together, so that no worker waits for another scan's last
+    example. `groups[i]`: the examples of `scans[i]` to score."""
+    return _run_phase("attribution", [(scan, examples, scan.lens.geometry.all_heads()) for scan, examples in zip(scans, groups)])
+
+
+def scan_results(
+    scans: Sequence[PCSScan],
+    groups: Sequence[Sequence[TokenizedExample]],
+    estimates: Sequence[HeadGrids | None] | None = None,
+    candidates: Sequence[Sequence[Head] | None] | None = None,
+) -> list[PCSResult]:
+    """`PCSScan.result` of several scans at once, their exact phases fanned out together."""
+    estimates = estimates if estimates is not None else [None] * len(scans)
+    candidates = candidates if candidates is not None else [None] * len(scans)
+    heads = [scan._exact_heads(e, c) for scan, e, c in zip(scans, estimates, candidates)]
+    exact = [(scan, examples, chosen) for scan, examples, chosen in zip(scans, groups, heads) if chosen]
+    scored = iter(_run_phase("exact", exact))
+    return [
+        scan._assemble(examples, e, chosen, next(scored) if chosen else {})
+        for scan, examples, e, chosen in zip(scans, groups, estimates, heads)
+    ]
+
+
+def _run_phase(phase: str, parts: Sequence[tuple[PCSScan, Sequence[TokenizedExample], list[Head]]]) -> list[HeadGrids]:
+    """Per part (a scan, its examples, the heads to score), `example_scores` stacked per name.
+    A stored entry is reused; one that lacks some of the heads (NaN: another candidate set) is
+    completed; every new entry is stored in its scan's checkpoint as soon as its worker returns
+    it. The scans share their workers, variant and row budget (those of one discovery)."""
+    if not parts:
+        return []
+    first = parts[0][0]
+    if any((scan.workers, scan.variant, scan.max_rows) != (first.workers, first.variant, first.max_rows) for scan, _, _ in parts):
+        raise ValueError("scans run together must share their workers, variant and max_rows")
+    plans, tasks, owners = [], [], []
+    for which, (scan, examples, heads) in enumerate(parts):
+        keys = [f"{phase}/{_content_key(example, scan.variant)}" for example in examples]
+        entries = [_load(scan.store, key) for key in keys]
+        for index, example in enumerate(examples):
+            missing = _lacking(entries[index], heads)
+            if missing:
+                tasks.append((which, phase, example, missing))
+                owners.append((which, index))
+        plans.append((keys, entries))
+    total = sum(len(examples) for _, examples, _ in parts)
+    shared = (tuple(scan.ablation for scan, _, _ in parts), first.variant, first.max_rows)
+    with tqdm(total=total, initial=total - len(tasks), desc=f"{phase} PCS", unit="example", disable=not first.progress) as bar:
+        for position, computed in first.workers.map(part_example_scores, tasks, shared=shared):
+            which, index = owners[position]
+            keys, entries = plans[which]
+            entries[index] = {
+                name: grid if name not in entries[index] else torch.where(grid.isnan(), entries[index][name], grid)
+                for name, grid in computed.items()
+            }
+            store = parts[which][0].store
+            if store is not None:
+                store.save(keys[index], {k: v.numpy() for k, v in entries[index].items()})
+            bar.update()
+    return [{name: torch.stack([entry[name] for entry in entries]) for name in entries[0]} for _, entries in plans]
+
+
+def part_example_scores(
+    lens: Lens,
+    ablations: tuple[Ablation, ...],
+    variant: str,
+    max_rows: int,
+    which: int,
+    phase: str,
+    example: TokenizedExample,
+    heads: list[Head],
+) -> dict[str, HeadGrid]:
+    """`example_scores` with the ablation of scan `which` of those run together (the unit of work a worker runs)."""
+    return example_scores(lens, ablations[which], variant, max_rows, phase, example, heads)
 
 
 def example_scores(

@@ -1,11 +1,12 @@
 """Preference heads per cluster of users: PCS on each cluster's member examples, heads per cluster.
 
-`discover_cluster_heads` runs global discovery (`workbench.discovery.discover_heads`, with the
-options of `workbench discover`) on each cluster's member examples, so one cluster is global
-discovery. `ClusterHeads` is the result on disk: one folder
-`cluster-<id>/` per cluster with its `pcs.parquet` and `heads.json`, and the index
-`cluster_heads.json` naming the clusters file (and its digest), the model, the options, and each
-cluster's head file with a digest of its weights. Routed decoding reads the index and refuses
+`discover_cluster_heads` scores each cluster's member examples as global discovery scores all
+examples (`workbench.discovery`, with the options of `workbench discover`; the mean-ablation
+reference and the hybrid's candidates are the cluster's own), so one cluster is global
+discovery; the scans of all clusters run together, one fan-out per phase. `ClusterHeads` is the
+result on disk: one folder `cluster-<id>/` per cluster with its `pcs.parquet` and `heads.json`,
+and the index `cluster_heads.json` naming the clusters file (and its digest), the model, the
+options, and each cluster's head file with a digest of its weights. Routed decoding reads the index and refuses
 heads made for other clusters or another model.
 """
 
@@ -20,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 from workbench import io
 from workbench.checkpoint import digest
 from workbench.data.tokenized import TokenizedExample
-from workbench.discovery import DiscoverSettings, discover_heads
+from workbench.discovery import DiscoverSettings, scoring_options, selection_options
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
+from workbench.scores.pcs import PCSScan, score_scans
 from workbench.users.clusters import ClusterFile
 
 if TYPE_CHECKING:
+    from workbench.distributed import Workers
     from workbench.lens import Lens
 
 INDEX = "cluster_heads.json"
@@ -119,12 +122,36 @@ def discover_cluster_heads(
     task: str = "",
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    workers: Workers | None = None,
 ) -> tuple[list[PCSResult], ClusterHeads]:
     """PCS of every head on each cluster's member examples among `examples`, and each cluster's
     heads selected with `settings`. `checkpoint`: a folder for per-example checkpoints (one
-    subfolder per cluster). `extra` is recorded with every cluster's heads and in the index."""
+    subfolder per cluster). `extra` is recorded with every cluster's heads and in the index.
+    `workers` run the examples of all clusters together (`workbench.scores.pcs.score_scans`):
+    each phase is one fan-out, the hybrid's barrier between them, candidates chosen per cluster."""
     if settings.score != "pcs":
         raise InputError(f"per-cluster discovery scores PCS, not {settings.score} heads")
+    members = cluster_members(examples, clusters)
+    scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+    folder = lambda cluster: None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster)
+    scans = [PCSScan(lens, chosen, **scoring, checkpoint=folder(cluster), progress=progress, workers=workers)
+             for cluster, chosen in enumerate(members)]  # fmt: skip
+    results = score_scans(scans, members)
+    for cluster, result in enumerate(results):
+        result.metadata["cluster"] = cluster
+    selection = cluster_selection(settings, clusters, extra)
+    return results, select_cluster_heads(results, selection, model=lens.name, clusters_digest=clusters.digest())
+
+
+def cluster_selection(settings: DiscoverSettings, clusters: ClusterFile, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The selection keywords of every cluster (`workbench.discovery.selection_options`), `extra`
+    recorded after the clustering's digest."""
+    return selection_options(settings, {"clusters_digest": clusters.digest(), **(extra or {})})
+
+
+def cluster_members(examples: Sequence[TokenizedExample], clusters: ClusterFile) -> list[list[TokenizedExample]]:
+    """Each cluster's member examples among `examples`, in their order; refuses an example of no
+    cluster and a cluster with no example."""
     cluster_of = clusters.cluster_of_example()
     outside = [e.example_id for e in examples if e.example_id not in cluster_of]
     if outside:
@@ -136,17 +163,22 @@ def discover_cluster_heads(
             f"cluster {empty[0]} has no member examples among the {len(examples)} examples given "
             f"(its {clusters.sizes()[empty[0]]} users' examples were left out; score all of the clustered examples)"
         )
-    extra = {"clusters_digest": clusters.digest(), **(extra or {})}
-    results, weights = [], []
-    for cluster, chosen in enumerate(members):
-        result, selected = discover_heads(
-            lens, chosen, settings, checkpoint=None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster),
-            top_m=top_m, max_rows=max_rows, seed=seed, task=task, metadata={"cluster": cluster},
-            extra={"cluster": cluster, "n_users": len({e.user_id for e in chosen}), **extra}, progress=progress,
-        )  # fmt: skip
-        results.append(result)
-        weights.append(selected)
-    return results, ClusterHeads(weights, clusters.digest(), lens.name, extra)
+    return members
+
+
+def select_cluster_heads(
+    results: Sequence[PCSResult], selection: dict[str, Any], *, model: str, clusters_digest: str
+) -> ClusterHeads:
+    """Each cluster's heads from its scores (`selection`: the keywords of `HeadWeights.from_scores`,
+    its `extra` recorded with every cluster's heads and in the index)."""
+    shared = selection["extra"]
+    weights = [
+        HeadWeights.from_scores(
+            result, **{**selection, "extra": {"cluster": cluster, "n_users": len(set(result.user_ids)), **shared}}
+        )
+        for cluster, result in enumerate(results)
+    ]
+    return ClusterHeads(weights, clusters_digest, model, shared)
 
 
 def save_cluster_discovery(folder: str | Path, results: Sequence[PCSResult], heads: ClusterHeads) -> None:
