@@ -25,17 +25,18 @@ def assert_same_results(merged: Path, single: Path, name: str) -> None:
     """The merged run's file holds the single run's results, bit for bit; only timings and the
     record of the options (a single run's stage fingerprint) may differ."""
     a, b = merged / name, single / name
+    kind = Path(name).name  # a file of a cluster's folder is compared as its kind
     if name.endswith(".jsonl"):
         lines = lambda path: [without_bookkeeping(json.loads(line)) for line in path.read_text().splitlines()]
         assert lines(a) == lines(b), name
-    elif name == "heads.json":
+    elif kind == "heads.json":
         first, second = HeadWeights.load(a), HeadWeights.load(b)
         assert torch.equal(first.weights, second.weights) and without_bookkeeping(first.extra) == without_bookkeeping(
             second.extra
         )
     elif name.endswith(".json"):
         assert without_bookkeeping(json.loads(a.read_text())) == without_bookkeeping(json.loads(b.read_text())), name
-    elif name == "pcs.parquet":
+    elif kind == "pcs.parquet":
         first, second = PCSResult.load(a), PCSResult.load(b)
         assert torch.equal(first.per_example, second.per_example) and torch.equal(first.exact, second.exact)
         assert without_bookkeeping(first.metadata) == without_bookkeeping(second.metadata)

@@ -252,12 +252,13 @@ def _run_phase(phase: str, parts: Sequence[tuple[PCSScan, Sequence[TokenizedExam
     """Per part (a scan, its examples, the heads to score), `example_scores` stacked per name.
     A stored entry is reused; one that lacks some of the heads (NaN: another candidate set) is
     completed; every new entry is stored in its scan's checkpoint as soon as its worker returns
-    it. The scans share their workers, variant and row budget (those of one discovery)."""
+    it. The scans share their model, variant and row budget (those of one discovery) and run on
+    the first scan's workers."""
     if not parts:
         return []
     first = parts[0][0]
-    if any((scan.workers, scan.variant, scan.max_rows) != (first.workers, first.variant, first.max_rows) for scan, _, _ in parts):
-        raise ValueError("scans run together must share their workers, variant and max_rows")
+    if any((scan.lens, scan.variant, scan.max_rows) != (first.lens, first.variant, first.max_rows) for scan, _, _ in parts):
+        raise ValueError("scans run together must share their model, variant and max_rows")
     plans, tasks, owners = [], [], []
     for which, (scan, examples, heads) in enumerate(parts):
         keys = [f"{phase}/{_content_key(example, scan.variant)}" for example in examples]

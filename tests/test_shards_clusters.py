@@ -1,0 +1,136 @@
+"""Sharded per-cluster discovery (in this process, no Ray): the shards take contiguous slices of
+the examples in cluster order, so clusters are cut apart, and the merged folder holds what one
+process's `discover --clusters` writes, bit for bit: exact PCS with each cluster's own
+mean-ablation reference, attribution, and hybrid PCS whose candidates come from each cluster's
+attribution over all shards; bad or missing shards are refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from same_results import assert_same_results
+from toy_clusters import toy_clusters, toy_examples
+
+from workbench.discovery import DiscoverSettings, scoring_options
+from workbench.errors import InputError
+from workbench.scores.pcs import PCSScan
+from workbench.shards import Shard, discover_shard, merge_run
+from workbench.users import discover_cluster_heads, save_cluster_discovery
+from workbench.users.cluster_heads import INDEX, cluster_selection
+
+OPTIONS = {"top_m": 7, "max_rows": 64, "seed": 1, "task": "t"}
+EXTRA = {"split": "train"}
+
+
+@pytest.fixture(scope="module")
+def examples(tiny):
+    return toy_examples(tiny)
+
+
+def settings(method: str, ablation: str = "zero") -> DiscoverSettings:
+    return DiscoverSettings(method=method, ablation=ablation, top_k=2, min_pcs=-1.0)
+
+
+def one_process(tiny, examples, chosen: DiscoverSettings, out) -> None:
+    results, heads = discover_cluster_heads(tiny, examples, toy_clusters(examples), chosen, **OPTIONS, extra=EXTRA,
+                                            progress=False)  # fmt: skip
+    save_cluster_discovery(out, results, heads)
+
+
+def run_shards(tiny, examples, chosen: DiscoverSettings, run, count: int, indices=None, clusters=None) -> list:
+    clusters = clusters or toy_clusters(examples)
+    return [
+        discover_shard(
+            tiny,
+            run,
+            Shard(index, count),
+            examples,
+            scoring=scoring_options(tiny, chosen, **OPTIONS),
+            selection=cluster_selection(chosen, clusters, EXTRA),
+            metadata={},
+            options={"model": tiny.name},
+            clusters=clusters,
+        )
+        for index in (range(count) if indices is None else indices)
+    ]
+
+
+def assert_merged_equals_one_process(run, single) -> None:
+    files = [f"cluster-{c}/{name}" for c in range(3) for name in ("pcs.parquet", "heads.json")]
+    assert sorted(map(str, merge_run(run))) == sorted(str(run / name) for name in [*files[::2], INDEX])
+    for name in [*files, INDEX]:
+        assert_same_results(run, single, name)
+
+
+def test_shards_cut_clusters_apart_in_cluster_order(examples, tmp_path, tiny):
+    run_shards(tiny, examples, settings("attribution"), tmp_path, 3)
+    held = {
+        index: sorted(path.parent.name for path in Shard(index, 3).folder(tmp_path).glob("cluster-*/pcs.parquet"))
+        for index in range(3)
+    }
+    assert held == {0: ["cluster-0"], 1: ["cluster-0", "cluster-1"], 2: ["cluster-1", "cluster-2"]}
+    ids = [json.loads((Shard(i, 3).folder(tmp_path) / "shard.json").read_text())["example_ids"] for i in range(3)]
+    assert ids == [["e0", "e1", "e4", "e5"], ["e8", "e9", "e2", "e6"], ["e10", "e3", "e7", "e11"]]
+
+
+@pytest.mark.parametrize(("method", "ablation"), [("exact", "mean"), ("attribution", "zero")])
+def test_sharded_per_cluster_scan_merged_equals_one_process(tiny, examples, tmp_path, method, ablation):
+    """Mean ablation: each cluster's reference is its own members' (not the shard's, not all examples')."""
+    one_process(tiny, examples, settings(method, ablation), tmp_path / "single")
+    assert all(part is not None for part in run_shards(tiny, examples, settings(method, ablation), tmp_path / "run", 3))
+    assert_merged_equals_one_process(tmp_path / "run", tmp_path / "single")
+
+
+def test_sharded_per_cluster_hybrid_takes_each_clusters_candidates_from_all_shards(tiny, examples, tmp_path):
+    chosen = settings("hybrid")
+    one_process(tiny, examples, chosen, tmp_path / "single")
+    clusters = toy_clusters(examples)
+    members = [[e for e in examples if e.example_id in ids] for ids in clusters.example_ids]
+    scans = [PCSScan(tiny, chosen_members, **scoring_options(tiny, chosen, **OPTIONS), progress=False)
+             for chosen_members in members]  # fmt: skip
+    whole = [sorted(scan.candidates(scan.estimates(group))) for scan, group in zip(scans, members)]
+    assert sorted(scans[0].candidates(scans[0].estimates(members[0][:4]))) != whole[0]  # shard 0's part of cluster 0
+    assert sorted(scans[1].candidates(scans[1].estimates(members[1][:2]))) != whole[1]  # shard 1's part of cluster 1
+    assert sorted(scans[2].candidates(scans[2].estimates(examples))) != whole[2]  # every cluster's examples
+    run = tmp_path / "run"
+    assert run_shards(tiny, examples, chosen, run, 3, indices=[2, 0]) == [None, None]  # shard 1's attribution is missing
+    assert run_shards(tiny, examples, chosen, run, 3, indices=[1])[0] is not None
+    with pytest.raises(InputError, match=r"shards 0/3, 2/3 not finished; run them again"):
+        merge_run(run)
+    assert all(part is not None for part in run_shards(tiny, examples, chosen, run, 3, indices=[0, 2]))
+    assert_merged_equals_one_process(run, tmp_path / "single")
+
+
+def test_bad_per_cluster_shards_are_refused_in_one_line(tiny, examples, tmp_path):
+    run = tmp_path / "run"
+    chosen = settings("attribution")
+    run_shards(tiny, examples, chosen, run, 3, indices=[0, 2])
+    with pytest.raises(InputError, match=r"missing shard 1/3 of 3$"):
+        merge_run(run)
+    with pytest.raises(InputError, match=r"shard 0/3 in .* was made with other options \(differs in: scoring\)"):
+        run_shards(tiny, examples, settings("attribution", "mean"), run, 3, indices=[1])
+    other = toy_clusters(examples)
+    other = type(other)(**{**vars(other), "user_ids": (("u0",), ("u1", "u2"), ("u3",)),
+                           "example_ids": tuple(tuple(e.example_id for e in examples if e.user_id in users)
+                                                for users in (("u0",), ("u1", "u2"), ("u3",)))})  # fmt: skip
+    with pytest.raises(InputError, match=r"made with other options \(differs in: clusters, groups, selection\)"):
+        run_shards(tiny, examples, chosen, run, 3, indices=[1], clusters=other)
+    with pytest.raises(InputError, match=r"is one of 3 shards, not 2"):
+        run_shards(tiny, examples, chosen, tmp_path / "run", 2, indices=[1])
+    global_run = tmp_path / "global"
+    discover_shard(tiny, global_run, Shard(0, 3), examples, scoring=scoring_options(tiny, chosen, **OPTIONS),
+                   selection=cluster_selection(chosen, toy_clusters(examples), EXTRA), metadata={},
+                   options={"model": tiny.name})  # fmt: skip
+    shutil.copytree(Shard(0, 3).folder(global_run), Shard(1, 3).folder(run))
+    (Shard(1, 3).folder(run) / "shard.json").write_text(
+        json.dumps({**json.loads((Shard(1, 3).folder(run) / "shard.json").read_text()), "index": 1})
+    )
+    with pytest.raises(InputError, match=r"^shard 1/3 was made with other options \(differs in: clusters, groups\)"):
+        merge_run(run)
+    shutil.rmtree(Shard(1, 3).folder(run))
+    run_shards(tiny, examples, chosen, run, 3, indices=[1])
+    (Shard(1, 3).folder(run) / "cluster-1" / "pcs.parquet").unlink()  # a shard's part of cluster 1 lost
+    with pytest.raises(InputError, match=r"\(cluster-1\): the shards hold 1 of its 3 examples' scores$"):
+        merge_run(run)
