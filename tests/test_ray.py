@@ -1,6 +1,7 @@
 """Ray workers: one local Ray instance with 2 one-thread CPU workers on the tiny model gives the
-single process's hybrid scan (with a worker killed in the middle), validation table and
-predictions, bit for bit; Ray absent or an unreachable cluster is a one-line error."""
+single process's hybrid scan (with a worker killed in the middle), per-cluster discovery (exact,
+attribution, and hybrid with a worker killed in the middle), validation table and predictions,
+bit for bit; Ray absent or an unreachable cluster is a one-line error."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ import pandas as pd
 import pytest
 import torch
 from same_results import assert_same_results
+from toy_clusters import toy_clusters, toy_examples
 
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import load_examples
+from workbench.discovery import DiscoverSettings
 from workbench.distributed import RayWorkers
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.models import tiny_model
 from workbench.runs import EvalConfig, evaluate
 from workbench.scores import score_heads
+from workbench.users import discover_cluster_heads
 from workbench.validation import head_sets, validation_deltas
 
 TOPICS = ["cats", "rain", "jazz", "tea", "sun", "snow"]
@@ -71,6 +75,26 @@ def test_ray_runs_equal_one_process_even_when_a_worker_dies(tiny, workers, tmp_p
     evaluate(tiny, texts, config, tmp_path / "ray", progress=False, workers=workers)
     for name in ("predictions.jsonl", "metrics.json"):
         assert_same_results(tmp_path / "ray", tmp_path / "single", name)
+
+
+def test_per_cluster_discovery_on_ray_equals_one_process_even_when_a_worker_dies(tiny, workers, tmp_path):
+    """All clusters' examples fan out together; each cluster keeps its own mean-ablation reference
+    and hybrid candidates (`test_shards_clusters` checks that the shards equal one process too)."""
+    examples = toy_examples(tiny)
+    clusters = toy_clusters(examples)
+    for method, ablation in [("exact", "mean"), ("attribution", "zero"), ("hybrid", "zero")]:
+        settings = DiscoverSettings(method=method, ablation=ablation, top_k=2, min_pcs=-1.0)
+        single, single_heads = discover_cluster_heads(tiny, examples, clusters, settings, top_m=7, progress=False)
+        if method == "hybrid":
+            workers.killed = None  # kill worker 0 again, in the middle of this scan
+        on_ray, ray_heads = discover_cluster_heads(tiny, examples, clusters, settings, top_m=7, progress=False,
+                                                   workers=workers, checkpoint=tmp_path / method)  # fmt: skip
+        for mine, theirs in zip(on_ray, single):
+            assert torch.equal(mine.per_example, theirs.per_example) and torch.equal(mine.exact, theirs.exact), method
+            assert (mine.example_ids, mine.metadata) == (theirs.example_ids, theirs.metadata)
+        assert [w.to_json() for w in ray_heads.weights] == [w.to_json() for w in single_heads.weights]
+    assert workers._ray.get(workers.actors[0].pid.remote()) != workers.killed  # restarted, its jobs rerun
+    assert len(list((tmp_path / "hybrid").glob("cluster-*/*.npz"))) == 2 * len(examples)  # every entry checkpointed
 
 
 def test_ray_absent_or_unreachable_is_one_line(monkeypatch):

@@ -10,11 +10,13 @@ import json
 import shutil
 
 import pytest
+import torch
 from same_results import assert_same_results
 from toy_clusters import toy_clusters, toy_examples
 
 from workbench.discovery import DiscoverSettings, scoring_options
 from workbench.errors import InputError
+from workbench.scores import PCSResult, score_heads
 from workbench.scores.pcs import PCSScan
 from workbench.shards import Shard, discover_shard, merge_run
 from workbench.users import discover_cluster_heads, save_cluster_discovery
@@ -79,6 +81,10 @@ def test_shards_cut_clusters_apart_in_cluster_order(examples, tmp_path, tiny):
 def test_sharded_per_cluster_scan_merged_equals_one_process(tiny, examples, tmp_path, method, ablation):
     """Mean ablation: each cluster's reference is its own members' (not the shard's, not all examples')."""
     one_process(tiny, examples, settings(method, ablation), tmp_path / "single")
+    for cluster, ids in enumerate(toy_clusters(examples).example_ids):  # the clusters scanned together: each alone
+        alone = score_heads(tiny, [e for e in examples if e.example_id in ids], method=method, ablation=ablation, progress=False)
+        together = PCSResult.load(tmp_path / "single" / f"cluster-{cluster}" / "pcs.parquet")
+        assert torch.equal(together.per_example, alone.per_example) and together.example_ids == alone.example_ids
     assert all(part is not None for part in run_shards(tiny, examples, settings(method, ablation), tmp_path / "run", 3))
     assert_merged_equals_one_process(tmp_path / "run", tmp_path / "single")
 
