@@ -9,18 +9,23 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from same_results import assert_same_results
 from toy_clusters import toy_clusters, toy_examples
+from typer.testing import CliRunner
 
+from workbench.cli import app
+from workbench.data.sources import load_examples
 from workbench.discovery import DiscoverSettings, scoring_options
 from workbench.errors import InputError
 from workbench.scores import PCSResult, score_heads
 from workbench.scores.pcs import PCSScan
 from workbench.shards import Shard, discover_shard, merge_run
-from workbench.users import discover_cluster_heads, save_cluster_discovery
+from workbench.users import ClusterFile, ProfileText, discover_cluster_heads, embedder_identity, save_cluster_discovery
 from workbench.users.cluster_heads import INDEX, cluster_selection
+from workbench.users.clusters import data_digest
 
 OPTIONS = {"top_m": 7, "max_rows": 64, "seed": 1, "task": "t"}
 EXTRA = {"split": "train"}
@@ -140,3 +145,57 @@ def test_bad_per_cluster_shards_are_refused_in_one_line(tiny, examples, tmp_path
     (Shard(1, 3).folder(run) / "cluster-1" / "pcs.parquet").unlink()  # a shard's part of cluster 1 lost
     with pytest.raises(InputError, match=r"\(cluster-1\): the shards hold 1 of its 3 examples' scores$"):
         merge_run(run)
+
+
+def two_cluster_file(path) -> None:
+    """LaMP-7 train users, alternately in two clusters (the centroids are immaterial to discovery)."""
+    train = load_examples(None, "LaMP-7", "train")
+    users = list(dict.fromkeys(e.user_id for e in train))
+    groups = (tuple(users[0::2]), tuple(users[1::2]))
+    ClusterFile(
+        task="LaMP-7", split="train", data="demo", data_digest=data_digest(train), n_examples=len(train),
+        embedder=embedder_identity(), profile_text=ProfileText(), seed=0, group_size=None, centroids=np.eye(2, 4),
+        user_ids=groups, example_ids=tuple(tuple(e.example_id for e in train if e.user_id in g) for g in groups),
+        silhouette=None,
+    ).save(path)  # fmt: skip
+
+
+def test_cli_per_cluster_shards_and_ray_equal_one_process(tiny, tmp_path, monkeypatch):
+    import workbench.commands.discover as discover_command
+    import workbench.distributed as distributed
+
+    monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)
+    asked = []
+
+    class Recorded:
+        """Ray workers as the command asks for them, running in this process."""
+
+        def __init__(self, load, **options):
+            asked.append(options)
+
+        def __enter__(self):
+            return distributed.LocalWorkers(tiny)
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(distributed, "RayWorkers", Recorded)
+    two_cluster_file(tmp_path / "clusters.json")
+    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+    common = ("discover", "--task", "LaMP-7", "--split", "train", "--limit", 7, "--method", "hybrid", "--top-k", 2,
+              "--top-m", 5, "--profile-k", 1, "--clusters", tmp_path / "clusters.json")  # fmt: skip
+    assert run(*common, "--out", tmp_path / "single").exit_code == 0
+    first = run(*common, "--out", tmp_path / "run", "--shard", "0/2")
+    assert first.exit_code == 0 and "run this command again" in first.output, first.output
+    for shard, held in (("1/2", "4 examples of clusters 0, 1;"), ("0/2", "3 examples of clusters 0;")):
+        done = run(*common, "--out", tmp_path / "run", "--shard", shard)
+        assert done.exit_code == 0 and f"shard {shard}: scored {held}" in done.output, done.output
+    merged = run("merge", tmp_path / "run")
+    assert merged.exit_code == 0, merged.output
+    on_ray = run(*common, "--out", tmp_path / "ray", "--ray", "--workers", 2)
+    assert on_ray.exit_code == 0 and asked == [{"address": None, "workers": 2, "cpus_per_worker": 1}], on_ray.output
+    for name in ("cluster-0/pcs.parquet", "cluster-1/pcs.parquet", "cluster-0/heads.json", "cluster-1/heads.json", INDEX):
+        assert_same_results(tmp_path / "run", tmp_path / "single", name)
+        assert_same_results(tmp_path / "ray", tmp_path / "single", name)
+    refused = run(*common, "--score", "retrieval", "--out", tmp_path / "other", "--shard", "0/2")
+    assert refused.exit_code == 2 and refused.output == "error: --shard and --ray apply to PCS scans (--score pcs)\n"

@@ -249,7 +249,8 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
             done = discover_shard(lens, out, where.shard, chosen, scoring=scoring, selection=cluster_selection(settings, clusters, extra),
                                   metadata={}, options={"model": lens.name}, clusters=clusters, workers=runners)  # fmt: skip
             if done is not None:
-                print(f"shard {where.shard.label}: scored {sum(r.n_examples for r in done)} examples of {len(done)} clusters; "
+                held = ", ".join(str(r.metadata["cluster"]) for r in done)
+                print(f"shard {where.shard.label}: scored {sum(r.n_examples for r in done)} examples of clusters {held}; "
                       f"once every shard is done: workbench merge {out}")  # fmt: skip
             return
         results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
