@@ -5,6 +5,7 @@ from a hash of the text) keeps the embedding model out of these tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -267,6 +268,38 @@ def test_a_routed_evaluation_writes_its_routing_beside_the_metrics(cli, tiny, em
         assert row["entropy"] == pytest.approx(-sum(p * math.log(p) for p in mine if p > 0))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["routing"] == summary and metrics["config"]["routing"]["temperature"] == 0.2
+
+
+def test_a_sharded_routed_evaluation_merges_into_one_process_files(tiny, embedded, tmp_path):
+    """User u05's two examples fall in different shards (the second lists its profile in another
+    order, so alone it would make another profile text): both shards route u05 by the profile
+    of the whole run, and the merge counts u05 once, with both examples."""
+    from same_results import assert_same_results
+
+    from workbench.decoding import make_decoder
+    from workbench.runs import EvalConfig, evaluate
+    from workbench.shards import Shard, evaluate_shard, merge_run
+
+    write_clusters_and_heads(tiny, tmp_path)
+    dev = load_examples(None, "LaMP-7", "dev")[:5]
+    dev[2] = dataclasses.replace(dev[2], profile=dev[2].profile[::-1])
+    routing = RoutingConfig(clusters=str(tmp_path / "clusters"), cluster_heads=str(tmp_path / "heads"), mode="soft",
+                            temperature=0.2)  # fmt: skip
+    config = EvalConfig(task="LaMP-7", split="dev", model=tiny.name, decoder=make_decoder("dps"), max_new_tokens=3,
+                        batch_size=1, resamples=50, routing=routing)  # fmt: skip
+    evaluate(tiny, dev, config, tmp_path / "single", progress=False)
+    run = tmp_path / "run"
+    for index in (1, 0):
+        evaluate_shard(tiny, run, Shard(index, 2), dev, config, progress=False)
+    assert merge_run(run)[2:] == [run / "routing.json", run / "routing_weights.parquet"]
+    for name in ("predictions.jsonl", "metrics.json", "routing.json"):
+        assert_same_results(run, tmp_path / "single", name)
+    weights = pd.read_parquet(tmp_path / "single" / "routing_weights.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "routing_weights.parquet"), weights, check_exact=True)
+    users = json.loads((run / "routing.json").read_text())["users"]
+    assert [(u["user_id"], u["n_examples"]) for u in users] == [("u02", 1), ("u05", 2), ("u08", 1), ("u11", 1)]
+    shards = [json.loads((Shard(i, 2).folder(run) / "routing.json").read_text())["users"] for i in range(2)]
+    assert [[u["user_id"] for u in users] for users in shards] == [["u02", "u05"], ["u05", "u08", "u11"]]
 
 
 def one_line_error(result, message: str) -> None:

@@ -235,9 +235,12 @@ def evaluate(
     *,
     progress: bool = True,
     workers: Workers | None = None,
+    profiles: Sequence[Example] | None = None,
 ) -> dict[str, Any]:
     """Generate, score and write predictions and metrics for `examples`; resumes an interrupted
-    run. `workers` decode the batches (default: this process, on `lens`)."""
+    run. `workers` decode the batches (default: this process, on `lens`). A routed run routes each
+    user by the profile their examples among `profiles` make up (default: `examples`; a shard
+    passes the whole run's, so that a user whose examples fall in several shards is routed alike)."""
     from workbench.decoding.routed import Routed
     from workbench.users.routing import route_users
 
@@ -249,7 +252,10 @@ def evaluate(
             f"nothing to evaluate: {'no examples' if not examples else f'no gold output for id {missing_gold[0]!r}'}"
         )
     decoder, heads = bind_heads(config, lens)
-    routes = None if config.routing is None else route_users(lens, examples, config.routing)
+    if config.routing is not None:
+        routes = route_users(lens, examples if profiles is None else profiles, config.routing).for_examples(examples)
+    else:
+        routes = None
     if routes is not None:  # every user's routed decoder, checked before anything is written
         Routed(decoder, list(routes.weights.values())).check(lens)
     prompts = {e.example_id: build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in examples}

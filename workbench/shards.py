@@ -351,7 +351,7 @@ def evaluate_shard(
     ids = [e.example_id for e in chosen]
     content = digest([[e.example_id, e.user_id, e.input, e.output, e.profile] for e in chosen])
     folder = open_shard(run_dir, shard, "evaluate", {"config": config.as_dict()}, ids, [e.example_id for e in mine], content)
-    result = evaluate(lens, mine, config, folder, workers=workers, progress=progress)
+    result = evaluate(lens, mine, config, folder, workers=workers, progress=progress, profiles=chosen)
     finish_shard(folder)
     return result
 
@@ -360,6 +360,7 @@ def _merge_evaluate(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path
     from workbench.data.files import read_json
     from workbench.data.tasks import task_spec
     from workbench.runs import CONFIG, METRICS, PREDICTIONS, metric_intervals, read_predictions
+    from workbench.users.routing import ROUTES_TABLE, ROUTING_FILE, RoutingConfig, merge_routing
 
     folders = [Shard(m["index"], m["count"]).folder(run_dir) for m in manifests]
     configs = [read_json(folder / CONFIG) for folder in folders]
@@ -377,11 +378,16 @@ def _merge_evaluate(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path
     config = configs[0]
     rows = [line["scores"] for line in lines]
     intervals = metric_intervals(task_spec(config["task"]), rows, resamples=config["resamples"], seed=config["seed"])
-    result = {**read_json(folders[0] / METRICS), "n": len(rows), "metrics": {k: v.as_dict() for k, v in intervals.items()}}
+    result = {**read_json(folders[0] / METRICS), "n": len(rows), "metrics": {k: v.as_dict() for k, v in intervals.items()},
+              "seconds": sum(float(line.get("seconds", 0.0)) for line in lines)}  # fmt: skip
+    written = []
+    if config["routing"] is not None:
+        result["routing"] = merge_routing(folders, run_dir, RoutingConfig(**config["routing"]))
+        written = [run_dir / ROUTING_FILE, run_dir / ROUTES_TABLE]
     io.write_json(run_dir / CONFIG, config)
     io.write_text(run_dir / PREDICTIONS, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     io.write_json(run_dir / METRICS, result)
-    return [run_dir / PREDICTIONS, run_dir / METRICS]
+    return [run_dir / PREDICTIONS, run_dir / METRICS, *written]
 
 
 # --- merge -----------------------------------------------------------------------------------

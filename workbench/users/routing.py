@@ -18,6 +18,7 @@ w̄ > 0.5 (suppressed more than half) and with w̄ > 0.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,28 +174,75 @@ class UserRoutes:
 
     def summary(self, config: RoutingConfig) -> dict[str, Any]:
         """What metrics.json records about the routing (means over users)."""
-        users = self.users
-        return {
-            "mode": config.mode,
-            "temperature": config.temperature if config.mode == "soft" else None,
-            "k": int(self.routes["cluster"].max()) + 1,
-            "n_users": len(users),
-            "n_new_users": int((~users["seen_in_clustering"]).sum()),
-            "mean_entropy": float(users["entropy"].mean()),
-            "uniform_entropy": float(users["uniform_entropy"].iloc[0]),
-            "mean_top_weight": float(users["top_weight"].mean()),
-            "mean_cosine_to_global": float(users["cosine_to_global"].mean()),
-            "min_cosine_to_global": float(users["cosine_to_global"].min()),
-            "mean_heads_over_half": float(users["heads_over_half"].mean()),
-            "mean_heads_weighted": float(users["heads_weighted"].mean()),
-        }
+        return routing_summary(self.users, self.routes, config)
 
     def save(self, folder: str | Path, config: RoutingConfig) -> None:
-        """`routing.json` (the summary and one record per user) and `routing_weights.parquet`
-        (one row per user and cluster: cosine similarity and route weight)."""
-        users = self.users.astype(object).where(self.users.notna(), None).to_dict(orient="records")
-        io.write_json(Path(folder) / ROUTING_FILE, {"summary": self.summary(config), "users": users})
-        io.write_parquet(Path(folder) / ROUTES_TABLE, self.routes)
+        """`routing.json` and `routing_weights.parquet` (`save_routing`)."""
+        save_routing(folder, self.users, self.routes, config)
+
+    def for_examples(self, examples: Sequence[Example]) -> UserRoutes:
+        """The routes of the users of `examples` (all routed here), in the order they first appear,
+        `n_examples` counted among `examples`: a shard's part of a run routed as a whole."""
+        counts: dict[str, int] = {}
+        for example in examples:
+            counts[example.user_id] = counts.get(example.user_id, 0) + 1
+        users = self.users.set_index("user_id", drop=False).loc[list(counts)].reset_index(drop=True)
+        users["n_examples"] = list(counts.values())
+        routes = self.routes[self.routes["user_id"].isin(counts)]
+        routes = pd.concat([routes[routes["user_id"] == user] for user in counts], ignore_index=True)
+        return UserRoutes({user: self.weights[user] for user in counts}, users, routes, self.heads, self.digest)
+
+
+def routing_summary(users: pd.DataFrame, routes: pd.DataFrame, config: RoutingConfig) -> dict[str, Any]:
+    """Means over the users' diagnostics (one row per user; `routes`: one row per user and cluster)."""
+    return {
+        "mode": config.mode,
+        "temperature": config.temperature if config.mode == "soft" else None,
+        "k": int(routes["cluster"].max()) + 1,
+        "n_users": len(users),
+        "n_new_users": int((~users["seen_in_clustering"]).sum()),
+        "mean_entropy": float(users["entropy"].mean()),
+        "uniform_entropy": float(users["uniform_entropy"].iloc[0]),
+        "mean_top_weight": float(users["top_weight"].mean()),
+        "mean_cosine_to_global": float(users["cosine_to_global"].mean()),
+        "min_cosine_to_global": float(users["cosine_to_global"].min()),
+        "mean_heads_over_half": float(users["heads_over_half"].mean()),
+        "mean_heads_weighted": float(users["heads_weighted"].mean()),
+    }
+
+
+def save_routing(folder: str | Path, users: pd.DataFrame, routes: pd.DataFrame, config: RoutingConfig) -> None:
+    """`routing.json` (the summary and one record per user) and `routing_weights.parquet` (one row
+    per user and cluster: cosine similarity and route weight)."""
+    records = users.astype(object).where(users.notna(), None).to_dict(orient="records")
+    io.write_json(Path(folder) / ROUTING_FILE, {"summary": routing_summary(users, routes, config), "users": records})
+    io.write_parquet(Path(folder) / ROUTES_TABLE, routes)
+
+
+def merge_routing(folders: Sequence[Path], out: Path, config: RoutingConfig) -> dict[str, Any]:
+    """Join the routing files of a run's shards (in order) into those of one process in `out`:
+    each user once, where they first appear, their `n_examples` summed over the shards; returns
+    the summary. Refuses shards that routed a user differently."""
+    users, routes = [], []
+    for folder in folders:
+        try:
+            records = json.loads((folder / ROUTING_FILE).read_text(encoding="utf-8"))["users"]
+            users.append(pd.DataFrame(records, columns=list(USER_COLUMNS)).astype({"cosine_to_global": float}))
+            routes.append(pd.read_parquet(folder / ROUTES_TABLE))
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(f"{folder}: no readable routing files ({ROUTING_FILE}, {ROUTES_TABLE}): {error}") from None
+    joined = pd.concat(users, ignore_index=True)
+    counts = joined.groupby("user_id", sort=False)["n_examples"].sum()
+    first = joined.drop_duplicates("user_id").set_index("user_id", drop=False)
+    others = joined.drop(columns="n_examples")
+    if not others.equals(first.drop(columns="n_examples").loc[joined["user_id"]].reset_index(drop=True)):
+        raise InputError(f"{out}: the shards routed a user differently; use another output folder")
+    merged = first.reset_index(drop=True)
+    merged["n_examples"] = counts.loc[merged["user_id"]].to_numpy()
+    all_routes = pd.concat(routes, ignore_index=True)
+    all_routes = all_routes[~all_routes.duplicated(["user_id", "cluster"])].reset_index(drop=True)
+    save_routing(out, merged, all_routes, config)
+    return routing_summary(merged, all_routes, config)
 
 
 def route_users(lens: Lens, examples: Sequence[Example], config: RoutingConfig, *, cache: str | Path | None = None) -> UserRoutes:
