@@ -7,15 +7,24 @@ put it in). The shard works in `RUN_DIR/shards/I-of-N/` with its own checkpoints
 options or data are refused, both when a shard starts beside others and when they are merged.
 
 `merge_run(RUN_DIR)` (`workbench merge`) joins finished shards into the files a single process
-writes: `pcs.parquet` and `heads.json` (discover), `validation.parquet` and
-`validation_summary.csv` (validate), `predictions.jsonl`, `config.json` and `metrics.json`
-(evaluate). Every per-example value is computed exactly as in one process and the summaries are
-computed from the joined per-example values, so the merged files hold the same numbers, bit for bit.
+writes: `pcs.parquet` and `heads.json` (discover), or each cluster's `cluster-<id>/pcs.parquet`
+and `heads.json` and `cluster_heads.json` (discover --clusters), `validation.parquet` and
+`validation_summary.csv` (validate), `predictions.jsonl`, `config.json` and `metrics.json`, and a
+routed run's `routing.json` and `routing_weights.parquet` (evaluate). Every per-example value is
+computed exactly as in one process and the summaries are computed from the joined per-example
+values, so the merged files hold the same numbers, bit for bit.
+
+Per-cluster discovery cuts the examples in cluster order (each cluster's members, cluster after
+cluster) into contiguous slices: every shard gets about as many examples, and a cluster falls in
+one or a few shards, each of which scores its part with the cluster's own mean-ablation
+reference. A routed evaluation's shard routes its users by the profiles of the whole run's
+examples, so that a user whose examples fall in two shards gets one route.
 
 The hybrid PCS method needs a barrier: its exact candidates come from the attribution of *all*
-examples. A hybrid shard first stores its attribution (`attribution.npz`); once every shard's is
-there, a rerun of the same command reads them all, chooses the candidates of the whole run and
-scores them exactly on its own examples.
+examples (of each cluster, per cluster). A hybrid shard first stores its attribution
+(`attribution.npz`); once every shard's is there, a rerun of the same command reads them all,
+chooses the candidates of the whole run (of each cluster it holds) and scores them exactly on
+its own examples.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ the top heads to `OUT/heads.json` (DeCoRe's retrieval heads, controls for valida
 With `--clusters clusters.json` (`workbench cluster`), PCS is scored on each cluster's member
 examples: `OUT/cluster-<id>/` gets each cluster's `pcs.parquet` and `heads.json`, and
 `OUT/cluster_heads.json` indexes them (what `workbench evaluate --cluster-heads OUT` reads).
+PCS scans, global or per cluster, run on Ray workers (`--ray`) or in shards (`--shard I/N`, then
+`workbench merge OUT`).
 
 The data options here are shared by `validate`, `evaluate` and `steer`, under the same names.
 """

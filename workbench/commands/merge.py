@@ -15,7 +15,8 @@ def merge(
     run_dir: Annotated[Path, typer.Argument(help="The --out folder the shards (--shard I/N) were written into.")],
 ) -> None:
     """Join the finished shards in RUN_DIR/shards into the files one process writes (pcs.parquet and
-    heads.json; validation.parquet and validation_summary.csv; predictions.jsonl and metrics.json)."""
+    heads.json, or per cluster and cluster_heads.json; validation.parquet and validation_summary.csv;
+    predictions.jsonl and metrics.json, and a routed run's routing files)."""
     from workbench.shards import merge_run
 
     written = merge_run(run_dir)
