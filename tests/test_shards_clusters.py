@@ -145,6 +145,12 @@ def test_bad_per_cluster_shards_are_refused_in_one_line(tiny, examples, tmp_path
     (Shard(1, 3).folder(run) / "cluster-1" / "pcs.parquet").unlink()  # a shard's part of cluster 1 lost
     with pytest.raises(InputError, match=r"\(cluster-1\): the shards hold 1 of its 3 examples' scores$"):
         merge_run(run)
+    for path in run.glob("shards/*/shard.json"):  # as an older workbench wrote them
+        manifest = json.loads(path.read_text())
+        del manifest["options"]["groups"]
+        path.write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"shards of an older workbench \(their manifest lists no groups\); run them again$"):
+        merge_run(run)
 
 
 def two_cluster_file(path) -> None:

@@ -268,6 +268,8 @@ def _merge_discover(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path
     from workbench.users.cluster_heads import INDEX, save_cluster_discovery, select_cluster_heads
 
     options = manifests[0]["options"]
+    if "groups" not in options:
+        raise InputError(f"{run_dir}: shards of an older workbench (their manifest lists no groups); run them again")
     folders = [Shard(m["index"], m["count"]).folder(run_dir) for m in manifests]
     results = []
     for name, size in options["groups"]:
