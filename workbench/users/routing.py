@@ -188,8 +188,9 @@ class UserRoutes:
             counts[example.user_id] = counts.get(example.user_id, 0) + 1
         users = self.users.set_index("user_id", drop=False).loc[list(counts)].reset_index(drop=True)
         users["n_examples"] = list(counts.values())
-        routes = self.routes[self.routes["user_id"].isin(counts)]
-        routes = pd.concat([routes[routes["user_id"] == user] for user in counts], ignore_index=True)
+        position = {user: index for index, user in enumerate(counts)}
+        routes = self.routes[self.routes["user_id"].isin(position)]
+        routes = routes.iloc[np.argsort(routes["user_id"].map(position).to_numpy(), kind="stable")].reset_index(drop=True)
         return UserRoutes({user: self.weights[user] for user in counts}, users, routes, self.heads, self.digest)
 
 
