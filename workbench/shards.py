@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 SHARDS, MANIFEST, ESTIMATES = "shards", "shard.json", "attribution.npz"
-KIND_OUTPUTS = {"discover": "pcs.parquet", "validate": "validation.parquet", "evaluate": "metrics.json"}
 
 
 @dataclass(frozen=True)
