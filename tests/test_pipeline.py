@@ -19,7 +19,7 @@ from workbench.pipeline import VARIANTS, DemoConfig, demo_config, run_demo
 from workbench.scores import PCSResult
 from workbench.stages.report import fmt
 
-SMALL = {"n_train": 2, "n_dev": 2, "top_k": 2, "n_random": 2, "sweep_k": (1, 2), "profile_k": 1, "max_new_tokens": 3,
+SMALL = {"n_train": 3, "n_dev": 2, "top_k": 2, "n_random": 2, "sweep_k": (1, 2), "profile_k": 1, "max_new_tokens": 3,
          "method": "attribution", "gammas": (3.0,), "figures_png": False}  # fmt: skip
 
 
@@ -92,7 +92,7 @@ def test_every_number_of_the_report_equals_its_table(small_run):
     for name in pipeline.evaluation_runs(config):
         metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
         assert f"| {name} | rouge-L | {fmt(metrics['metrics']['rouge-L']['value'])} |" in report
-    for key, value in json.loads(json.dumps(config.__dict__, default=list)).items():
+    for key, value in json.loads(json.dumps(pipeline.report_options(config), default=list)).items():
         assert f"`{key}={value}`" in report  # every option that made the numbers
 
 

@@ -223,11 +223,13 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
 
 
 def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader) -> None:
-    """PCS per cluster of `clusters_path` on its member examples; the clusters are checked
-    against the data (and embedder) before the model loads."""
+    """PCS per cluster of `clusters_path` on its member examples (the stage `workbench demo` runs);
+    the clusters are checked against the data (and embedder) before the model loads."""
     from workbench.data.scoring_examples import load_scoring_examples
     from workbench.data.sources import load_examples
-    from workbench.users import ClusterFile, discover_cluster_heads, save_cluster_discovery
+    from workbench.stages.base import data_digest
+    from workbench.stages.clusters import cluster_discovery_stage, run_cluster_discovery
+    from workbench.users import ClusterFile
 
     clusters = ClusterFile.load(clusters_path)
     clusters.check_embedder(clusters_path)
@@ -236,11 +238,12 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     clusters.check_data(examples, task, split, clusters_path)
     lens = lens_loader()
     chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
-    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
-             "options": record, "clusters": str(clusters_path)}  # fmt: skip
-    results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
-                                            max_rows=max_rows, seed=seed, task=task, extra=extra)  # fmt: skip
-    save_cluster_discovery(out, results, heads)
+    stage = cluster_discovery_stage(
+        lens, out, settings, clusters, data=str(data) if data else "demo", data_hash=data_digest(chosen), task=task,
+        split=split, top_m=top_m, max_rows=max_rows, seed=seed,
+        extra={"preset": record["preset"], "limit": limit, "clusters": str(clusters_path)},
+    )  # fmt: skip
+    results, heads = run_cluster_discovery(lens, stage, chosen, clusters, settings, announce=print)
     for cluster, (result, weights) in enumerate(zip(results, heads.weights)):
         print(f"cluster {cluster}: {result.n_examples} examples, heads {weights.heads()}")
     print(f"wrote {out / 'cluster_heads.json'} and one folder per cluster")

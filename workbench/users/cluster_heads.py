@@ -24,6 +24,7 @@ from workbench.discovery import DiscoverSettings, discover_heads
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
+from workbench.scores.nll import TargetSequence
 from workbench.users.clusters import ClusterFile
 
 if TYPE_CHECKING:
@@ -121,8 +122,11 @@ def discover_cluster_heads(
     progress: bool = True,
 ) -> tuple[list[PCSResult], ClusterHeads]:
     """PCS of every head on each cluster's member examples among `examples`, and each cluster's
-    heads selected with `settings`. `checkpoint`: a folder for per-example checkpoints (one
-    subfolder per cluster). `extra` is recorded with every cluster's heads and in the index."""
+    heads selected with `settings`. A head's score on an example does not depend on the cluster:
+    mean ablation takes its mean over all of `examples`, and `checkpoint` is one folder of
+    per-example checkpoints for every cluster (keyed by content, so a global discovery's folder
+    with the same scoring options serves too). `extra` is recorded with every cluster's heads and
+    in the index."""
     if settings.score != "pcs":
         raise InputError(f"per-cluster discovery scores PCS, not {settings.score} heads")
     cluster_of = clusters.cluster_of_example()
@@ -137,12 +141,13 @@ def discover_cluster_heads(
             f"(its {clusters.sizes()[empty[0]]} users' examples were left out; score all of the clustered examples)"
         )
     extra = {"clusters_digest": clusters.digest(), **(extra or {})}
+    reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples] if settings.ablation == "mean" else None
     results, weights = [], []
     for cluster, chosen in enumerate(members):
         result, selected = discover_heads(
-            lens, chosen, settings, checkpoint=None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster),
-            top_m=top_m, max_rows=max_rows, seed=seed, task=task, metadata={"cluster": cluster},
-            extra={"cluster": cluster, "n_users": len({e.user_id for e in chosen}), **extra}, progress=progress,
+            lens, chosen, settings, checkpoint=checkpoint, top_m=top_m, max_rows=max_rows, seed=seed, task=task,
+            metadata={"cluster": cluster}, extra={"cluster": cluster, "n_users": len({e.user_id for e in chosen}), **extra},
+            progress=progress, reference=reference,
         )  # fmt: skip
         results.append(result)
         weights.append(selected)
