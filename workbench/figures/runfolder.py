@@ -12,7 +12,7 @@ pipeline follows to get its figures:
 | `validation.parquet` | per-example ΔNLL (`validation_deltas`), or the summary (`summarize_validation`), either optionally with a `heads` column naming the head file's variant per row | `validation-<label>` |
 | `validation_summary.csv` | the summary beside the per-example table (else computed from it, seed 0) | `validation-<label>` |
 | `metrics.json` + `predictions.jsonl` | an evaluation folder (`workbench evaluate`); an optional `seconds` entry in metrics.json is its wall time | `comparison` (when no table), `efficiency` |
-| `comparison.parquet` | paired comparisons (`workbench.comparison.paired_table`) | `comparison` |
+| `comparison.parquet` | paired comparisons (`workbench.comparison.paired_table`); several are named by their folders less any named `comparison` | `comparison`, `comparison-<folder>` |
 | `clusters.json` | cluster sizes: `{"sizes": [...]}`, `{"labels": [...]}` (one per user) or `{"clusters": [{"id", "size" or "members"}]}` | panel titles of `pcs-clusters` |
 | `sweep_k.csv` / `.parquet` | `k, value, low, high` (+ optional `group`, `metric`) | `sweep-k` |
 | `sweep_gamma.csv` / `.parquet` | `gamma, value, low, high` (+ optional `group`, `metric`) | `sweep-gamma` |
