@@ -244,6 +244,19 @@ def test_one_cluster_discovery_is_global_discovery_bit_for_bit(cli, tmp_path):
     assert torch.equal(heads.weights[0].weights, HeadWeights.load(tmp_path / "global" / "heads.json").weights)
 
 
+def test_the_cluster_discovery_command_runs_the_demos_stage_and_refuses_a_changed_option(cli, tmp_path):
+    one_cluster_file(tmp_path / "clusters.json")
+    options = ("--task", "LaMP-7", "--split", "train", "--limit", 3, "--method", "attribution", "--profile-k", 1,
+               "--clusters", tmp_path / "clusters.json", "--out", tmp_path / "per-cluster")  # fmt: skip
+    first = cli("discover", *options, "--top-k", 2)
+    assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "per-cluster" / "fingerprint.json").read_text())["stage"] == "discover-clusters"
+    again = cli("discover", *options, "--top-k", 2)
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    refused = cli("discover", *options, "--top-k", 3)  # after the tokenizing bar (the data's hash is of the prompts)
+    assert refused.exit_code == 2 and "was made with other arguments (top_k 2 -> 3)" in refused.output.splitlines()[-1]
+
+
 # --- the commands: routed evaluation and one-line errors --------------------------------------
 
 
