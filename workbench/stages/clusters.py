@@ -4,7 +4,7 @@
 `clusters.json`, `cluster_users.parquet`, `cluster_routing.parquet` and `clusters.md`
 (`workbench.users.clustering.save_clustering`). `discover-clusters`: PCS on each cluster's member
 examples and each cluster's heads (`cluster-<id>/pcs.parquet`, `heads.json`, the index
-`cluster_heads.json`). `workbench demo` runs both; `workbench discover --clusters` runs the second.
+`cluster_heads.json`), which `workbench discover --clusters` runs too. `workbench demo` runs both.
 
 A head's PCS on one example does not depend on the cluster the example is in (a cluster's PCS is
 the mean over its members), so per-cluster discovery may read and extend the per-example
@@ -39,13 +39,24 @@ CLUSTERS_FILE = "clusters.json"
 
 
 def clusters_stage(
-    folder: Path, *, task: str, split: str, data: str, data_hash: str, k: int, seed: int, recipe: ProfileText, temperature: float
+    folder: Path,
+    *,
+    task: str,
+    split: str,
+    data: str,
+    data_hash: str,
+    k: int | None,
+    seed: int,
+    recipe: ProfileText,
+    temperature: float,
+    group_size: int | None = None,
 ) -> Stage:
-    """The fingerprint of clustering `k` users: the examples' content, the embedder's weights, the
-    profile-text recipe, the seed and the temperature the report shows soft routing at."""
+    """The fingerprint of clustering users into `k` clusters (or one per `group_size` users): the
+    examples' content, the embedder's weights, the profile-text recipe, the seed and the
+    temperature the report shows soft routing at."""
     identity = embedder_identity()
-    options = {"task": task, "split": split, "data": data, "k": k, "seed": seed, "profile_text": flat_values(recipe),
-               "temperature": temperature}  # fmt: skip
+    options = {"task": task, "split": split, "data": data, "k": k, "group_size": group_size, "seed": seed,
+               "profile_text": flat_values(recipe), "temperature": temperature}  # fmt: skip
     return Stage("cluster", folder, options, outputs=(CLUSTERS_FILE, "cluster_users.parquet", "clusters.md"),
                  model={"name": identity["name"], "weights": identity["weights_digest"]}, data=data_hash)  # fmt: skip
 
@@ -58,7 +69,8 @@ def run_clusters(
 
     def compute() -> ClusterFile:
         clustering = cluster_examples(examples, task=options["task"], split=options["split"], data=options["data"],
-                                      k=options["k"], seed=options["seed"], recipe=recipe)  # fmt: skip
+                                      k=options["k"], group_size=options["group_size"], seed=options["seed"],
+                                      recipe=recipe)  # fmt: skip
         save_clustering(stage.folder, clustering, temperature=options["temperature"])
         return clustering.file
 
