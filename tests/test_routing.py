@@ -257,6 +257,18 @@ def test_the_cluster_discovery_command_runs_the_demos_stage_and_refuses_a_change
     assert refused.exit_code == 2 and "was made with other arguments (top_k 2 -> 3)" in refused.output.splitlines()[-1]
 
 
+def test_the_cluster_command_reuses_its_stage_and_refuses_a_changed_option(cli, embedded, tmp_path):
+    cluster = ("cluster", "--task", "LaMP-7", "--out", tmp_path / "c")
+    first = cli(*cluster, "--k", 2)
+    assert first.exit_code == 0, first.output
+    made = (tmp_path / "c" / "clusters.json").read_bytes()
+    assert json.loads((tmp_path / "c" / "fingerprint.json").read_text())["stage"] == "cluster"
+    again = cli(*cluster, "--k", 2)
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    one_line_error(cli(*cluster, "--k", 3), "was made with other arguments (k 2 -> 3)")
+    assert (tmp_path / "c" / "clusters.json").read_bytes() == made
+
+
 # --- the commands: routed evaluation and one-line errors --------------------------------------
 
 
