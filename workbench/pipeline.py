@@ -6,20 +6,21 @@ Stages, each in its own folder of the run with a fingerprint (`workbench.stages`
    with another user's profile (does *this* user's profile help?).
 2. `discover-standard`, `discover-profile-contrast`: preference heads on train users with the
    paper's PCS and with the profile-contrast PCS.
-   `clusters`, `discover-clusters`: the train users clustered by their profiles (`n_clusters`),
+3. `clusters`, `discover-clusters`: the train users clustered by their profiles (`n_clusters`),
    and heads per cluster with the paper's PCS (the variant routing uses), reusing the
    per-example scores of `discover-standard` (a cluster's PCS is the mean over its members).
-3. `validation`: both head sets ablated on dev users against random head sets and retrieval /
+4. `validation`: both head sets ablated on dev users against random head sets and retrieval /
    induction heads, with and without the profile; a sweep over the number of heads K.
-4. `eval/<run>`: decoding on dev users: greedy with and without the profile, CAD, DPS with each
+5. `eval/<run>`: decoding on dev users: greedy with and without the profile, CAD, DPS with each
    head set (and other γ), DPS with random heads of the same budget, and DPS with each dev user
    routed to the clusters' heads (hard and soft; dev users were never clustered: they are
    embedded and routed on the fly), with the routing diagnostics in its folder.
-5. `comparison`: every run paired against greedy (bootstrap intervals, permutation p-values);
+6. `comparison`: every run paired against greedy (bootstrap intervals, permutation p-values);
    `comparison/routing/` holds the rows of the routing comparison (global, hard, soft, random).
-6. `figures`, 7. `report.md`: the paper's figures and a report that reads only from the tables.
+7. `figures`, 8. `report.md`: the paper's figures and a report that reads only from the tables.
 
-The same stage functions serve `workbench discover`, `validate` and `evaluate`. Every stage's
+The same stage functions serve `workbench discover` (also `--clusters`), `cluster`, `validate` and
+`evaluate`. Every stage's
 fingerprint is planned before any model work, so a run into a folder made with other options
 stops at once with one line naming the option; an interrupted run resumes.
 """
