@@ -20,9 +20,9 @@ Stages, each in its own folder of the run with a fingerprint (`workbench.stages`
 7. `figures`, 8. `report.md`: the paper's figures and a report that reads only from the tables.
 
 The same stage functions serve `workbench discover` (also `--clusters`), `cluster`, `validate` and
-`evaluate`. Every stage's
-fingerprint is planned before any model work, so a run into a folder made with other options
-stops at once with one line naming the option; an interrupted run resumes.
+`evaluate`. Every stage's fingerprint is planned before any model work, so a run into a folder
+made with other options stops at once with one line naming the option; an interrupted run resumes.
+PNG export (`figures_png`) is no part of any fingerprint: asking for it later draws what is missing.
 """
 
 from __future__ import annotations
