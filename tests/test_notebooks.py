@@ -20,7 +20,24 @@ SETTINGS = {  # notebook: (environment, texts its outputs must show)
     ),
     "run_folder_to_figures.ipynb": (
         {"WORKBENCH_RUN": str(TINY_RUN)},
-        ["PCS results: ['standard', 'profile-contrast']", "mean_delta_nll", "dps-profile-contrast", "'pcs-side-by-side'"],
+        [
+            "PCS results: ['standard', 'profile-contrast', 'cluster 0 · standard'",
+            "mean_delta_nll",
+            "dps-profile-contrast",
+            "'pcs-side-by-side'",
+        ],
+    ),
+    "clusters_and_routing.ipynb": (
+        {"WORKBENCH_RUN": str(TINY_RUN)},
+        [
+            "users in K = 2 clusters",
+            "cluster sizes (users): [",
+            "cluster 0: heads [(",
+            "'cluster 1':",
+            "soft-routed heads",
+            "mean_cosine_to_global",
+            "dps-routed-soft",
+        ],
     ),
 }
 

@@ -4,22 +4,27 @@ old one, and an interrupted run resumes to the same tables."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+import workbench.commands.evaluate as evaluate_command
 import workbench.pipeline as pipeline
+from workbench.cli import app
 from workbench.errors import InputError
 from workbench.models import tiny_model
 from workbench.pipeline import VARIANTS, DemoConfig, demo_config, run_demo
 from workbench.scores import PCSResult
 from workbench.stages.report import fmt
 
-SMALL = {"n_train": 2, "n_dev": 2, "top_k": 2, "n_random": 2, "sweep_k": (1, 2), "profile_k": 1, "max_new_tokens": 3,
+SMALL = {"n_train": 3, "n_dev": 2, "top_k": 2, "n_random": 2, "sweep_k": (1, 2), "profile_k": 1, "max_new_tokens": 3,
          "method": "attribution", "gammas": (3.0,), "figures_png": False}  # fmt: skip
 
 
@@ -92,7 +97,7 @@ def test_every_number_of_the_report_equals_its_table(small_run):
     for name in pipeline.evaluation_runs(config):
         metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
         assert f"| {name} | rouge-L | {fmt(metrics['metrics']['rouge-L']['value'])} |" in report
-    for key, value in json.loads(json.dumps(config.__dict__, default=list)).items():
+    for key, value in json.loads(json.dumps(pipeline.report_options(config), default=list)).items():
         assert f"`{key}={value}`" in report  # every option that made the numbers
 
 
@@ -163,10 +168,103 @@ def test_an_interrupted_run_resumes_to_the_same_tables(lens, small_run, tmp_path
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
 
 
+def test_report_clusters_and_routing_numbers_equal_their_files(small_run):
+    """The clusters table against clusters.json and each cluster's heads.json, the routing table
+    against each routed run's routing.json, whose diagnostics are recomputed by hand from the
+    route weights and the cluster head maps."""
+    config, out, comparison = small_run
+    tables = markdown_tables((out / "report.md").read_text())
+    clusters = json.loads((out / "clusters" / "clusters.json").read_text())
+    assert len(clusters["clusters"]) == config.n_clusters
+    maps = [np.array(json.loads((out / "discover-clusters" / f"cluster-{c}" / "heads.json").read_text())["weights"])
+            for c in range(config.n_clusters)]  # fmt: skip
+    global_heads = np.array(json.loads((out / "discover-standard" / "heads.json").read_text())["weights"]) > 0
+    shown = next(t for t in tables if "shared with global" in t.columns)
+    for entry, cluster_map, row in zip(clusters["clusters"], maps, shown.to_dict(orient="records")):
+        assert (row["users"], row["examples"]) == (str(len(entry["user_ids"])), str(len(entry["example_ids"])))
+        assert sorted(row["heads"].split()) == sorted(f"L{layer}H{head}" for layer, head in zip(*np.nonzero(cluster_map > 0)))
+        assert row["shared with global"] == str(int(((cluster_map > 0) & global_heads).sum()))
+    routing = next(t for t in tables if "mean cosine to global" in t.columns)
+    columns = {"mean entropy": "mean_entropy", "ln K": "uniform_entropy", "mean top weight": "mean_top_weight",
+               "mean cosine to global": "mean_cosine_to_global", "min cosine to global": "min_cosine_to_global",
+               "mean heads > 0.5": "mean_heads_over_half"}  # fmt: skip
+    assert routing["run"].tolist() == list(pipeline.ROUTED)
+    for name, row in zip(pipeline.ROUTED, routing.to_dict(orient="records")):
+        summary = json.loads((out / "eval" / name / "routing.json").read_text())["summary"]
+        assert {column: row[column] for column in columns} == {column: fmt(summary[key]) for column, key in columns.items()}
+        assert summary["mode"] == pipeline.ROUTED[name] and summary["n_new_users"] == summary["n_users"]  # dev users: new
+        weights = pd.read_parquet(out / "eval" / name / "routing_weights.parquet")
+        entropies, cosines, over_half = [], [], []
+        mean_map = np.mean(maps, axis=0).ravel()
+        for _, part in weights.groupby("user_id", sort=False):
+            r = part.sort_values("cluster")["weight"].to_numpy()
+            mixed = sum(w * m for w, m in zip(r, maps)).ravel()
+            entropies.append(-sum(p * math.log(p) for p in r if p > 0))
+            cosines.append(mixed @ mean_map / (np.linalg.norm(mixed) * np.linalg.norm(mean_map)))
+            over_half.append(int((mixed > 0.5).sum()))
+        assert row["mean entropy"] == fmt(float(np.mean(entropies))) and row["ln K"] == fmt(math.log(config.n_clusters))
+        assert row["mean cosine to global"] == fmt(float(np.mean(cosines)))
+        assert row["mean heads > 0.5"] == fmt(float(np.mean(over_half)))
+    routed = next(t for t in tables if "baseline value" in t.columns and set(t["run"]) == set(pipeline.ROUTING_RUNS))
+    expected = comparison[comparison["run"].map(lambda run: Path(run).name).isin(pipeline.ROUTING_RUNS)]
+    assert len(routed) == len(expected) == len(pipeline.ROUTING_RUNS) * comparison["metric"].nunique()
+    for row, line in zip(expected.itertuples(), routed.itertuples()):
+        assert (line.run, line.metric, line.difference, line.low, line.high) == (
+            Path(row.run).name, row.metric, *(fmt(v) for v in (row.difference, row.low, row.high)))  # fmt: skip
+
+
+def test_routed_dps_of_the_demo_equals_the_evaluate_command_by_hand(lens, small_run, tmp_path, monkeypatch):
+    config, out, _ = small_run
+    monkeypatch.setattr(evaluate_command, "load_lens", lambda *args: lens)
+    by_hand = tmp_path / "soft"
+    result = CliRunner().invoke(app, [str(a) for a in (
+        "evaluate", "--task", config.task, "--split", "dev", "--limit", config.n_dev, "--max-new-tokens", config.max_new_tokens,
+        "--profile-k", config.profile_k, "--seed", config.seed, "--method", "dps", "--gamma", config.gamma,
+        "--clusters", out / "clusters" / "clusters.json", "--cluster-heads", out / "discover-clusters",
+        "--routing", "soft", "--temperature", config.routing_temperature, "--out", by_hand)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    demo = out / "eval" / "dps-routed-soft"
+    predictions = [[json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()] for folder in
+                   (demo, by_hand)]  # fmt: skip
+    made = [[(p["id"], p["user_id"], p["prediction"], p["scores"]) for p in run] for run in predictions]
+    assert made[0] == made[1] and len(made[0]) == config.n_dev
+    metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (demo, by_hand)]
+    assert metrics[0]["metrics"] == metrics[1]["metrics"] and metrics[0]["routing"] == metrics[1]["routing"]
+    pd.testing.assert_frame_equal(pd.read_parquet(demo / "routing_weights.parquet"),
+                                  pd.read_parquet(by_hand / "routing_weights.parquet"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "run_level", "stage_level"),
+    [
+        ("n_clusters", 1, "n_clusters 2 -> 1", r"clusters was made with other arguments \(k 2 -> 1"),
+        ("routing_temperature", 0.2, "routing_temperature 0.05 -> 0.2",
+         r"clusters was made with other arguments \(temperature 0.05 -> 0.2"),
+    ],
+)  # fmt: skip
+def test_a_changed_cluster_option_stops_with_one_line_naming_it(lens, small_run, option, value, run_level, stage_level):
+    _, out, _ = small_run
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    changed = demo_config("default", **{**SMALL, option: value})
+    with pytest.raises(InputError, match=re.escape(run_level)) as refused:
+        run_demo(lens, changed, out, progress=False, say=lambda _: None)
+    assert "\n" not in str(refused.value)
+    record = (out / "demo-config.json").read_bytes()
+    (out / "demo-config.json").unlink()
+    try:
+        with pytest.raises(InputError, match=stage_level):
+            run_demo(lens, changed, out, progress=False, say=lambda _: None)
+    finally:
+        (out / "demo-config.json").write_bytes(record)
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"n_train": 0}, "n_train must be at least 1"),
+        ({"n_clusters": 9}, "n_clusters must be at most n_train"),
+        ({"routing_temperature": 0.0}, "routing temperature must be"),
         ({"gamma": -1.0}, "gamma must be"),
         ({"gammas": (0.5, math.nan)}, "gamma must be"),
         ({"method": "magic"}, "unknown PCS method"),
@@ -185,3 +283,31 @@ def test_presets_and_too_many_examples_are_checked_before_the_model():
     assert demo_config("full").n_dev > demo_config("default").n_dev
     with pytest.raises(InputError, match=re.escape("dev split of LaMP-4 has 33 examples, not 99")):
         pipeline.DemoData.load(demo_config("default", n_dev=99))
+    with pytest.raises(InputError, match=re.escape("cannot make 2 clusters of the 1 users of the first 2 train examples")):
+        pipeline.DemoData.load(demo_config("default", n_train=2))
+
+
+def test_figures_have_clean_names_and_a_png_change_reuses_every_stage(lens, small_run):
+    """Runs last (it adds PNGs to the shared run): the figure stems name what they show once, the
+    per-cluster maps and the routing bars are drawn from the run's files, and turning PNG export
+    on draws the missing PNGs instead of refusing the figures folder."""
+    from workbench.figures.runfolder import draw_run, read_run
+
+    config, out, _ = small_run
+    stems = {path.stem for path in (out / "figures").glob("*.html")}
+    assert {"pcs-standard", "pcs-side-by-side", "pcs-clusters", "overlap", "sweep-k", "comparison", "comparison-routing",
+            "comparison-vs-random-heads", "efficiency"} <= stems  # fmt: skip
+    assert not [stem for stem in stems if "comparison-comparison" in stem or stem.startswith("sweep-k-")]
+    drawn = draw_run(read_run(out, skip=out / "figures")).figures
+    for cluster, trace in enumerate(t for t in drawn["pcs-clusters"].data if t.type == "heatmap"):
+        pcs = pd.read_parquet(out / "discover-clusters" / f"cluster-{cluster}" / "pcs.parquet")
+        means = pcs.groupby(["layer", "head"])["pcs"].mean().unstack().to_numpy()
+        assert np.allclose(np.array(trace.z, dtype=float), means)
+    assert sorted(drawn["comparison-routing"].data[0].x) == sorted(pipeline.ROUTING_RUNS)
+    labels = drawn["overlap"].data[0].x
+    assert sum("cluster" in label for label in labels) == config.n_clusters
+    assert not list((out / "figures").glob("*.png"))
+    stages = {path: path.stat().st_mtime_ns for path in out.rglob("fingerprint.json")}
+    run_demo(lens, dataclasses.replace(config, figures_png=True), out, progress=False, say=lambda _: None)
+    assert {path.stem for path in (out / "figures").glob("*.png")} == stems
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("fingerprint.json")} == stages  # every stage reused

@@ -245,6 +245,31 @@ def test_one_cluster_discovery_is_global_discovery_bit_for_bit(cli, tmp_path):
     assert torch.equal(heads.weights[0].weights, HeadWeights.load(tmp_path / "global" / "heads.json").weights)
 
 
+def test_the_cluster_discovery_command_runs_the_demos_stage_and_refuses_a_changed_option(cli, tmp_path):
+    one_cluster_file(tmp_path / "clusters.json")
+    options = ("--task", "LaMP-7", "--split", "train", "--limit", 3, "--method", "attribution", "--profile-k", 1,
+               "--clusters", tmp_path / "clusters.json", "--out", tmp_path / "per-cluster")  # fmt: skip
+    first = cli("discover", *options, "--top-k", 2)
+    assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "per-cluster" / "fingerprint.json").read_text())["stage"] == "discover-clusters"
+    again = cli("discover", *options, "--top-k", 2)
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    refused = cli("discover", *options, "--top-k", 3)  # after the tokenizing bar (the data's hash is of the prompts)
+    assert refused.exit_code == 2 and "was made with other arguments (top_k 2 -> 3)" in refused.output.splitlines()[-1]
+
+
+def test_the_cluster_command_reuses_its_stage_and_refuses_a_changed_option(cli, embedded, tmp_path):
+    cluster = ("cluster", "--task", "LaMP-7", "--out", tmp_path / "c")
+    first = cli(*cluster, "--k", 2)
+    assert first.exit_code == 0, first.output
+    made = (tmp_path / "c" / "clusters.json").read_bytes()
+    assert json.loads((tmp_path / "c" / "fingerprint.json").read_text())["stage"] == "cluster"
+    again = cli(*cluster, "--k", 2)
+    assert again.exit_code == 0 and "reusing" in again.output, again.output
+    one_line_error(cli(*cluster, "--k", 3), "was made with other arguments (k 2 -> 3)")
+    assert (tmp_path / "c" / "clusters.json").read_bytes() == made
+
+
 # --- the commands: routed evaluation and one-line errors --------------------------------------
 
 

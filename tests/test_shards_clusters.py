@@ -1,7 +1,7 @@
 """Sharded per-cluster discovery (in this process, no Ray): the shards take contiguous slices of
 the examples in cluster order, so clusters are cut apart, and the merged folder holds what one
-process's `discover --clusters` writes, bit for bit: exact PCS with each cluster's own
-mean-ablation reference, attribution, and hybrid PCS whose candidates come from each cluster's
+process's `discover --clusters` writes, bit for bit: exact PCS with the mean-ablation reference
+of all examples (an example scores the same in every cluster), attribution, and hybrid PCS whose candidates come from each cluster's
 attribution over all shards; bad or missing shards are refused in one line."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from workbench.data.sources import load_examples
 from workbench.discovery import DiscoverSettings, scoring_options
 from workbench.errors import InputError
 from workbench.scores import PCSResult, score_heads
+from workbench.scores.nll import reference_sequences
 from workbench.scores.pcs import PCSScan
 from workbench.shards import Shard, discover_shard, merge_run
 from workbench.users import ClusterFile, ProfileText, discover_cluster_heads, embedder_identity, save_cluster_discovery
@@ -84,10 +85,13 @@ def test_shards_cut_clusters_apart_in_cluster_order(examples, tmp_path, tiny):
 
 @pytest.mark.parametrize(("method", "ablation"), [("exact", "mean"), ("attribution", "zero")])
 def test_sharded_per_cluster_scan_merged_equals_one_process(tiny, examples, tmp_path, method, ablation):
-    """Mean ablation: each cluster's reference is its own members' (not the shard's, not all examples')."""
+    """Mean ablation: every cluster's reference is all examples' (not the shard's, not the cluster's)."""
     one_process(tiny, examples, settings(method, ablation), tmp_path / "single")
     for cluster, ids in enumerate(toy_clusters(examples).example_ids):  # the clusters scanned together: each alone
-        alone = score_heads(tiny, [e for e in examples if e.example_id in ids], method=method, ablation=ablation, progress=False)
+        members = [e for e in examples if e.example_id in ids]
+        alone = score_heads(
+            tiny, members, method=method, ablation=ablation, reference=reference_sequences(examples), progress=False
+        )
         together = PCSResult.load(tmp_path / "single" / f"cluster-{cluster}" / "pcs.parquet")
         assert torch.equal(together.per_example, alone.per_example) and together.example_ids == alone.example_ids
     assert all(part is not None for part in run_shards(tiny, examples, settings(method, ablation), tmp_path / "run", 3))

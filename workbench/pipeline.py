@@ -6,16 +6,23 @@ Stages, each in its own folder of the run with a fingerprint (`workbench.stages`
    with another user's profile (does *this* user's profile help?).
 2. `discover-standard`, `discover-profile-contrast`: preference heads on train users with the
    paper's PCS and with the profile-contrast PCS.
-3. `validation`: both head sets ablated on dev users against random head sets and retrieval /
+3. `clusters`, `discover-clusters`: the train users clustered by their profiles (`n_clusters`),
+   and heads per cluster with the paper's PCS (the variant routing uses), reusing the
+   per-example scores of `discover-standard` (a cluster's PCS is the mean over its members).
+4. `validation`: both head sets ablated on dev users against random head sets and retrieval /
    induction heads, with and without the profile; a sweep over the number of heads K.
-4. `eval/<run>`: decoding on dev users: greedy with and without the profile, CAD, DPS with each
-   head set (and other γ), DPS with random heads of the same budget.
-5. `comparison`: every run paired against greedy (bootstrap intervals, permutation p-values).
-6. `figures`, 7. `report.md`: the paper's figures and a report that reads only from the tables.
+5. `eval/<run>`: decoding on dev users: greedy with and without the profile, CAD, DPS with each
+   head set (and other γ), DPS with random heads of the same budget, and DPS with each dev user
+   routed to the clusters' heads (hard and soft; dev users were never clustered: they are
+   embedded and routed on the fly), with the routing diagnostics in its folder.
+6. `comparison`: every run paired against greedy (bootstrap intervals, permutation p-values);
+   `comparison/routing/` holds the rows of the routing comparison (global, hard, soft, random).
+7. `figures`, 8. `report.md`: the paper's figures and a report that reads only from the tables.
 
-The same stage functions serve `workbench discover`, `validate` and `evaluate`. Every stage's
-fingerprint is planned before any model work, so a run into a folder made with other options
-stops at once with one line naming the option; an interrupted run resumes.
+The same stage functions serve `workbench discover` (also `--clusters`), `cluster`, `validate` and
+`evaluate`. Every stage's fingerprint is planned before any model work, so a run into a folder
+made with other options stops at once with one line naming the option; an interrupted run resumes.
+PNG export (`figures_png`) is no part of any fingerprint: asking for it later draws what is missing.
 """
 
 from __future__ import annotations
@@ -44,14 +51,21 @@ from workbench.profile_effect import profile_nll
 from workbench.runs import EvalConfig
 from workbench.scores import METHODS
 from workbench.stages.base import Stage, data_digest, model_identity
+from workbench.stages.clusters import cluster_discovery_stage, clusters_stage, run_cluster_discovery, run_clusters
 from workbench.stages.discovery import discovery_stage, run_discovery
 from workbench.stages.evaluation import evaluation_stage, run_evaluation
 from workbench.stages.figures import draw_figures
 from workbench.stages.validation import run_validation
+from workbench.users.profiles import ProfileText
+from workbench.users.routing import DEFAULT_TEMPERATURE, RoutingConfig, check_temperature
 
 VARIANTS = ("standard", "profile-contrast")
 CONFIG_FILE = "demo-config.json"
 COMPARISON, CONTROL_COMPARISON = "comparison.parquet", "vs-random-heads/comparison.parquet"
+ROUTING_COMPARISON = "routing/comparison.parquet"
+CLUSTER_VARIANT = "standard"  # the paper's PCS: what per-cluster discovery and routing use
+ROUTED = {"dps-routed-hard": "hard", "dps-routed-soft": "soft"}
+ROUTING_RUNS = (f"dps-{CLUSTER_VARIANT}", *ROUTED, "random-heads")  # the routing comparison: global, hard, soft, random
 GAMMA_SWEEP = "sweep_gamma.csv"
 
 
@@ -69,13 +83,16 @@ class DemoConfig:
     gammas: tuple[float, ...] = ()  # further γ for DPS with the profile-contrast heads (the γ sweep)
     sweep_k: tuple[int, ...] = (1, 2, 3, 5)  # K of the number-of-heads sweep (at most top_k)
     profile_k: int = 5  # profile items retrieved (BM25) into each few-shot prompt
+    n_clusters: int = 2  # clusters of the train users (per-cluster discovery, routed DPS)
+    routing_temperature: float = DEFAULT_TEMPERATURE  # soft routing's T on cosine similarities
     max_new_tokens: int | None = None  # answer length cap of the decoding study (None: the task's)
     seed: int = 0
     figures_png: bool = True
     preset: str = "default"
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_dev", "top_k", "n_random", "profile_k", *(["max_new_tokens"] if self.max_new_tokens else [])):
+        for name in ("n_train", "n_dev", "top_k", "n_random", "profile_k", "n_clusters",
+                     *(["max_new_tokens"] if self.max_new_tokens else [])):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.method not in METHODS:
@@ -83,6 +100,9 @@ class DemoConfig:
         for gamma in (self.gamma, *self.gammas):
             if not math.isfinite(gamma) or gamma < 0:
                 raise InputError(f"gamma must be a finite number >= 0, got {gamma}")
+        if self.n_clusters > self.n_train:
+            raise InputError(f"n_clusters must be at most n_train ({self.n_train} train examples), got {self.n_clusters}")
+        check_temperature(self.routing_temperature)
         if any(k < 1 for k in self.sweep_k):
             raise InputError(f"sweep_k must hold numbers of heads >= 1, got {list(self.sweep_k)}")
         object.__setattr__(self, "sweep_k", tuple(sorted({k for k in self.sweep_k if k <= self.top_k} | {self.top_k})))
@@ -97,7 +117,9 @@ class DemoConfig:
 PRESETS: dict[str, DemoConfig] = {
     "default": DemoConfig(),
     # the paper-sized run: more users, the paper's ~4 % of heads on the default model, a γ sweep
-    "full": DemoConfig(n_train=32, n_dev=33, top_k=10, n_random=20, gammas=(0.5, 2.0), sweep_k=(1, 2, 5, 10), preset="full"),
+    "full": DemoConfig(
+        n_train=32, n_dev=33, top_k=10, n_random=20, gammas=(0.5, 2.0), sweep_k=(1, 2, 5, 10), n_clusters=4, preset="full"
+    ),
 }
 
 
@@ -124,6 +146,10 @@ class DemoData:
         for split, examples, wanted in (("train", train, config.n_train), ("dev", dev, config.n_dev)):
             if wanted > len(examples):
                 raise InputError(f"the demo's {split} split of {config.task} has {len(examples)} examples, not {wanted}")
+        users = len({example.user_id for example in train[: config.n_train]})
+        if config.n_clusters > users:
+            raise InputError(f"cannot make {config.n_clusters} clusters of the {users} users of the first {config.n_train} "
+                             f"train examples (lower n_clusters or raise n_train)")  # fmt: skip
         return cls(train[: config.n_train], dev[: config.n_dev], dev)
 
 
@@ -134,6 +160,8 @@ class Plan:
     out: Path
     profile_effect: Stage
     discovery: dict[str, Stage]
+    clusters: Stage
+    cluster_discovery: Stage
     validation: Stage
     evaluations: dict[str, tuple[Stage, EvalConfig]]
     comparison: Stage
@@ -143,12 +171,13 @@ class Plan:
 
     @property
     def stages(self) -> list[Stage]:
-        return [self.profile_effect, *self.discovery.values(), self.validation,
+        return [self.profile_effect, *self.discovery.values(), self.clusters, self.cluster_discovery, self.validation,
                 *(stage for stage, _ in self.evaluations.values()), self.comparison, self.figures, self.report]  # fmt: skip
 
 
 def evaluation_runs(config: DemoConfig) -> dict[str, tuple[str, str | None, dict[str, Any], dict[str, Any]]]:
-    """`run name: (decoder, heads variant, decoder options, prompt options)` of the decoding study."""
+    """`run name: (decoder, heads, decoder options, prompt options)` of the decoding study; heads:
+    a discovery variant, `routed` (each user's routed mix of the cluster heads) or None."""
     runs: dict[str, tuple[str, str | None, dict[str, Any], dict[str, Any]]] = {
         "greedy": ("greedy", None, {}, {}),
         "greedy-no-profile": ("greedy", None, {}, {"profile_k": 0}),
@@ -156,6 +185,7 @@ def evaluation_runs(config: DemoConfig) -> dict[str, tuple[str, str | None, dict
         "dps-standard": ("dps", "standard", {"gamma": config.gamma}, {}),
         "dps-profile-contrast": ("dps", "profile-contrast", {"gamma": config.gamma}, {}),
         "random-heads": ("random-heads", "profile-contrast", {"gamma": config.gamma, "control_seed": config.seed}, {}),
+        **{name: ("dps", "routed", {"gamma": config.gamma}, {}) for name in ROUTED},
     }
     for gamma in config.gammas:
         runs[f"dps-profile-contrast-gamma-{gamma:g}"] = ("dps", "profile-contrast", {"gamma": gamma}, {})
@@ -176,6 +206,13 @@ def plan_demo(lens: Lens, config: DemoConfig, data: DemoData, out: Path) -> Plan
             lens, out / f"discover-{variant}", settings[variant], data="demo", data_hash=data_digest(data.train),
             task=config.task, split="train", seed=config.seed,
         )  # fmt: skip
+    clusters = clusters_stage(out / "clusters", task=config.task, split="train", data="demo", data_hash=data_digest(data.train),
+                              k=config.n_clusters, seed=config.seed, recipe=ProfileText(),
+                              temperature=config.routing_temperature)  # fmt: skip
+    cluster_discovery = cluster_discovery_stage(
+        lens, out / "discover-clusters", settings[CLUSTER_VARIANT], clusters, data="demo", data_hash=data_digest(data.train),
+        task=config.task, split="train", seed=config.seed,
+    )  # fmt: skip
     validation = Stage(
         "validate", out / "validation",
         {"k": config.top_k, "n_random": config.n_random, "match_layers": False, "pattern_heads": True, "ablation": "zero",
@@ -186,23 +223,39 @@ def plan_demo(lens: Lens, config: DemoConfig, data: DemoData, out: Path) -> Plan
     )  # fmt: skip
     evaluations = {}
     for name, (method, variant, decoder_options, prompt_options) in evaluation_runs(config).items():
-        heads = None if variant is None else str(out / f"discover-{variant}" / "heads.json")
+        routed = variant == "routed"
+        heads = None if variant is None or routed else str(out / f"discover-{variant}" / "heads.json")
+        routing = None
+        if routed:
+            soft = ROUTED[name] == "soft"
+            routing = RoutingConfig(clusters=str(clusters.folder / "clusters.json"), cluster_heads=str(cluster_discovery.folder),
+                                    mode=ROUTED[name], temperature=config.routing_temperature if soft else DEFAULT_TEMPERATURE)  # fmt: skip
         eval_config = EvalConfig(
             task=config.task, split="dev", model=lens.name, decoder=make_decoder(method, **decoder_options), heads=heads,
             prompt=dataclasses.replace(prompt, **prompt_options), seed=config.seed, limit=config.n_dev,
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=config.max_new_tokens, routing=routing,
         )  # fmt: skip
-        stage = evaluation_stage(lens, out / "eval" / name, eval_config, data.dev_split,
-                                 heads_from=None if variant is None else discovery[variant])  # fmt: skip
+        heads_from = None if variant is None else cluster_discovery if routed else discovery[variant]
+        stage = evaluation_stage(lens, out / "eval" / name, eval_config, data.dev_split, heads_from=heads_from)
         evaluations[name] = (stage, eval_config)
     eval_stages = {name: stage for name, (stage, _) in evaluations.items()}
     comparison = Stage("compare", out / "comparison", {"baseline": "greedy", "seed": config.seed},
-                       outputs=(COMPARISON, CONTROL_COMPARISON, *([GAMMA_SWEEP] if config.gammas else [])),
+                       outputs=(COMPARISON, CONTROL_COMPARISON, ROUTING_COMPARISON, *([GAMMA_SWEEP] if config.gammas else [])),
                        inputs=eval_stages)  # fmt: skip
-    every = {"profile-effect": profile_effect, **discovery, "validation": validation, **eval_stages, "comparison": comparison}
-    figures = Stage("figures", out / "figures", {"png": config.figures_png}, outputs=("index.md",), inputs=every)
-    report = Stage("report", out, {"config": asdict(config)}, outputs=("report.md",), inputs={**every, "figures": figures})
-    return Plan(out, profile_effect, discovery, validation, evaluations, comparison, figures, report, settings)
+    every = {"profile-effect": profile_effect, **discovery, "clusters": clusters, "discover-clusters": cluster_discovery,
+             "validation": validation, **eval_stages, "comparison": comparison}  # fmt: skip
+    # PNG export is not part of what the figures and numbers are: the figures stage draws missing PNGs when asked
+    figures = Stage("figures", out / "figures", {}, outputs=("index.md",), inputs=every)
+    report = Stage(
+        "report", out, {"config": report_options(config)}, outputs=("report.md",), inputs={**every, "figures": figures}
+    )
+    return Plan(out, profile_effect, discovery, clusters, cluster_discovery, validation, evaluations, comparison, figures, report,
+                settings)  # fmt: skip
+
+
+def report_options(config: DemoConfig) -> dict[str, Any]:
+    """The options that make the report's numbers (all but `figures_png`, the PNG export)."""
+    return {name: value for name, value in asdict(config).items() if name != "figures_png"}
 
 
 def check_plan(plan: Plan, config: DemoConfig) -> None:
@@ -245,7 +298,7 @@ def run_demo(
     io.write_json(out / CONFIG_FILE, {**config_record(config), "model": model_identity(lens),
                                       "stages": {str(s.folder.relative_to(out)): s.digest for s in plan.stages}})  # fmt: skip
     prompt = config.prompt
-    steps = 7
+    steps = 8
     header = lambda number, text: say(f"[{number}/{steps}] {text}")
 
     header(1, f"profile effect: reference NLL of {len(data.dev)} dev examples with, without and with a swapped profile")
@@ -262,25 +315,36 @@ def run_demo(
         _, heads[variant] = run_discovery(lens, stage, train, plan.settings[variant], progress=progress, announce=say)
         say(f"  {variant}: top {config.top_k} heads " + ", ".join(f"L{layer}H{head}" for layer, head in heads[variant].heads()))
 
-    header(3, f"validation: top-{config.top_k} heads vs {config.n_random} random sets on {len(data.dev)} dev examples, "
+    header(3, f"clusters: {len(data.train)} train examples' users in {config.n_clusters} clusters, {config.method} PCS "
+              f"({CLUSTER_VARIANT}) per cluster from the per-example scores of discover-{CLUSTER_VARIANT}")  # fmt: skip
+    clusters = run_clusters(plan.clusters, data.train, recipe=ProfileText(), announce=say)
+    say(f"  cluster sizes (users): {clusters.sizes()}")
+    _, cluster_heads = run_cluster_discovery(
+        lens, plan.cluster_discovery, train, clusters, plan.settings[CLUSTER_VARIANT],
+        checkpoint=plan.discovery[CLUSTER_VARIANT].folder / "checkpoint", progress=progress, announce=say,
+    )  # fmt: skip
+    for cluster, weights in enumerate(cluster_heads.weights):
+        say(f"  cluster {cluster}: heads " + ", ".join(f"L{layer}H{head}" for layer, head in weights.heads()))
+
+    header(4, f"validation: top-{config.top_k} heads vs {config.n_random} random sets on {len(data.dev)} dev examples, "
               "with and without the profile")  # fmt: skip
     dev = tokenized_examples(lens, data.dev, prompt, partners=data.dev_split)
     run_validation(lens, plan.validation, dev, heads, progress=progress, announce=say)
 
-    header(4, f"decoding: {len(plan.evaluations)} runs on {len(data.dev)} dev examples")
+    header(5, f"decoding: {len(plan.evaluations)} runs on {len(data.dev)} dev examples")
     for name, (stage, eval_config) in plan.evaluations.items():
         say(f"  {name}")
         run_evaluation(lens, stage, data.dev_split, eval_config, progress=progress, announce=say)
 
-    header(5, "comparison: every run paired against greedy, DPS against DPS with random heads")
+    header(6, "comparison: every run paired against greedy, DPS against DPS with random heads")
     comparison = plan.comparison.run(lambda: _compare(plan, config), lambda: pd.read_parquet(plan.comparison.folder / COMPARISON),
                                      announce=say)  # fmt: skip
 
-    header(6, f"figures into {plan.figures.folder}")
-    plan.figures.run(lambda: _figures(out, plan.figures.folder, config.figures_png, say), lambda: None,
-                     announce=say)  # fmt: skip
+    header(7, f"figures into {plan.figures.folder}")
+    plan.figures.run(lambda: _figures(out, plan.figures.folder, config.figures_png, say),
+                     lambda: _missing_pngs(out, plan.figures.folder, config.figures_png), announce=say)  # fmt: skip
 
-    header(7, f"report: {out / 'report.md'}")
+    header(8, f"report: {out / 'report.md'}")
     from workbench.stages.report import write_report
 
     plan.report.run(lambda: write_report(out, config, lens, plan), lambda: None, announce=say)
@@ -311,6 +375,8 @@ def _compare(plan: Plan, config: DemoConfig) -> pd.DataFrame:
     against_greedy = compare_runs([folders.pop("greedy"), *folders.values()], seed=seed)
     dps = [folder for name, folder in folders.items() if name.startswith("dps-")]
     io.write_parquet(plan.comparison.folder / CONTROL_COMPARISON, compare_runs([folders["random-heads"], *dps], seed=seed))
+    routing = against_greedy[against_greedy["run"].isin([str(folders[name]) for name in ROUTING_RUNS])]
+    io.write_parquet(plan.comparison.folder / ROUTING_COMPARISON, routing.reset_index(drop=True))
     io.write_parquet(plan.comparison.folder / COMPARISON, against_greedy)
     return against_greedy
 
@@ -321,3 +387,9 @@ def _figures(run: Path, out: Path, png: bool, say: Callable[[str], None]) -> Non
     written = draw_figures(run, out, png=png, say=lambda note: (notes.append(note), say(f"  {note}")))
     lines = [f"- `{path.stem}`" for path in written if path.suffix == ".html"] + [f"- {note}" for note in notes]
     io.write_text(out / "index.md", "# Figures of this run\n\n" + "\n".join(lines) + "\n")
+
+
+def _missing_pngs(run: Path, out: Path, png: bool) -> None:
+    """On reuse of the figures stage: draw the figures again when PNGs are wanted and some are missing."""
+    if png and any(not page.with_suffix(".png").is_file() for page in out.glob("*.html")):
+        draw_figures(run, out, png=True, say=lambda _: None)

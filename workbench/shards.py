@@ -42,6 +42,7 @@ import torch
 from workbench import io
 from workbench.checkpoint import digest
 from workbench.errors import InputError
+from workbench.scores.nll import reference_sequences
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -158,13 +159,6 @@ def tokenized_digest(examples: Sequence[TokenizedExample]) -> str:
     return digest([[e.example_id, e.prompt_ids, e.target_ids, e.no_profile_prompt_ids, e.swapped_prompt_ids] for e in examples])
 
 
-def _reference(examples: Sequence[TokenizedExample]) -> list[tuple[int, ...]]:
-    """The mean-ablation reference of the whole run (every example's prompt ‖ target), as one process makes it."""
-    from workbench.scores.nll import TargetSequence
-
-    return [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
-
-
 # --- discover --------------------------------------------------------------------------------
 
 
@@ -206,7 +200,8 @@ def discover_shard(
     folder = open_shard(run_dir, shard, "discover", recorded, ids, [i for i in ids if i in mine_ids], tokenized_digest(ordered))
     held = [(name, chosen, [e for e in chosen if e.example_id in mine_ids], extra) for name, chosen, extra in groups]
     held = [group for group in held if group[2]]
-    scans = [PCSScan(lens, chosen, **scoring, checkpoint=folder / "checkpoint" / name, workers=workers)
+    reference = reference_sequences(examples)  # the whole run's, as one process takes it (per cluster too)
+    scans = [PCSScan(lens, chosen, **scoring, reference=reference, checkpoint=folder / "checkpoint" / name, workers=workers)
              for name, chosen, _, _ in held]  # fmt: skip
     mine = [part for _, _, part, _ in held]
     if scoring["method"] == "exact":
@@ -321,7 +316,7 @@ def validate_shard(
     recorded = {**options, "sets": sets, "ablation": ablation, "seed": seed}
     ids, mine_ids = [e.example_id for e in examples], [e.example_id for e in mine]
     folder = open_shard(run_dir, shard, "validate", recorded, ids, mine_ids, tokenized_digest(examples))
-    deltas = validation_deltas(lens, mine, sets, ablation=ablation, reference=_reference(examples), workers=workers)
+    deltas = validation_deltas(lens, mine, sets, ablation=ablation, reference=reference_sequences(examples), workers=workers)
     io.write_parquet(folder / "validation.parquet", deltas)
     finish_shard(folder)
     return deltas

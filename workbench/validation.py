@@ -29,7 +29,7 @@ from workbench.lens import Lens
 from workbench.masks import Head, HeadMask
 from workbench.scores.ablation import make_ablation
 from workbench.scores.engine import sequence_nll
-from workbench.scores.nll import TargetSequence
+from workbench.scores.nll import TargetSequence, reference_sequences
 from workbench.scores.ranking import ranked_heads
 from workbench.stats import bootstrap_mean_ci
 from workbench.tensor_types import HeadGrid
@@ -113,7 +113,7 @@ def validation_deltas(
     studies = {"": sets} if not isinstance(sets, Mapping) else dict(sets)
     unique = list(dict.fromkeys(tuple(heads) for study in studies.values() for _, _, heads in study))
     if reference is None:
-        reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
+        reference = reference_sequences(examples)
     chosen = make_ablation(lens, ablation, reference)
     masks = [chosen.together(lens, list(heads)) for heads in unique]
     store = None

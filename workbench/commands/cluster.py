@@ -3,7 +3,9 @@
 One user is one profile (a user with several examples is embedded once, from the union of their
 profile items). The output folder gets `clusters.json` (centroids, members, and every option and
 input that made them), `cluster_users.parquet`, `cluster_routing.parquet` and the report
-`clusters.md` (sizes, silhouette, how peaked the clustered users' routes are). `workbench discover
+`clusters.md` (sizes, silhouette, how peaked the clustered users' routes are), with the stage's
+fingerprint (the `cluster` stage `workbench demo` runs): a rerun reuses it, other options are
+refused in one line. `workbench discover
 --clusters` finds heads per cluster; `workbench evaluate --clusters` routes users to them.
 """
 
@@ -44,7 +46,9 @@ def cluster(
 ) -> None:
     """Embed each user's profile (all-MiniLM-L6-v2, offline, cached) and k-means the users."""
     from workbench.data.sources import load_examples
-    from workbench.users import ProfileText, cluster_examples, save_clustering
+    from workbench.stages.base import data_digest
+    from workbench.stages.clusters import clusters_stage, run_clusters
+    from workbench.users import ProfileText
     from workbench.users.routing import check_temperature
 
     if (k is None) == (group_size is None):
@@ -54,12 +58,11 @@ def cluster(
     recipe = ProfileText(**{name: value for name, value in given.items() if value is not None})
     examples = load_examples(data, task, split)
     quiet_transformers()
-    clustering = cluster_examples(examples, task=task, split=split, data=str(data) if data else "demo", k=k,
-                                  group_size=group_size, seed=seed, recipe=recipe)  # fmt: skip
-    save_clustering(out, clustering, temperature=temperature)
-    file = clustering.file
+    stage = clusters_stage(out, task=task, split=split, data=str(data) if data else "demo", data_hash=data_digest(examples),
+                           k=k, group_size=group_size, seed=seed, recipe=recipe, temperature=temperature)  # fmt: skip
+    file = run_clusters(stage, examples, recipe=recipe, announce=typer.echo)
     score = "n/a" if file.silhouette is None else f"{file.silhouette:.3f}"
-    typer.echo(f"{len(clustering.users)} users in {file.k} clusters of sizes {file.sizes()}; silhouette {score}")
+    typer.echo(f"{sum(file.sizes())} users in {file.k} clusters of sizes {file.sizes()}; silhouette {score}")
     typer.echo(f"wrote {out / 'clusters.json'} and the report {out / 'clusters.md'}")
 
 

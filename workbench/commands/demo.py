@@ -24,6 +24,12 @@ def demo(
     method: Annotated[str | None, typer.Option("--method", help="PCS method: exact, attribution or hybrid.")] = None,
     n_random: Annotated[int | None, typer.Option("--n-random", help="Random head sets in the validation study.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="DPS contrast strength γ (>= 0).")] = None,
+    n_clusters: Annotated[
+        int | None, typer.Option("--n-clusters", help="Clusters of the train users (per-cluster heads, routed DPS).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Soft routing's temperature on cosine similarities (> 0).")
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Seed of every random draw: retrieval, random head sets, bootstrap and permutations."),
@@ -40,7 +46,8 @@ def demo(
     from workbench.pipeline import DemoData, demo_config, run_demo
 
     config = demo_config(preset, task=task, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method, n_random=n_random,
-                         gamma=gamma, seed=seed, figures_png=png)  # fmt: skip
+                         gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,
+                         figures_png=png)  # fmt: skip
     data = DemoData.load(config)  # bad data fails here, before the model loads
     lens = load_lens(model, device, dtype, device_map)
     comparison = run_demo(lens, config, out, data=data)

@@ -226,14 +226,16 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
 
 def _cluster_heads(out, clusters_path, data, task, split, settings, record, limit, top_m, max_rows, seed, lens_loader,
                    where, worker_load) -> None:  # fmt: skip
-    """PCS per cluster of `clusters_path` on its member examples; the clusters are checked
-    against the data (and embedder) before the model loads. A shard (`where.shard`) scores its
-    slice of the examples in cluster order (`workbench.shards.discover_shard`)."""
+    """PCS per cluster of `clusters_path` on its member examples (the stage `workbench demo` runs);
+    the clusters are checked against the data (and embedder) before the model loads. A shard
+    (`where.shard`) scores its slice of the examples in cluster order (`workbench.shards.discover_shard`)."""
     from workbench.data.scoring_examples import load_scoring_examples
     from workbench.data.sources import load_examples
     from workbench.discovery import scoring_options
     from workbench.shards import discover_shard
-    from workbench.users import ClusterFile, discover_cluster_heads, save_cluster_discovery
+    from workbench.stages.base import data_digest
+    from workbench.stages.clusters import cluster_discovery_stage, run_cluster_discovery
+    from workbench.users import ClusterFile
     from workbench.users.cluster_heads import cluster_selection
 
     clusters = ClusterFile.load(clusters_path)
@@ -243,10 +245,11 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     clusters.check_data(examples, task, split, clusters_path)
     lens = lens_loader()
     chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
-    extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
-             "options": record, "clusters": str(clusters_path)}  # fmt: skip
     with where.open(lens, worker_load) as runners:
         if where.shard is not None:
+            # the keys the cluster stage records (`options` names the clusters file)
+            extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
+                     "options": record}  # fmt: skip
             scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
             done = discover_shard(lens, out, where.shard, chosen, scoring=scoring, selection=cluster_selection(settings, clusters, extra),
                                   metadata={}, options={"model": lens.name}, clusters=clusters, workers=runners)  # fmt: skip
@@ -255,9 +258,12 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
                 print(f"shard {where.shard.label}: scored {sum(r.n_examples for r in done)} examples of clusters {held}; "
                       f"once every shard is done: workbench merge {out}")  # fmt: skip
             return
-        results, heads = discover_cluster_heads(lens, chosen, clusters, settings, checkpoint=out / "checkpoint", top_m=top_m,
-                                                max_rows=max_rows, seed=seed, task=task, extra=extra, workers=runners)  # fmt: skip
-    save_cluster_discovery(out, results, heads)
+        stage = cluster_discovery_stage(
+            lens, out, settings, clusters, data=str(data) if data else "demo", data_hash=data_digest(chosen), task=task,
+            split=split, top_m=top_m, max_rows=max_rows, seed=seed,
+            extra={"preset": record["preset"], "limit": limit, "clusters": str(clusters_path)},
+        )  # fmt: skip
+        results, heads = run_cluster_discovery(lens, stage, chosen, clusters, settings, announce=print, workers=runners)
     for cluster, (result, weights) in enumerate(zip(results, heads.weights)):
         print(f"cluster {cluster}: {result.n_examples} examples, heads {weights.heads()}")
     print(f"wrote {out / 'cluster_heads.json'} and one folder per cluster")

@@ -12,7 +12,7 @@ pipeline follows to get its figures:
 | `validation.parquet` | per-example ΔNLL (`validation_deltas`), or the summary (`summarize_validation`), either optionally with a `heads` column naming the head file's variant per row | `validation-<label>` |
 | `validation_summary.csv` | the summary beside the per-example table (else computed from it, seed 0) | `validation-<label>` |
 | `metrics.json` + `predictions.jsonl` | an evaluation folder (`workbench evaluate`); an optional `seconds` entry in metrics.json is its wall time | `comparison` (when no table), `efficiency` |
-| `comparison.parquet` | paired comparisons (`workbench.comparison.paired_table`) | `comparison` |
+| `comparison.parquet` | paired comparisons (`workbench.comparison.paired_table`); several are named by their folders less any named `comparison` | `comparison`, `comparison-<folder>` |
 | `clusters.json` | cluster sizes: `{"sizes": [...]}`, `{"labels": [...]}` (one per user) or `{"clusters": [{"id", "size" or "members"}]}` | panel titles of `pcs-clusters` |
 | `sweep_k.csv` / `.parquet` | `k, value, low, high` (+ optional `group`, `metric`) | `sweep-k` |
 | `sweep_gamma.csv` / `.parquet` | `gamma, value, low, high` (+ optional `group`, `metric`) | `sweep-gamma` |
@@ -198,7 +198,9 @@ def read_run(root: str | Path, *, skip: str | Path | None = None) -> RunContents
             elif path.suffix in TABLE_SUFFIXES and path.stem == EFFICIENCY_STEM:
                 run.efficiency = (path, read_table(path, "an efficiency table"))
     run.discoveries.sort(key=lambda d: (d.cluster is not None, d.cluster or 0, _variant_rank(d.variant), str(d.folder)))
-    label_discoveries(run.discoveries)
+    label_discoveries([d for d in run.discoveries if d.cluster is None])
+    for discovery in run.discoveries:
+        discovery.label = discovery.label or f"cluster {discovery.cluster} · {discovery.variant}"
     run.head_files = dict(sorted(run.head_files.items(), key=lambda item: _head_file_rank(*item)))
     return run
 
@@ -305,14 +307,15 @@ def draw_run(run: RunContents) -> Drawn:
         if parameter not in run.sweeps:
             notes.append(f"skipped sweep-{parameter}: no {stem}.csv or {stem}.parquet")
             continue
-        for metric, part in by_metric(run.sweeps[parameter][1]):
-            name = f"sweep-{parameter}" + (f"-{slug(metric)}" if metric else "")
+        parts = list(by_metric(run.sweeps[parameter][1]))
+        for metric, part in parts:
+            name = f"sweep-{parameter}" + (f"-{slug(metric)}" if len(parts) > 1 else "")
             with noted(notes, name):
                 figures[name] = sweep_figure(part, parameter, metric)
 
     comparisons = run.comparisons or _computed_comparison(run, notes)
-    for path, table in comparisons:
-        stem = "comparison" if len(comparisons) == 1 else f"comparison-{slug(_relative(run.root, path.parent))}"
+    stems = comparison_stems(run.root, [path for path, _ in comparisons])
+    for (_, table), stem in zip(comparisons, stems):
         with noted(notes, stem):
             figures[stem] = paired_bars(table)
     efficiency = run.efficiency[1] if run.efficiency else _timed_evaluations(run)
@@ -322,6 +325,23 @@ def draw_run(run: RunContents) -> Drawn:
         if efficiency is not None:
             figures["efficiency"] = efficiency_figure(efficiency, subtitle="seconds per example as recorded by each run")
     return Drawn(figures, notes)
+
+
+def comparison_stems(root: Path, paths: list[Path]) -> list[str]:
+    """`comparison`, then `comparison-<folder>` named by the table's folders below `root` less any
+    named `comparison` (`comparison/routing/comparison.parquet`: `comparison-routing`); the whole
+    path when that leaves two alike."""
+
+    def stem(path: Path, keep_all: bool) -> str:
+        parts = [part for part in path.parent.relative_to(root).parts if keep_all or part != "comparison"]
+        return "-".join(["comparison", *(slug(part) for part in parts)])
+
+    if len(paths) == 1:
+        return ["comparison"]
+    if not all(path.is_relative_to(root) for path in paths):
+        return [f"comparison-{slug(str(path.parent))}" for path in paths]
+    stems = [stem(path, keep_all=False) for path in paths]
+    return stems if len(set(stems)) == len(stems) else [stem(path, keep_all=True) for path in paths]
 
 
 def _relative(root: Path, path: Path) -> str:

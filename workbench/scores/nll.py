@@ -6,11 +6,17 @@ For a sequence `prompt ‖ target` with `P` prompt and `T` target tokens, the lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.tensor_types import Logits
+
+if TYPE_CHECKING:
+    from workbench.data.tokenized import TokenizedExample
 
 
 def target_positions(prompt_len: int, target_len: int) -> Int[Tensor, " target"]:
@@ -38,3 +44,8 @@ class TargetSequence:
         self.prompt_len = len(prompt_ids)
         self.positions = target_positions(len(prompt_ids), len(target_ids))
         self.targets = torch.tensor(target_ids, dtype=torch.long)
+
+
+def reference_sequences(examples: Sequence[TokenizedExample]) -> list[tuple[int, ...]]:
+    """Every example's `prompt ‖ target`: the sequences a mean ablation averages over."""
+    return [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]

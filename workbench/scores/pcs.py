@@ -45,7 +45,7 @@ from workbench.masks import Head
 from workbench.scores.ablation import Ablation, make_ablation
 from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
-from workbench.scores.nll import TargetSequence
+from workbench.scores.nll import TargetSequence, reference_sequences
 from workbench.scores.ranking import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.scores.results import PCSResult
 from workbench.tensor_types import HeadGrid
@@ -151,7 +151,7 @@ class PCSScan:
         if method == "hybrid" and not 0 < top_m <= n_total:
             raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
         if reference is None:
-            reference = [TargetSequence(e.prompt_ids, e.target_ids).ids for e in examples]
+            reference = reference_sequences(examples)
         self.lens, self.method, self.variant, self.top_m, self.max_rows, self.progress = (
             lens, method, variant, top_m, max_rows, progress
         )  # fmt: skip

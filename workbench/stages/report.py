@@ -95,6 +95,7 @@ def write_report(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> None:
 
 
 def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> str:
+    from workbench.pipeline import report_options
     from workbench.stages.base import model_identity
 
     seed = config.seed
@@ -112,7 +113,7 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
         f"- data: the bundled demo set, {config.task}; train examples: {config.n_train} (content hash "
         f"`{plan.discovery['standard'].data}`), dev examples: {config.n_dev} (content hash of the dev split `{plan.profile_effect.data}`)",
         f"- preset `{config.preset}`; every option: "
-        + ", ".join(f"`{name}={value}`" for name, value in json.loads(json.dumps(config.__dict__, default=list)).items()),
+        + ", ".join(f"`{name}={value}`" for name, value in json.loads(json.dumps(report_options(config), default=list)).items()),
         f"- prompt: the plain few-shot format, {config.profile_k} BM25-retrieved profile items (none for `greedy-no-profile`); "
         f"answers up to {config.max_new_tokens or 'the task default of'} new tokens"
         + ("" if config.max_new_tokens else f" {task_spec(config.task).max_new_tokens}")
@@ -187,11 +188,113 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
         lines += ["### DPS against DPS with random heads of the same budget (`comparison/vs-random-heads/comparison.parquet`)", "",
                   markdown_table(comparison_rows(control)), ""]  # fmt: skip
 
-    lines += ["## 5. Reading", "", *reading(effect, summary, comparison, control, config), ""]
+    routing = routing_table(plan)
+    lines += clusters_section(out, config, plan, routing)
+    lines += [
+        "## 6. Reading",
+        "",
+        *reading(effect, summary, comparison, control, config),
+        *routing_reading(routing, out, plan),
+        "",
+    ]
     index = plan.figures.folder / "index.md"
     if index.is_file():
         lines += ["## Figures (`figures/`)", "", *[line for line in index.read_text().splitlines()[2:] if line], ""]
     return "\n".join(lines)
+
+
+def clusters_table(plan: Plan) -> pd.DataFrame:
+    """Per cluster: users, examples, its heads and their overlap with the global heads of the same PCS."""
+    from workbench.figures.overlap import jaccard
+    from workbench.pipeline import CLUSTER_VARIANT
+    from workbench.users.cluster_heads import ClusterHeads
+    from workbench.users.clusters import ClusterFile
+
+    clusters = ClusterFile.load(plan.clusters.folder / "clusters.json")
+    heads = ClusterHeads.load(plan.cluster_discovery.folder)
+    global_heads = set(HeadWeights.load(plan.discovery[CLUSTER_VARIANT].folder / "heads.json").heads())
+    rows = []
+    for cluster, weights in enumerate(heads.weights):
+        chosen = set(weights.heads())
+        rows.append({"cluster": cluster, "users": clusters.sizes()[cluster], "examples": len(clusters.example_ids[cluster]),
+                     "heads": " ".join(f"L{layer}H{head}" for layer, head in weights.heads()),
+                     "shared with global": len(chosen & global_heads), "Jaccard": jaccard(chosen, global_heads)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def routing_table(plan: Plan) -> pd.DataFrame:
+    """The routing diagnostics of each routed run, as its `routing.json` summary records them."""
+    from workbench.pipeline import ROUTED
+
+    rows = []
+    for name in ROUTED:
+        stage, _ = plan.evaluations[name]
+        summary = json.loads((stage.folder / "routing.json").read_text())["summary"]
+        rows.append({"run": name, "routing": summary["mode"], "T": summary["temperature"], "users": summary["n_users"],
+                     "new users": summary["n_new_users"], "mean entropy": summary["mean_entropy"],
+                     "ln K": summary["uniform_entropy"], "mean top weight": summary["mean_top_weight"],
+                     "mean cosine to global": summary["mean_cosine_to_global"],
+                     "min cosine to global": summary["min_cosine_to_global"],
+                     "mean heads > 0.5": summary["mean_heads_over_half"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def clusters_section(out: Path, config: DemoConfig, plan: Plan, routing: pd.DataFrame) -> list[str]:
+    from workbench.pipeline import CLUSTER_VARIANT, ROUTING_COMPARISON
+    from workbench.users.clusters import ClusterFile
+
+    clusters = ClusterFile.load(plan.clusters.folder / "clusters.json")
+    recipe = clusters.profile_text
+    silhouette = "n/a (needs 2 <= k < users)" if clusters.silhouette is None else fmt(clusters.silhouette)
+    routed = pd.read_parquet(plan.comparison.folder / ROUTING_COMPARISON)
+    return [
+        "## 5. Clusters and routing (`clusters/clusters.json`, `discover-clusters/`, `eval/dps-routed-*/routing.json`)", "",
+        f"The users of the {config.n_train} train examples, each embedded from their profile ({recipe.source}, first "
+        f"{recipe.items} items, {recipe.max_length} tokens; {clusters.embedder['name']}) and clustered by k-means (seed "
+        f"{clusters.seed}) into K = {clusters.k} clusters; silhouette (cosine) {silhouette}. Heads per cluster with the "
+        f"paper's PCS (`{CLUSTER_VARIANT}`), method `{config.method}`, top {config.top_k}, from the per-example scores of "
+        f"`discover-{CLUSTER_VARIANT}`; `shared with global` counts the cluster's heads among that global top {config.top_k}.",
+        "", markdown_table(clusters_table(plan)), "",
+        "Routing of the dev users (not clustered: embedded and routed on the fly) to the cluster heads, DPS at γ = "
+        f"{fmt(config.gamma)} with each user's routed mix. Entropy of the route in nats against ln K (uniform); cosine "
+        "between the user's routed head map and the global map (the plain mean of the cluster maps); heads a user "
+        "suppresses more than half (mean over users):", "",
+        markdown_table(routing), "",
+        "### Routing comparison, paired against greedy (`comparison/routing/comparison.parquet`)", "",
+        f"Global DPS (`dps-{CLUSTER_VARIANT}`: the global heads of the same PCS), hard- and soft-routed DPS, and DPS with "
+        "random heads:", "",
+        markdown_table(comparison_rows(routed)), "",
+    ]  # fmt: skip
+
+
+def routing_reading(routing: pd.DataFrame, out: Path, plan: Plan) -> list[str]:
+    """What the routing tables show, by fixed rules: how peaked the routes are, and whether a
+    routed run's interval against greedy lies wholly above the global run's."""
+    from workbench.pipeline import CLUSTER_VARIANT, ROUTING_COMPARISON
+
+    said = []
+    for _, row in routing.iterrows():
+        said.append(
+            f"- {row['run']}: mean route entropy {fmt(row['mean entropy'])} of ln K = {fmt(row['ln K'])}, mean cosine to the "
+            f"global map {fmt(row['mean cosine to global'])} (lowest {fmt(row['min cosine to global'])}): "
+            + ("the routed maps are the global map (a cosine of 1 for every user)." if row["min cosine to global"] > 0.999
+               else "users get head maps that differ from the global one.")
+        )  # fmt: skip
+    table = pd.read_parquet(plan.comparison.folder / ROUTING_COMPARISON)
+    table = table.assign(name=[Path(run).name for run in table["run"]])
+    for metric, part in table.groupby("metric", sort=False):
+        rows = part.set_index("name")
+        base = rows.loc[f"dps-{CLUSTER_VARIANT}"]
+        better = [name for name in routing["run"] if rows.loc[name, "low"] > base["high"]]
+        said.append(
+            f"- {metric}: routed DPS against greedy "
+            + "; ".join(f"{name} {interval(rows.loc[name, 'difference'], rows.loc[name, 'low'], rows.loc[name, 'high'])}"
+                        for name in routing["run"])
+            + f"; global {interval(base['difference'], base['low'], base['high'])}: "
+            + ("routing is better than global DPS for " + ", ".join(better) + " (its interval lies above)." if better
+               else "no routed run's interval lies above the global run's, so these users give no evidence for routing.")
+        )  # fmt: skip
+    return said
 
 
 def reading(

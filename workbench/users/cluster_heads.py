@@ -25,6 +25,7 @@ from workbench.discovery import DiscoverSettings, scoring_options, selection_opt
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
+from workbench.scores.nll import reference_sequences
 from workbench.scores.pcs import PCSScan, score_scans
 from workbench.users.clusters import ClusterFile
 
@@ -125,17 +126,20 @@ def discover_cluster_heads(
     workers: Workers | None = None,
 ) -> tuple[list[PCSResult], ClusterHeads]:
     """PCS of every head on each cluster's member examples among `examples`, and each cluster's
-    heads selected with `settings`. `checkpoint`: a folder for per-example checkpoints (one
-    subfolder per cluster). `extra` is recorded with every cluster's heads and in the index.
-    `workers` run the examples of all clusters together (`workbench.scores.pcs.score_scans`):
-    each phase is one fan-out, the hybrid's barrier between them, candidates chosen per cluster."""
+    heads selected with `settings`. A head's score on an example does not depend on the cluster:
+    mean ablation takes its mean over all of `examples`, and `checkpoint` is one folder of
+    per-example checkpoints for every cluster (keyed by content, so a global discovery's folder
+    with the same scoring options serves too). `extra` is recorded with every cluster's heads and
+    in the index. `workers` run the examples of all clusters together
+    (`workbench.scores.pcs.score_scans`): each phase is one fan-out, the hybrid's barrier between
+    them, candidates chosen per cluster."""
     if settings.score != "pcs":
         raise InputError(f"per-cluster discovery scores PCS, not {settings.score} heads")
     members = cluster_members(examples, clusters)
     scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
-    folder = lambda cluster: None if checkpoint is None else Path(checkpoint) / cluster_folder(cluster)
-    scans = [PCSScan(lens, chosen, **scoring, checkpoint=folder(cluster), progress=progress, workers=workers)
-             for cluster, chosen in enumerate(members)]  # fmt: skip
+    reference = reference_sequences(examples)  # all examples': a score does not depend on the cluster
+    scans = [PCSScan(lens, chosen, **scoring, reference=reference, checkpoint=checkpoint, progress=progress, workers=workers)
+             for chosen in members]  # fmt: skip
     results = score_scans(scans, members)
     for cluster, result in enumerate(results):
         result.metadata["cluster"] = cluster
