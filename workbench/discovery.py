@@ -61,15 +61,12 @@ def discover_heads(
     extra: dict[str, Any] | None = None,
     progress: bool = True,
     workers: Workers | None = None,
-    reference: Sequence[Sequence[int]] | None = None,
 ) -> tuple[PCSResult, HeadWeights]:
     """PCS of every head on `examples` and the heads `settings` select: what `workbench discover`
     runs, globally and per cluster. `metadata` is added to the scores' record, `extra` to the heads'.
-    `workers` run the examples (default: this process; see `workbench.distributed`); `reference`:
-    the sequences of mean ablation (default: the examples')."""
+    `workers` run the examples (default: this process; see `workbench.distributed`)."""
     scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
-    result = score_heads(lens, examples, **scoring, reference=reference, checkpoint=checkpoint, progress=progress,
-                         workers=workers)  # fmt: skip
+    result = score_heads(lens, examples, **scoring, checkpoint=checkpoint, progress=progress, workers=workers)
     result.metadata.update(metadata or {})
     return result, HeadWeights.from_scores(result, **selection_options(settings, extra or {}))
 
