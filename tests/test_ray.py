@@ -152,3 +152,44 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
     monkeypatch.setattr(distributed, "RayWorkers", real)
     failed = run(*common, "--out", tmp_path / "refused", "--ray", "127.0.0.1:1")
     assert failed.exit_code == 2 and failed.output == "error: cannot reach the Ray cluster at '127.0.0.1:1': Connection refused\n"
+
+
+class FakeRay:
+    """Ray's scheduling surface as `RayWorkers` uses it: the cluster's resources, and what an
+    actor was asked for and started with (no processes)."""
+
+    def __init__(self, resources):
+        self.resources, self.asked, self.started = resources, [], []
+
+    def cluster_resources(self):
+        return self.resources
+
+    def remote(self, **options):
+        self.asked.append(options)
+        fake = self
+
+        class Actor:
+            @staticmethod
+            def remote(*args):
+                fake.started.append(args)
+
+        return lambda cls: Actor
+
+
+@pytest.mark.parametrize(
+    ("resources", "cpus", "wanted"),
+    [
+        ({"CPU": 16.0, "GPU": 2.0}, 1, (2, 1, "cuda", None)),  # one worker per GPU, on it
+        ({"CPU": 6.0}, 2, (3, 0, "cpu", 2)),  # one worker per 2 cores, 2 torch threads each
+    ],
+)
+def test_workers_take_one_gpu_each_on_gpu_clusters_else_their_cores(resources, cpus, wanted):
+    """What each worker asks Ray for on a GPU cluster and on a CPU one (no GPU was lent to test
+    the GPU case on hardware: this checks the requests, not CUDA)."""
+    workers = RayWorkers(tiny_model, cpus_per_worker=cpus)
+    workers._ray = FakeRay(resources)
+    workers._start_actors()
+    n, gpus, device, threads = wanted
+    assert len(workers.actors) == n and len(workers._ray.started) == n
+    assert workers._ray.asked == [{"num_cpus": cpus, "num_gpus": gpus, "max_restarts": 3, "max_task_retries": 3}]
+    assert all(args == (tiny_model, device, threads) for args in workers._ray.started)
