@@ -16,8 +16,8 @@ values, so the merged files hold the same numbers, bit for bit.
 
 Per-cluster discovery cuts the examples in cluster order (each cluster's members, cluster after
 cluster) into contiguous slices: every shard gets about as many examples, and a cluster falls in
-one or a few shards, each of which scores its part with the cluster's own mean-ablation
-reference. A routed evaluation's shard routes its users by the profiles of the whole run's
+one or a few shards, each of which scores its part with the whole run's mean-ablation
+reference (as one process does: an example scores the same in every cluster). A routed evaluation's shard routes its users by the profiles of the whole run's
 examples, so that a user whose examples fall in two shards gets one route.
 
 The hybrid PCS method needs a barrier: its exact candidates come from the attribution of *all*

@@ -17,8 +17,8 @@ effect is far from linear can get an estimate of the wrong sign, but not a small
 (benchmarks/RESULTS.md, "Head scores", measures the recall of the exact top-K both ways).
 
 `score_scans` runs several scans (per-cluster discovery: one per cluster, each with its own
-mean-ablation reference and candidates) together, one fan-out of all their examples per phase,
-so that workers never wait at the end of one cluster for the next.
+hybrid candidates, all with the whole run's mean-ablation reference) together, one fan-out of all
+their examples per phase, so that workers never wait at the end of one cluster for the next.
 
 With `checkpoint`, every finished example is stored at once, keyed by its content (the token ids
 it is scored on); the folder records the options, and other options are refused. A rerun with the
