@@ -248,12 +248,13 @@ def _selection_size(n_total: int, top_k: int | None, top_percent: float | None) 
     return max(1, math.floor(top_percent * n_total))
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or a one-line InputError naming what is wrong."""
+def read_json_object(path: Path, made_by: str = "") -> dict[str, Any]:
+    """The JSON object in `path`, or a one-line InputError naming what is wrong (a missing file's
+    names `made_by`, what writes such a file, when given)."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+        raise InputError(f"{path}: file not found" + (f" ({made_by})" if made_by else "")) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(record, dict):

@@ -12,7 +12,6 @@ heads made for other clusters or another model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from workbench.checkpoint import digest
 from workbench.data.tokenized import TokenizedExample
 from workbench.discovery import DiscoverSettings, scoring_options, selection_options
 from workbench.errors import InputError
-from workbench.heads import HeadWeights
+from workbench.heads import HeadWeights, read_json_object
 from workbench.scores import PCSResult
 from workbench.scores.nll import reference_sequences
 from workbench.scores.pcs import PCSScan, score_scans
@@ -75,13 +74,8 @@ class ClusterHeads:
         """From a folder written by `save` (or its index file)."""
         path = Path(path)
         index_path = path / INDEX if path.is_dir() else path
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{index_path}: file not found (the output folder of `workbench discover --clusters`)") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"{index_path}: not valid JSON ({error})") from None
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
+        index = read_json_object(index_path, made_by="the output folder of `workbench discover --clusters`")
+        if index.get("format") != FORMAT:
             raise InputError(f"{index_path}: not a cluster-heads index (write one with `workbench discover --clusters`)")
         try:
             entries = sorted(index["clusters"], key=lambda entry: int(entry["id"]))

@@ -16,7 +16,6 @@ and the data against it and refuses a mismatch in one line.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from workbench import io
 from workbench.checkpoint import digest
 from workbench.data.examples import Example
 from workbench.errors import InputError
+from workbench.heads import read_json_object
 from workbench.typed_config import flat_values
 from workbench.users.embeddings import Embeddings, embedder_identity
 from workbench.users.profiles import ProfileText
@@ -189,13 +189,8 @@ class ClusterFile:
         path = Path(path)
         if path.is_dir():
             path = path / "clusters.json"
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: file not found") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: not valid JSON ({error})") from None
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
+        record = read_json_object(path)
+        if record.get("format") != FORMAT:
             raise InputError(f"{path}: not a workbench clusters file (write one with `workbench cluster`)")
         try:
             clusters = record["clusters"]
