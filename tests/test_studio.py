@@ -32,6 +32,7 @@ from workbench.studio.examples import OFF, ProfileState
 from workbench.studio.jobs import FairLock, JobBoard
 from workbench.studio.runfolder import RunFolder
 from workbench.studio.session import AblationKind, StudioSession
+from workbench.studio.views import SELECTION_UID
 from workbench.study import AblationStudy
 
 TASK = "LaMP-7"  # short tweets: the character-level tiny model's prompts stay well inside its context
@@ -193,7 +194,9 @@ def shown(page, row: int, column: str) -> float:
 
 def selected_on_map(page) -> set[tuple[int, int]]:
     points = page.eval_on_selector(
-        "#map .js-plotly-plot", "plot => plot.data.length > 1 ? plot.data[1].x.map((x, i) => [plot.data[1].y[i], x]) : []"
+        "#map .js-plotly-plot",
+        "(plot, uid) => { const ring = plot.data.find(t => t.uid === uid); return ring.x.map((x, i) => [ring.y[i], x]); }",
+        SELECTION_UID,
     )
     return {tuple(point) for point in points}
 
@@ -527,6 +530,7 @@ def test_loaded_and_random_sets(page, lens, run_folder):
     expected = HeadWeights.load(run_folder / "heads.json").heads()
     names = " ".join(f"L{layer}H{head}" for layer, head in sorted(expected))
     wait_for_heads(page, names)
+    assert selected_on_map(page) == set(expected)  # rings follow a set the server loaded, not only clicks
     page.locator("#seed").fill("7")
     page.locator("#random-set").click()
     drawn = HeadWeights.random_heads(lens.geometry, 3, seed=7)
@@ -608,7 +612,9 @@ def test_exports_and_error_banner(page, lens):
 def dash_request(url: str, output: str, inputs: dict, changed: str):
     """POST one callback request the way the page does; returns (status, decoded JSON or None)."""
     dependencies = json.loads(urllib.request.urlopen(f"{url}/_dash-dependencies").read())
-    spec = next(d for d in dependencies if output in d["output"])
+    spec = next(
+        d for d in dependencies if output in d["output"] and any(f"{i['id']}.{i['property']}" == changed for i in d["inputs"])
+    )
 
     def values(items):
         return [{**item, "value": inputs.get(f"{item['id']}.{item['property']}")} for item in items]
@@ -682,7 +688,7 @@ def test_the_browser_cannot_open_files_outside_the_run_folder(studio):
         assert status == 200 and not body.get("response")
         message = body["sideUpdate"]["error-text"]["children"]
         assert "only files inside the run folder" in message or "not a score or head file" in message
-        status, body = dash_request(url, "map.figure", {"map-source.value": name, "heads.data": []}, "map-source.value")
+        status, body = dash_request(url, "map-base.data", {"map-source.value": name}, "map-source.value")
         assert status == 200 and not body.get("response") and "error-text" in body["sideUpdate"]
     for path in (
         "/assets/../../../../etc/passwd",

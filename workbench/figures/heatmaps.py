@@ -25,6 +25,7 @@ Flags = Bool[np.ndarray, "layer head"]
 PCS_LABEL = "PCS (Δ NLL, nats/token)"
 INTERVAL = "95% percentile-bootstrap interval over examples"
 SELECTED = "selected heads (ringed)"
+RING = {"symbol": "circle-open", "size": 15, "color": "black", "line": {"width": 2.5}}  # the marker of a selected head
 ESTIMATED = "attribution estimate (dotted); undotted cells: exact ablation"
 
 
@@ -220,7 +221,7 @@ def heatmap_panels(
                     x=[head for _, head in panel.highlight],
                     y=[layer for layer, _ in panel.highlight],
                     mode="markers",
-                    marker={"symbol": "circle-open", "size": 15, "color": "black", "line": {"width": 2.5}},
+                    marker=RING,
                     name=SELECTED,
                     legendgroup="selected",
                     showlegend="selected" not in shown,

@@ -107,6 +107,7 @@ def _layout(session: StudioSession) -> html.Div:
                 style={"display": "none"},
             ),
             dcc.Store(id="heads", data=[]),
+            dcc.Store(id="map-base", data=None),
             dcc.Store(id="typed", data=None),
             dcc.Store(id="history", data=[]),
             dcc.Store(id="job", data=None),
@@ -511,6 +512,35 @@ def _details(example: StudioExample, state: ProfileState, session: StudioSession
 
 # --- callbacks ---------------------------------------------------------------------------------
 
+# A click on the map and the rings that show the selection are answered in the browser: a click
+# costs one server round trip (the NLL panel's), not three. The session checks every head it gets.
+TOGGLE_CLICKED_HEAD = """
+function (click, data) {
+    if (!click || !click.points || !click.points.length) {
+        return [window.dash_clientside.no_update, null];
+    }
+    const layer = click.points[0].y, head = click.points[0].x;
+    const heads = (data || []).filter(entry => !(entry[0] === layer && entry[1] === head));
+    if (heads.length === (data || []).length) {
+        heads.push([layer, head, 1.0]);
+    }
+    heads.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    return [heads, null];  // clickData cleared: a second click on the same cell is a new event
+}
+"""
+RING_SELECTED_HEADS = f"""
+function (base, data) {{
+    if (!base) {{
+        return window.dash_clientside.no_update;
+    }}
+    const heads = data || [];
+    const ring = trace => trace.uid === "{views.SELECTION_UID}"
+        ? {{...trace, x: heads.map(entry => entry[1]), y: heads.map(entry => entry[0])}}
+        : trace;
+    return {{...base, data: base.data.map(ring)}};
+}}
+"""
+
 EXAMPLE_STATE = [
     Input("example-mode", "value"),
     Input("split", "value"),
@@ -580,11 +610,18 @@ def _register(app: Dash, session: StudioSession, jobs: JobBoard) -> None:
         options = [{"label": f"user {p}", "value": p} for p in partners]
         return _details(example, state, session), options, swap_user, profile_mode != "swap"
 
+    app.clientside_callback(
+        TOGGLE_CLICKED_HEAD,
+        Output("heads", "data", allow_duplicate=True),
+        Output("map", "clickData"),
+        Input("map", "clickData"),
+        State("heads", "data"),
+        prevent_initial_call=True,
+    )
+
     @app.callback(
         Output("heads", "data"),
-        Output("map", "clickData"),
         Output("set-info", "children"),
-        Input("map", "clickData"),
         Input("clear", "n_clicks"),
         Input("load-set", "n_clicks"),
         Input("random-set", "n_clicks"),
@@ -596,27 +633,17 @@ def _register(app: Dash, session: StudioSession, jobs: JobBoard) -> None:
         *[State(i.component_id, i.component_property) for i in EXAMPLE_STATE],
         prevent_initial_call=True,
     )
-    def change_heads(click, _clear, _load, _random, data, set_source, k, seed, map_source, *example_state):
+    def change_heads(_clear, _load, _random, data, set_source, k, seed, map_source, *example_state):
         heads = _head_set(data)
         trigger = ctx.triggered_id
         geometry = session.lens.geometry
-        if trigger == "map":
-            if not click or not click.get("points"):
-                raise PreventUpdate
-            point = click["points"][0]
-            head = geometry.check_head(int(point["y"]), int(point["x"]))
-            if head in heads:
-                del heads[head]
-            else:
-                heads[head] = 1.0
-            return _as_list(heads), None, dash.no_update
         if trigger == "clear":
-            return [], None, "cleared"
+            return [], "cleared"
         if trigger == "random-set":
             size = len(heads) or _positive(k, "K")
             seed = _non_negative(seed, "seed")
             drawn = HeadWeights.random_heads(geometry, size, seed=seed).heads()
-            return _as_list(dict.fromkeys(drawn, 1.0)), None, f"random set of {size} heads, seed {seed} (the control)"
+            return _as_list(dict.fromkeys(drawn, 1.0)), f"random set of {size} heads, seed {seed} (the control)"
         # load-set
         if set_source == TOP_OF_MAP:
             example, state = (None, None)
@@ -630,7 +657,7 @@ def _register(app: Dash, session: StudioSession, jobs: JobBoard) -> None:
             weights.check(geometry)
             source_label = f"{set_source} ({len(weights.heads())} heads, weights as in the file)"
         loaded = {head: float(weights.weights[head]) for head in weights.heads()}
-        return _as_list(loaded), None, f"loaded {source_label}"
+        return _as_list(loaded), f"loaded {source_label}"
 
     @app.callback(Output("heads-list", "children"), Input("heads", "data"))
     def list_heads(data):
@@ -642,14 +669,16 @@ def _register(app: Dash, session: StudioSession, jobs: JobBoard) -> None:
             for (layer, head), weight in sorted(heads.items())
         )
 
-    @app.callback(Output("map", "figure"), Input("map-source", "value"), Input("heads", "data"), *EXAMPLE_STATE)
-    def draw_map(source, data, *example_state):
+    @app.callback(Output("map-base", "data"), Input("map-source", "value"), *EXAMPLE_STATE)
+    def draw_map(source, *example_state):
         example = state = None
         if source in ATTRIBUTION_SOURCES:
             example, state = _current(session, *example_state)
         result, label = _map_result(session, source, example, state)
         session.lens.geometry.check_grid(result.mean(), f"the map {label!r}")
-        return views.head_map(result.mean().numpy(), title=label, selected=list(_head_set(data)))
+        return views.head_map(result.mean().numpy(), title=label)
+
+    app.clientside_callback(RING_SELECTED_HEADS, Output("map", "figure"), Input("map-base", "data"), Input("heads", "data"))
 
     @app.callback(
         Output("nll-table", "children"),

@@ -3,22 +3,33 @@ per-token damage, plus the colour scale of the damage shown on the reference tex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import plotly.graph_objects as go
 
 from workbench.figures import head_heatmap
-from workbench.masks import Head
+from workbench.figures.heatmaps import RING
 from workbench.studio.session import NLLReport
 
 CLEAN_COLOUR, ABLATED_COLOUR = "#4c78a8", "#e45756"
+SELECTION_UID = "selected-heads"  # the map trace whose points the page moves to the selected heads
 
 
-def head_map(grid: np.ndarray, *, title: str, selected: Sequence[Head] = ()) -> go.Figure:
-    """The layer × head heatmap with the selected heads ringed; clicking a cell or a ring gives the
-    head as `x` and the layer as `y`."""
-    figure = head_heatmap(grid, title=title, highlight=list(selected))
+def head_map(grid: np.ndarray, *, title: str) -> go.Figure:
+    """The layer × head heatmap plus an empty trace (uid `SELECTION_UID`) where the page rings the
+    selected heads; clicking a cell or a ring gives the head as `x` and the layer as `y`."""
+    figure = head_heatmap(grid, title=title)
+    figure.add_trace(
+        go.Scatter(
+            x=[],
+            y=[],
+            uid=SELECTION_UID,
+            mode="markers",
+            marker=RING,
+            name="selected heads",
+            showlegend=False,
+            hoverinfo="skip",
+        )
+    )
     figure.update_layout(
         clickmode="event", margin={"t": 60, "l": 60, "r": 20, "b": 60}, uirevision="head-map", width=None, autosize=True
     )
