@@ -32,11 +32,6 @@ from pathlib import Path
 
 import torch
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
 
 def best(function, repeats: int, name: str = "") -> float:
     times = []
@@ -125,35 +120,21 @@ def click_to_update(url: str, heads: list[tuple[int, int]]) -> tuple[list[float]
     from sending the click until Playwright sees the panel (its round trips included)."""
     from playwright.sync_api import sync_playwright
 
+    from workbench.studio.pagedriver import CHROMIUM, CHROMIUM_ARGS, point_at_head
+
     in_page, driver = [], []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.set_default_timeout(120_000)
         page.add_init_script(PAGE_CLOCK)
         page.goto(url)
         page.wait_for_selector("#nll-table table")
-        page.wait_for_function("document.querySelector('#map .js-plotly-plot')?.data?.[0]?.type === 'heatmap'")
         chosen: list[tuple[int, int]] = []
         for layer, head in heads:
-            x, y = page.eval_on_selector(
-                "#map .js-plotly-plot",
-                """(plot, [head, layer]) => {
-                    const box = plot.querySelector('.nsewdrag').getBoundingClientRect();
-                    return [box.left + plot._fullLayout.xaxis.l2p(head), box.top + plot._fullLayout.yaxis.l2p(layer)];
-                }""",
-                [head, layer],
-            )
             chosen.append((layer, head))
             names = " ".join(f"L{a}H{b}" for a, b in sorted(chosen))
-            page.mouse.move(x, y)
-            page.wait_for_function(
-                """([head, layer]) => {
-                    const hovered = document.querySelector('#map .js-plotly-plot')?._hoverdata?.[0];
-                    return hovered !== undefined && hovered.x === head && hovered.y === layer;
-                }""",
-                arg=[head, layer],
-            )
+            x, y = point_at_head(page, layer, head)
             started = time.perf_counter()
             page.mouse.click(x, y)
             page.wait_for_selector(f'#nll-heads[data-heads="{names}"]')

@@ -30,6 +30,7 @@ from workbench.models import load_model, tiny_hf_model
 from workbench.scores import score_heads
 from workbench.studio.examples import OFF, ProfileState
 from workbench.studio.jobs import FairLock, JobBoard
+from workbench.studio.pagedriver import CHROMIUM, CHROMIUM_ARGS, click_head
 from workbench.studio.runfolder import RunFolder
 from workbench.studio.session import AblationKind, StudioSession
 from workbench.studio.views import SELECTION_UID
@@ -37,17 +38,6 @@ from workbench.study import AblationStudy
 
 TASK = "LaMP-7"  # short tweets: the character-level tiny model's prompts stay well inside its context
 N_CTX = 1024
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTEFACTS = Path(os.environ.get("WORKBENCH_STUDIO_ARTEFACTS") or Path(tempfile.gettempdir()) / "workbench-studio-artefacts")
 
 
@@ -152,35 +142,6 @@ def shot(page, name: str) -> None:
 
 
 # --- page helpers ------------------------------------------------------------------------------
-
-
-MAP_DRAWN = "document.querySelector('#map .js-plotly-plot')?.data?.[0]?.type === 'heatmap'"
-
-
-def click_head(page, layer: int, head: int) -> None:
-    """Click the map cell of (layer, head), located through plotly's own axes.
-
-    Plotly answers a click with the point it last hovered, and its hover handling is throttled: the
-    pointer rests on the cell until plotly hovers that cell, or an instant move-and-click reports
-    the previously hovered head."""
-    page.wait_for_function(MAP_DRAWN)
-    x, y = page.eval_on_selector(
-        "#map .js-plotly-plot",
-        """(plot, [head, layer]) => {
-            const box = plot.querySelector('.nsewdrag').getBoundingClientRect();
-            return [box.left + plot._fullLayout.xaxis.l2p(head), box.top + plot._fullLayout.yaxis.l2p(layer)];
-        }""",
-        [head, layer],
-    )
-    page.mouse.move(x, y)
-    page.wait_for_function(
-        """([head, layer]) => {
-            const hovered = document.querySelector('#map .js-plotly-plot')?._hoverdata?.[0];
-            return hovered !== undefined && hovered.x === head && hovered.y === layer;
-        }""",
-        arg=[head, layer],
-    )
-    page.mouse.click(x, y)
 
 
 def wait_for_heads(page, names: str) -> None:
