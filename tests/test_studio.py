@@ -18,6 +18,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -28,6 +29,7 @@ from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.models import load_model, tiny_hf_model
 from workbench.scores import score_heads
+from workbench.studio.app import APPEND_COMPARISONS, MAX_HISTORY_ROWS
 from workbench.studio.examples import OFF, ProfileState
 from workbench.studio.jobs import FairLock, JobBoard
 from workbench.studio.pagedriver import CHROMIUM, CHROMIUM_ARGS, click_head
@@ -541,7 +543,7 @@ def test_typed_prompt_longer_than_the_context_is_refused(page):
     shot(page, "08-typed")
 
 
-def test_exports_and_error_banner(page, lens):
+def test_exports_and_error_banner(page, lens, run_folder):
     page.locator("#export-csv").click()  # nothing compared yet: the page says so and keeps working
     page.wait_for_selector("#error-box >> text=no comparisons yet")
     shot(page, "09-error-banner")
@@ -554,10 +556,15 @@ def test_exports_and_error_banner(page, lens):
         page.locator("#export-heads").click()
     weights = HeadWeights.load(download.value.path())
     assert weights.heads() == [(1, 1), (2, 0)] and weights.shape == (3, 4)
+    for _ in range(2):  # the same set loaded twice: the second answer repeats the first, and is not kept again
+        with page.expect_response(lambda response: "nll-table" in (response.request.post_data or "")):
+            page.locator("#load-set").click()
     with page.expect_download() as download:
         page.locator("#export-csv").click()
-    rows = Path(download.value.path()).read_text().splitlines()
-    assert rows[0].startswith("example,user,profile") and len(rows) == 1 + 2 * 2  # two comparisons, two conditions each
+    table = pd.read_csv(download.value.path())
+    assert list(table.columns[:3]) == ["example", "user", "profile"] and len(table) == 3 * 2  # two conditions each
+    loaded = " ".join(f"L{layer}H{head}" for layer, head in sorted(HeadWeights.load(run_folder / "heads.json").heads()))
+    assert list(table["heads"][::2]) == ["L1H1", "L1H1 L2H0", loaded]
     with page.expect_download(timeout=120_000) as download:
         page.locator("#export-png").click()
     with zipfile.ZipFile(download.value.path()) as archive:
@@ -565,6 +572,14 @@ def test_exports_and_error_banner(page, lens):
         for name in archive.namelist():
             (ARTEFACTS / f"10-export-{name}").write_bytes(archive.read(name))
             assert archive.read(name)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_comparisons_keep_the_newest_rows(page):
+    """The browser's append (run in the page itself): new rows go last, the oldest leave at the cap."""
+    append = "([source, rows, history]) => (0, eval)('(' + source + ')')(rows, history)"
+    full = [{"n": index} for index in range(MAX_HISTORY_ROWS)]
+    kept = page.evaluate(append, [APPEND_COMPARISONS, [{"n": -1}, {"n": -2}], full])
+    assert len(kept) == MAX_HISTORY_ROWS and kept[:2] == [{"n": 2}, {"n": 3}] and kept[-2:] == [{"n": -1}, {"n": -2}]
 
 
 # --- the server under concurrent and hostile requests ------------------------------------------
@@ -611,7 +626,6 @@ def nll_inputs(example_id: str, heads) -> dict:
         "heads.data": [[layer, head, 1.0] for layer, head in heads],
         "kind.value": "zero",
         "strength.value": 1.0,
-        "history.data": [],
     }
 
 
@@ -632,9 +646,9 @@ def test_twenty_concurrent_requests_are_all_answered(studio, lens, train, browse
     assert sorted(answers) == list(range(20))
     for index, (status, body) in answers.items():
         assert status == 200
-        history = body["response"]["history"]["data"]
+        rows = body["response"]["history-new"]["data"]
         _, ablated = study_of(lens, example.prompt_ids, example.target_ids, sets[index])
-        assert history[0]["ablated_nll"] == pytest.approx(ablated, abs=1e-5)  # each answer is for its own set
+        assert rows[0]["ablated_nll"] == pytest.approx(ablated, abs=1e-5)  # each answer is for its own set
     page = open_page(browser, url)  # and the app still works
     click_head(page, 1, 3)
     wait_for_heads(page, "L1H3")

@@ -110,6 +110,7 @@ def _layout(session: StudioSession) -> html.Div:
             dcc.Store(id="map-base", data=None),
             dcc.Store(id="typed", data=None),
             dcc.Store(id="history", data=[]),
+            dcc.Store(id="history-new", data=[]),
             dcc.Store(id="job", data=None),
             dcc.Download(id="download-heads"),
             dcc.Download(id="download-png"),
@@ -541,6 +542,22 @@ function (base, data) {{
 }}
 """
 
+# The comparisons made so far stay in the tab: each NLL answer brings only its own rows, which the
+# browser appends (unless they repeat the last ones: the same inputs answered again), keeping the
+# newest MAX_HISTORY_ROWS, so a request does not carry the whole table both ways.
+APPEND_COMPARISONS = f"""
+function (rows, history) {{
+    const kept = history || [];
+    if (!rows || !rows.length) {{
+        return window.dash_clientside.no_update;
+    }}
+    if (JSON.stringify(kept.slice(-rows.length)) === JSON.stringify(rows)) {{
+        return window.dash_clientside.no_update;
+    }}
+    return kept.concat(rows).slice(-{MAX_HISTORY_ROWS});
+}}
+"""
+
 EXAMPLE_STATE = [
     Input("example-mode", "value"),
     Input("split", "value"),
@@ -683,24 +700,21 @@ def _register(app: Dash, session: StudioSession, jobs: JobBoard) -> None:
     @app.callback(
         Output("nll-table", "children"),
         Output("per-token", "children"),
-        Output("history", "data"),
+        Output("history-new", "data"),
         *EXAMPLE_STATE,
         Input("heads", "data"),
         Input("kind", "value"),
         Input("strength", "value"),
-        State("history", "data"),
     )
     def update_nll(*args):
-        *example_state, data, kind, strength, history = args
+        *example_state, data, kind, strength = args
         example, state = _current(session, *example_state)
         heads = _head_set(data)
         report = session.nll(example, state, heads, _ablation(kind, strength))
-        history = list(history or [])
-        if heads:
-            rows = export.comparison_rows(example.key, example.user_id, state.describe(), heads, report)
-            if not history or history[-len(rows) :] != rows:
-                history = (history + rows)[-MAX_HISTORY_ROWS:]
-        return _nll_table(report, heads), _per_token(report), history
+        rows = export.comparison_rows(example.key, example.user_id, state.describe(), heads, report) if heads else []
+        return _nll_table(report, heads), _per_token(report), rows
+
+    app.clientside_callback(APPEND_COMPARISONS, Output("history", "data"), Input("history-new", "data"), State("history", "data"))
 
     @app.callback(
         Output("job", "data"),
