@@ -110,6 +110,29 @@ def test_growing_cache_with_shared_lower_layers_equals_full_forwards(lens, twins
     assert min(len(sequences[prompt]) for prompt in prompts) > 2 * 8, "the steps must run past the sliding window"
 
 
+def test_shared_lower_layers_refuse_rows_that_differ_there(lens):
+    """Sharing layers 0-1 is refused when the groups' tokens differ, when their head masks differ
+    below layer 2, or when an extra hook acts below it; a mask that differs from layer 2 up is fine."""
+    sequences = [lens.encode_chat(text) for text in PROMPTS]
+    tokens, attention = lens.pad_left(sequences + sequences)
+    spec = CacheSpec(tokens.shape[1] + 1, groups=2, shared_below=SHARED_BELOW)
+    n = len(PROMPTS)
+    lens.prefill(tokens, attention_mask=attention, mask=group_mask(lens, n), cache=spec)
+    other = tokens.clone()
+    other[n, -1] = (other[n, -1] + 1) % lens.geometry.d_vocab
+    low = group_mask(lens, n).scale.clone()
+    low[n:, SHARED_BELOW - 1, 0] = 0.0
+    hook = (lens.hook_name("z", SHARED_BELOW - 1), lambda z, hook: None)
+    for refused in (
+        {"tokens": other},
+        {"mask": HeadMask(low)},
+        {"extra_hooks": [hook]},
+    ):
+        arguments = {"tokens": tokens, "mask": group_mask(lens, n), **refused}
+        with pytest.raises(ValueError, match=f"share layers below {SHARED_BELOW}"):
+            lens.prefill(arguments.pop("tokens"), attention_mask=attention, cache=spec, **arguments)
+
+
 def test_the_suppressed_heads_change_what_the_shared_rows_compute(lens, twins):
     """The reference pairs differ, so the test above would notice groups computed alike."""
     sequence = lens.encode_chat(PROMPTS[0])

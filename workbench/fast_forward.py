@@ -278,21 +278,13 @@ class FastForward:
         return self.rotary(hidden, positions)
 
     def _check_shared(self, tokens: TokenIds, mask: HeadMask | None, hooks: Sequence[Hook], cache: GrowingKVCache) -> None:
-        """Shared layers are exact only if every group has the same tokens and, below the shared
-        depth, the same head mask, and no extra hook reads or changes a shared layer."""
-        if not cache.shared_below:
-            return
-        n, below = cache.prompt_rows, cache.shared_below
-        groups = tokens.view(cache.groups, n, -1)
-        if not bool((groups == groups[:1]).all()):
-            raise ValueError("rows that share lower layers must have the same tokens in every group")
-        if mask is not None and mask.rows > 1:
-            scales = mask.scale[:, :below].reshape(cache.groups, n, below, -1)
-            if not bool((scales == scales[:1]).all()):
-                raise ValueError(f"rows that share layers below {below} must have the same head mask there")
-        for name, _ in hooks:
-            if self.hook_points[name][1] < below:
-                raise ValueError(f"hook {name!r} acts on a layer whose rows are shared")
+        """Shared layers are exact only up to `shareable_depth`: every group has the same tokens
+        and, below the shared depth, the same head mask, and no extra hook acts there."""
+        if cache.shared_below and self.shareable_depth(tokens, cache.groups, mask, hooks) < cache.shared_below:
+            raise ValueError(
+                f"rows that share layers below {cache.shared_below} must have the same tokens in every group "
+                "and, in those layers, the same head mask and no extra hook"
+            )
 
     # --- hooks -------------------------------------------------------------------------------
 
