@@ -98,6 +98,18 @@ def test_sharded_per_cluster_scan_merged_equals_one_process(tiny, examples, tmp_
     assert_merged_equals_one_process(tmp_path / "run", tmp_path / "single")
 
 
+def test_per_cluster_mean_ablation_averages_once(tiny, examples, tmp_path, monkeypatch):
+    """The clusters share one mean ablation: one mean over all examples per process or shard."""
+    means = []
+    original = tiny.mean_head_outputs
+    monkeypatch.setattr(tiny, "mean_head_outputs", lambda reference: means.append(len(reference)) or original(reference))
+    one_process(tiny, examples, settings("exact", "mean"), tmp_path / "single")
+    assert means == [len(examples)]
+    means.clear()
+    run_shards(tiny, examples, settings("exact", "mean"), tmp_path / "run", 3)
+    assert means == [len(examples)] * 3
+
+
 def test_sharded_per_cluster_hybrid_takes_each_clusters_candidates_from_all_shards(tiny, examples, tmp_path):
     chosen = settings("hybrid")
     one_process(tiny, examples, chosen, tmp_path / "single")

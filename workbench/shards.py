@@ -42,6 +42,7 @@ import torch
 from workbench import io
 from workbench.checkpoint import digest
 from workbench.errors import InputError
+from workbench.scores.ablation import make_ablation
 from workbench.scores.nll import reference_sequences
 
 if TYPE_CHECKING:
@@ -200,8 +201,9 @@ def discover_shard(
     folder = open_shard(run_dir, shard, "discover", recorded, ids, [i for i in ids if i in mine_ids], tokenized_digest(ordered))
     held = [(name, chosen, [e for e in chosen if e.example_id in mine_ids], extra) for name, chosen, extra in groups]
     held = [group for group in held if group[2]]
-    reference = reference_sequences(examples)  # the whole run's, as one process takes it (per cluster too)
-    scans = [PCSScan(lens, chosen, **scoring, reference=reference, checkpoint=folder / "checkpoint" / name, workers=workers)
+    # One ablation for every cluster, its mean over the whole run's examples, as one process makes it.
+    made = {**scoring, "ablation": make_ablation(lens, scoring["ablation"], reference_sequences(examples))}
+    scans = [PCSScan(lens, chosen, **made, checkpoint=folder / "checkpoint" / name, workers=workers)
              for name, chosen, _, _ in held]  # fmt: skip
     mine = [part for _, _, part, _ in held]
     if scoring["method"] == "exact":

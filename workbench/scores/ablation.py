@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from workbench.checkpoint import digest
 from workbench.errors import InputError
 from workbench.lens import Lens
 from workbench.masks import Head, HeadMask, Site
@@ -24,6 +25,7 @@ ABLATIONS: tuple[str, ...] = ("zero", "mean", "resid-slice")
 class Ablation:
     name: str
     z_ref: HeadReference | None = None
+    reference_digest: str | None = None  # `mean`: which sequences `z_ref` averages over
 
     @property
     def site(self) -> Site:
@@ -41,4 +43,4 @@ def make_ablation(lens: Lens, name: str, reference: Sequence[Sequence[int]] = ()
         return Ablation(name)
     if not reference:
         raise InputError("mean ablation needs at least one reference sequence")
-    return Ablation(name, lens.mean_head_outputs(reference))
+    return Ablation(name, lens.mean_head_outputs(reference), digest([list(r) for r in reference]))

@@ -125,7 +125,8 @@ class PCSScan:
     attribution of *all* shards (`candidates`), then runs the exact phase (`result`).
 
     `examples` are the whole scan's (they check the arguments and make the default mean-ablation
-    reference); the phases take any subset of them."""
+    reference); the phases take any subset of them. `ablation` is a name (made here, `mean` over
+    `reference`) or an `Ablation` already made, which scans run together share (then no `reference`)."""
 
     def __init__(
         self,
@@ -134,7 +135,7 @@ class PCSScan:
         *,
         method: str = "exact",
         variant: str = "standard",
-        ablation: str = "zero",
+        ablation: str | Ablation = "zero",
         reference: Sequence[Sequence[int]] | None = None,
         checkpoint: str | Path | None = None,
         top_m: int | None = None,
@@ -150,19 +151,21 @@ class PCSScan:
         top_m = default_top_m(n_total, top_k) if top_m is None else int(top_m)
         if method == "hybrid" and not 0 < top_m <= n_total:
             raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
-        if reference is None:
-            reference = reference_sequences(examples)
+        if isinstance(ablation, str):
+            ablation = make_ablation(lens, ablation, reference_sequences(examples) if reference is None else reference)
+        elif reference is not None:
+            raise ValueError("a made ablation carries its own reference; give one or the other")
         self.lens, self.method, self.variant, self.top_m, self.max_rows, self.progress = (
             lens, method, variant, top_m, max_rows, progress
         )  # fmt: skip
-        self.ablation = make_ablation(lens, ablation, reference)
+        self.ablation = ablation
         self.workers = workers if workers is not None else LocalWorkers(lens)
         self.metadata = {
             "model": lens.name,
             "task": task,
             "method": method,
             "variant": variant,
-            "ablation": ablation,
+            "ablation": ablation.name,
             "n_examples": len(examples),
             "seed": seed,
             "top_m": top_m if method == "hybrid" else None,
@@ -177,7 +180,7 @@ class PCSScan:
                 "geometry": vars(lens.geometry),
                 "dtype": str(next(lens.bridge.parameters()).dtype),
                 "max_rows": max_rows,
-                "reference": digest([list(r) for r in reference]) if ablation == "mean" else None,
+                "reference": ablation.reference_digest,
             }
             self.store = CheckpointStore(checkpoint, options)
 

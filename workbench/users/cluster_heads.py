@@ -1,9 +1,9 @@
 """Preference heads per cluster of users: PCS on each cluster's member examples, heads per cluster.
 
 `discover_cluster_heads` scores each cluster's member examples as global discovery scores all
-examples (`workbench.discovery`, with the options of `workbench discover`; the mean-ablation
-reference and the hybrid's candidates are the cluster's own), so one cluster is global
-discovery; the scans of all clusters run together, one fan-out per phase. `ClusterHeads` is the
+examples (`workbench.discovery`, with the options of `workbench discover`; the hybrid's
+candidates are the cluster's own, and mean ablation averages over all examples, so an example
+scores the same in every cluster), so one cluster is global discovery; the scans of all clusters run together, one fan-out per phase. `ClusterHeads` is the
 result on disk: one folder `cluster-<id>/` per cluster with its `pcs.parquet` and `heads.json`,
 and the index `cluster_heads.json` naming the clusters file (and its digest), the model, the
 options, and each cluster's head file with a digest of its weights. Routed decoding reads the index and refuses
@@ -24,6 +24,7 @@ from workbench.discovery import DiscoverSettings, scoring_options, selection_opt
 from workbench.errors import InputError
 from workbench.heads import HeadWeights, read_json_object
 from workbench.scores import PCSResult
+from workbench.scores.ablation import make_ablation
 from workbench.scores.nll import reference_sequences
 from workbench.scores.pcs import PCSScan, score_scans
 from workbench.users.clusters import ClusterFile
@@ -131,8 +132,9 @@ def discover_cluster_heads(
         raise InputError(f"per-cluster discovery scores PCS, not {settings.score} heads")
     members = cluster_members(examples, clusters)
     scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
-    reference = reference_sequences(examples)  # all examples': a score does not depend on the cluster
-    scans = [PCSScan(lens, chosen, **scoring, reference=reference, checkpoint=checkpoint, progress=progress, workers=workers)
+    # One ablation for every cluster, its mean over all examples: a score does not depend on the cluster.
+    made = {**scoring, "ablation": make_ablation(lens, scoring["ablation"], reference_sequences(examples))}
+    scans = [PCSScan(lens, chosen, **made, checkpoint=checkpoint, progress=progress, workers=workers)
              for chosen in members]  # fmt: skip
     results = score_scans(scans, members)
     for cluster, result in enumerate(results):
