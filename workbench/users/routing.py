@@ -212,12 +212,14 @@ def routing_summary(users: pd.DataFrame, routes: pd.DataFrame, config: RoutingCo
     }
 
 
-def save_routing(folder: str | Path, users: pd.DataFrame, routes: pd.DataFrame, config: RoutingConfig) -> None:
+def save_routing(folder: str | Path, users: pd.DataFrame, routes: pd.DataFrame, config: RoutingConfig) -> dict[str, Any]:
     """`routing.json` (the summary and one record per user) and `routing_weights.parquet` (one row
-    per user and cluster: cosine similarity and route weight)."""
+    per user and cluster: cosine similarity and route weight); returns the summary."""
+    summary = routing_summary(users, routes, config)
     records = users.astype(object).where(users.notna(), None).to_dict(orient="records")
-    io.write_json(Path(folder) / ROUTING_FILE, {"summary": routing_summary(users, routes, config), "users": records})
+    io.write_json(Path(folder) / ROUTING_FILE, {"summary": summary, "users": records})
     io.write_parquet(Path(folder) / ROUTES_TABLE, routes)
+    return summary
 
 
 def merge_routing(folders: Sequence[Path], out: Path, config: RoutingConfig) -> dict[str, Any]:
@@ -242,8 +244,7 @@ def merge_routing(folders: Sequence[Path], out: Path, config: RoutingConfig) -> 
     merged["n_examples"] = counts.loc[merged["user_id"]].to_numpy()
     all_routes = pd.concat(routes, ignore_index=True)
     all_routes = all_routes[~all_routes.duplicated(["user_id", "cluster"])].reset_index(drop=True)
-    save_routing(out, merged, all_routes, config)
-    return routing_summary(merged, all_routes, config)
+    return save_routing(out, merged, all_routes, config)
 
 
 def route_users(lens: Lens, examples: Sequence[Example], config: RoutingConfig, *, cache: str | Path | None = None) -> UserRoutes:
