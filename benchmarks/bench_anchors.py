@@ -44,8 +44,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,20 +328,6 @@ def lens_stepper(lens, prompts: Prompts) -> Stepper:
     return steps
 
 
-@contextmanager
-def skinny(model) -> Iterator[None]:
-    """A plain model's linear layers temporarily switched to `SkinnyLinear`, as the lens has them."""
-    from workbench.skinny_linear import use_skinny_linear
-
-    switched = [module for module in model.modules() if type(module) is torch.nn.Linear]
-    use_skinny_linear(model)
-    try:
-        yield
-    finally:
-        for module in switched:
-            module.__class__ = torch.nn.Linear
-
-
 def seconds_per_step(make: Callable[[], Stepper], steps: int) -> float:
     stepper = make()
     start = time.perf_counter()
@@ -398,23 +383,13 @@ def count_module_calls(stepper: Stepper) -> int:
 def diagnose(lens, plain: dict, tokenizer, prompts: Prompts, steps: int, repeats: int) -> None:
     """Per-step milliseconds of the pieces of our loop and of Hugging Face's (alternating, best of
     `repeats`), module calls per step, then an operator profile of a bridge step against a plain
-    eager step with the same `SkinnyLinear` layers."""
+    eager step."""
     eager, sdpa = plain["eager"], plain["sdpa"]
     ours_run, hf_run = ours(lens).run, hf(eager, tokenizer, "eager").run
-
-    def skinny_eager() -> Stepper:
-        stepper = hf_stepper(eager, tokenizer, prompts)
-
-        def steps_with_skinny(count: int) -> None:
-            with skinny(eager):
-                stepper(count)
-
-        return steps_with_skinny
 
     pieces: dict[str, Callable[[], float]] = {
         "ours: whole loop": lambda: seconds_per_generated_token(ours_run, prompts, steps),
         "ours: Lens.step (bridge forward)": lambda: seconds_per_step(lambda: lens_stepper(lens, prompts), steps),
-        "HF eager + SkinnyLinear: forward": lambda: seconds_per_step(skinny_eager, steps),
         "HF eager: forward": lambda: seconds_per_step(lambda: hf_stepper(eager, tokenizer, prompts), steps),
         "HF eager: whole generate": lambda: seconds_per_generated_token(hf_run, prompts, steps),
         "HF sdpa: forward": lambda: seconds_per_step(lambda: hf_stepper(sdpa, tokenizer, prompts), steps),
@@ -431,7 +406,7 @@ def diagnose(lens, plain: dict, tokenizer, prompts: Prompts, steps: int, repeats
         f"plain HF {count_module_calls(hf_stepper(eager, tokenizer, prompts))}"
     )
     profiles = {"Lens.step": operator_profile(lambda: lens_stepper(lens, prompts), steps)}
-    profiles["HF eager + SkinnyLinear"] = operator_profile(skinny_eager, steps)
+    profiles["HF eager"] = operator_profile(lambda: hf_stepper(eager, tokenizer, prompts), steps)
     heads = ["wall ms", "ms in ATen operators", "operator calls"]
     operators = sorted((k for k in profiles["Lens.step"] if k not in heads), key=lambda k: -profiles["Lens.step"][k])[:12]
     print(f"\nper step, one profiled run of {steps} steps each (the profiler adds its own overhead)")

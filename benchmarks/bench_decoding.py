@@ -6,8 +6,7 @@ decodes the same number of tokens), prompts of about 128 and 512 tokens, batch 1
 
 - greedy, DPS (20 random heads, weighted suppression, γ = 1), DPS with the authors' shared
   prefill (`dps-shared`), CAD, DoLa and DeCoRe on our loop;
-- `greedy-plain`: greedy with PyTorch's default linear layers instead of `SkinnyLinear`, the
-  speed-up of the skinny path; `prefill`: greedy with one new token, i.e. the prefill alone. A
+- `prefill`: greedy with one new token, i.e. the prefill alone. A
   masked prefill has twice the rows, so DPS costs at least greedy + prefill: the `prefill` row's
   `floor` column is that bound as a ratio to greedy;
 - `authors`: their procedure as `workbench.authors_hf` writes it, on a plain Hugging Face copy of
@@ -19,7 +18,7 @@ Everything runs in this process, variants alternating, best of --repeats; the fi
 wall-time ratio to greedy measured in the same setting and tokens per second.
 
     .venv/bin/python benchmarks/bench_decoding.py [--lengths 128 512] [--batches 1 8] [--repeats 2]
-        [--decoders greedy greedy-plain prefill dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
+        [--decoders greedy prefill dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
 
 `greedy-bridge` / `dps-bridge`: the same decoders with the cached steps through the TransformerLens
 bridge (`fast_path=False`, the path before `workbench.fast_forward`); `dps-upper`: DPS with the same
@@ -31,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from contextlib import contextmanager
 
 import torch
 
@@ -78,21 +76,6 @@ def authors_style(hf_model, prompts, weights) -> None:
         authors_dps(hf_model, prompt, 1 - weights.weights, max_new_tokens=NEW_TOKENS, stop_ids=set())
 
 
-@contextmanager
-def plain_linear(lens):
-    """PyTorch's default linear layers instead of `SkinnyLinear` inside the block."""
-    from workbench.skinny_linear import SkinnyLinear
-
-    switched = [module for module in lens.bridge.original_model.modules() if type(module) is SkinnyLinear]
-    for module in switched:
-        module.__class__ = torch.nn.Linear
-    try:
-        yield
-    finally:
-        for module in switched:
-            module.__class__ = SkinnyLinear
-
-
 def variants(lens, hf_model, prompts, contrasts, weights, upper_weights):
     from workbench.decoding import CAD, DPS, DeCoRe, DoLa, Greedy, generate
 
@@ -108,14 +91,9 @@ def variants(lens, hf_model, prompts, contrasts, weights, upper_weights):
             fast_path=fast_path,
         )
 
-    def plain_greedy():
-        with plain_linear(lens):
-            on_loop(Greedy())()
-
     return {
         "greedy": on_loop(Greedy()),
         "greedy-bridge": on_loop(Greedy(), fast_path=False),
-        "greedy-plain": plain_greedy,
         "prefill": on_loop(Greedy(), new_tokens=1),
         "dps": on_loop(DPS(weights, gamma=1.0)),
         "dps-bridge": on_loop(DPS(weights, gamma=1.0), fast_path=False),
@@ -136,7 +114,7 @@ def main() -> None:
     parser.add_argument(
         "--decoders",
         nargs="+",
-        default=["greedy", "greedy-plain", "prefill", "dps", "dps-shared", "authors", "cad", "dola", "decore"],
+        default=["greedy", "prefill", "dps", "dps-shared", "authors", "cad", "dola", "decore"],
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadier on a shared machine).")
     parser.add_argument("--markdown", action="store_true", help="Print the table as Markdown.")

@@ -20,16 +20,26 @@ def _deterministic() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _threads(request):
-    """Tiny-model tests run on one thread (thread start-up dominates their small matrix products,
-    and on a busy 2-core machine two threads are many times slower); tests marked `slow`, which run
-    the real model, keep torch's default."""
-    threads = torch.get_num_threads()
-    if request.node.get_closest_marker("slow") is None:
-        torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+UNIT_THREADS = 1  # tiny models: thread start-up dominates their small products, and 1 is steadiest on a busy machine
+MODEL_THREADS = 2  # tests marked `slow` run an embedded model; 2 is the CI machine's core count
+
+
+def thread_count_of(item: pytest.Item) -> int:
+    """The torch thread count a test runs at, chosen on purpose: its `threads(n)` marker, else
+    `MODEL_THREADS` for `slow` tests and `UNIT_THREADS` for the rest (never the machine's default,
+    which `OMP_NUM_THREADS` changes)."""
+    marker = item.get_closest_marker("threads")
+    if marker is not None:
+        return int(marker.args[0])
+    return MODEL_THREADS if item.get_closest_marker("slow") is not None else UNIT_THREADS
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Set the test's thread count before any of its fixtures is set up: a module- or
+    session-scoped fixture made for this test (a model run, a reference result) then computes at
+    the test's thread count too, not at whatever the previous test left."""
+    torch.set_num_threads(thread_count_of(item))
 
 
 @pytest.fixture(scope="module")

@@ -320,10 +320,3 @@ def test_prefill_hooks_fire_once_per_chunk_in_row_order(tiny):
 def test_prefill_rejects_a_mask_with_other_rows(tiny, tokens):
     with pytest.raises(InputError, match="2 rows but the batch has 1"):
         tiny.prefill(tokens, attention_mask=torch.ones_like(tokens), mask=HeadMask.identity(tiny.geometry, rows=2))
-
-
-def test_linear_layers_take_the_skinny_path(tiny):
-    from workbench.skinny_linear import SkinnyLinear
-
-    linears = [m for m in tiny.bridge.original_model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(isinstance(m, SkinnyLinear) for m in linears)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import workbench.commands.evaluate as evaluate_command
@@ -144,7 +145,18 @@ def test_a_changed_option_never_reuses_the_old_stages(lens, small_run):
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing was touched
 
 
-def test_an_interrupted_run_resumes_to_the_same_tables(lens, small_run, tmp_path, monkeypatch):
+def test_the_run_computes_at_the_tests_thread_count(small_run):
+    """The module's run is made at the thread count its first test chose (conftest sets it before
+    any fixture), not at the machine's default."""
+    _, out, _ = small_run
+    recorded = {json.loads(path.read_text())["threads"][0] for path in (out / "eval").glob("*/metrics.json")}
+    assert recorded == {torch.get_num_threads()} == {1}
+
+
+def test_an_interrupted_run_resumed_at_another_thread_count_gives_the_same_tables(lens, small_run, tmp_path, monkeypatch):
+    """Interrupted at 2 threads in its third decoding run, resumed at the test's 1 thread: the finished
+    stages are reused, scores and validation are bit-equal to the uninterrupted run's (they do not
+    depend on the thread count), and the report names both thread counts its predictions were decoded at."""
     config, out, comparison = small_run
     calls = []
     real = pipeline.run_evaluation
@@ -156,16 +168,19 @@ def test_an_interrupted_run_resumes_to_the_same_tables(lens, small_run, tmp_path
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "run_evaluation", interrupted)
+    torch.set_num_threads(2)
     with pytest.raises(KeyboardInterrupt):
         run_demo(lens, config, tmp_path, progress=False, say=lambda _: None)
+    torch.set_num_threads(1)
     finished = {name: (tmp_path / "eval" / name / "metrics.json").stat().st_mtime_ns for name in calls[:2]}
     monkeypatch.setattr(pipeline, "run_evaluation", real)
     resumed = run_demo(lens, config, tmp_path, progress=False, say=lambda _: None)
     assert {name: (tmp_path / "eval" / name / "metrics.json").stat().st_mtime_ns for name in calls[:2]} == finished  # reused
     columns = ["metric", "baseline_value", "value", "difference", "low", "high", "p_value"]
     pd.testing.assert_frame_equal(resumed[columns], comparison[columns])
-    for name in ("validation/validation_summary.csv", "discover-standard/heads.json"):
+    for name in ("validation/validation_summary.csv", "discover-standard/heads.json", "discover-standard/pcs.parquet"):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
+    assert "predictions were decoded at 1, 2 torch thread(s)" in (tmp_path / "report.md").read_text()
 
 
 def test_report_clusters_and_routing_numbers_equal_their_files(small_run):

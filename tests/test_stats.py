@@ -106,6 +106,16 @@ def test_monte_carlo_p_value_when_the_patterns_exceed_the_budget() -> None:
     assert again == ours
 
 
+def test_monte_carlo_p_value_counts_the_observed_pattern_once() -> None:
+    # 30 examples that all favour b by 0.5: none of 200 random sign patterns (almost surely not the
+    # identity, drawn with probability 200 / 2^30) reaches the observed mean, so the upper tail has
+    # 0 hits and p = 2 · (1 + 0) / (1 + 200) exactly; a count without the +1 would give 0.
+    a = np.zeros(30)
+    [ours] = paired_comparison(30, mean_difference(a, a + 0.5), permutations=200, seed=3)
+    assert not ours.exact and ours.permutations == 200
+    assert ours.p_value == 2 / 201
+
+
 def test_hand_computed_cases() -> None:
     # n = 1: the null distribution is {d, -d}, so p = min(1, 2 · 1/2) = 1, and there is no interval
     [one] = paired_comparison(1, mean_difference([0.2], [0.7]))

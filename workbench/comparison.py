@@ -28,6 +28,7 @@ from workbench.data.files import read_json, read_jsonl
 from workbench.data.tasks import TaskSpec, task_spec
 from workbench.errors import InputError
 from workbench.metrics import aggregate
+from workbench.numerics import mixed_threads_note
 from workbench.stats import paired_comparison, small_sample_caveat
 
 SETTING_SOURCES = ("method", "preset", "decoder")
@@ -164,6 +165,9 @@ def paired_table(
     caveat = small_sample_caveat(len(shared))
     if caveat:
         warnings.warn(caveat, stacklevel=2)
+    mixed = mixed_threads_note([line.get("threads") for run in runs for line in run.predictions.values()], "the comparison")
+    if mixed:
+        warnings.warn(mixed, stacklevel=2)
 
     base_rows = [runs[0].predictions[i]["scores"] for i in shared]
     base_metrics = aggregate(spec, base_rows)

@@ -5,8 +5,8 @@ TransformerLens's bridge wraps every module of the Hugging Face model in a hook-
 model), re-implements attention eagerly and repeats the keys and values of grouped-query attention
 at every step. For decoding, `FastForward` runs an *unwrapped twin* of the same model instead:
 each Hugging Face module shallow-copied with the bridge's wrappers replaced by the modules they
-wrap, so the weights (and `SkinnyLinear` layers) are shared, nothing is copied, and every block
-is the family's own Hugging Face code. It changes three things:
+wrap, so the weights are shared, nothing is copied, and every block is the family's own Hugging
+Face code. It changes three things:
 
 - **attention**: registered as a Transformers attention implementation; grouped-query attention
   multiplies each key-value head's group of queries by its keys directly (no repeated copy), a

@@ -30,7 +30,6 @@ from workbench.errors import InputError
 from workbench.fast_forward import FastForward
 from workbench.kv_cache import CacheSpec, GrowingKVCache
 from workbench.masks import HeadGeometry, HeadMask
-from workbench.skinny_linear import use_skinny_linear
 from workbench.tensor_types import AttentionMask, ContextMask, HeadOutputs, Logits, Residual, TokenIds
 
 Hook = tuple[str, Callable[..., Any]]
@@ -80,15 +79,11 @@ class Lens:
         self.final_logit_softcap = self.adapter.final_logit_softcap(text_config)
 
     @classmethod
-    def from_hf(
-        cls, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str, *, skinny_linear: bool = True
-    ) -> Lens:
+    def from_hf(cls, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str) -> Lens:
         """Wrap a Hugging Face causal LM (in place) as a bridge; never touches the hub.
 
         The model may be spread over several devices (loaded with a `device_map`); it stays where
-        it is. An unsupported family is refused before anything is wrapped. `skinny_linear`
-        switches its linear layers to `SkinnyLinear` (faster decoding steps on the CPU, see
-        `workbench.skinny_linear`); inputs of many rows are computed as before."""
+        it is. An unsupported family is refused before anything is wrapped."""
         adapter = adapter_for(hf_model)
         overrides = None
         if not getattr(hf_model.config, "architectures", None):
@@ -104,8 +99,6 @@ class Lens:
             hf_config_overrides=overrides,
         )
         bridge.eval()
-        if skinny_linear:
-            use_skinny_linear(bridge.original_model)
         for parameter in bridge.parameters():
             parameter.requires_grad_(False)
         return cls(bridge, tokenizer, name, adapter)

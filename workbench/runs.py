@@ -5,12 +5,15 @@ decoder (checked against the model) and every prompt are built first. Then `OUT/
 pins the configuration (the decoder's every option, the preset, the heads file and a digest of
 its weights): resuming with another one is an error, unless the folder holds no prediction yet.
 `OUT/predictions.jsonl` gets one line per example (id, prediction, gold, per-example scores, its
-share of its batch's decoding seconds) as soon as its batch is decoded; a rerun reads it back,
-drops a torn last line or a duplicate id (keeping the first), and generates only the examples
-still missing, so an interrupted run loses at most one batch and never writes an example twice.
-`OUT/metrics.json` (atomic) holds the metric values with seeded bootstrap intervals, n, the
-decoding seconds summed over examples, the configuration, package versions and any warnings,
-e.g. that the heads were discovered on the split being evaluated (allowed, but recorded).
+share of its batch's decoding seconds, the torch thread count it was decoded at) as soon as its
+batch is decoded; a rerun reads it back, drops a torn last line or a duplicate id (keeping the
+first), and generates only the examples still missing, so an interrupted run loses at most one
+batch and never writes an example twice. `OUT/metrics.json` (atomic) holds the metric values with
+seeded bootstrap intervals, n, the decoding seconds summed over examples, the configuration,
+package versions, any warnings, e.g. that the heads were discovered on the split being evaluated
+(allowed, but recorded), and the thread counts the predictions were decoded at, with a note when
+a resumed run mixes them (decoding steps are not bit-equal across thread counts:
+`workbench.numerics`).
 A routed run (`routing`) also writes `OUT/routing.json` and `OUT/routing_weights.parquet`
 (`workbench.users.routing.UserRoutes.save`) before it decodes.
 """
@@ -45,6 +48,7 @@ from workbench.distributed import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.metrics import aggregate, score_example
+from workbench.numerics import mixed_threads_note, numerics_record
 from workbench.presets import preset_values
 from workbench.stats import Interval, bootstrap_interval
 from workbench.typed_config import PYTHON_ONLY, PositiveInt, flat_values, typed_config
@@ -300,7 +304,7 @@ def evaluate(
             disable=not progress,
         ) as bar,  # fmt: skip
     ):
-        for position, (index, (generations, seconds)) in enumerate(workers.map(generate_batch, tasks, shared=shared)):
+        for position, (index, (generations, seconds, decoded_at)) in enumerate(workers.map(generate_batch, tasks, shared=shared)):
             in_order = in_order and index == position
             for example, generation in zip(batches[index], generations):
                 prediction = generation.text.strip()
@@ -312,6 +316,7 @@ def evaluate(
                     "style": example.style,
                     "stop_reason": generation.stop_reason,
                     "seconds": seconds,
+                    "threads": decoded_at,
                     "scores": score_example(spec, prediction, example.output, example.style),  # type: ignore[arg-type]
                 }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -324,6 +329,10 @@ def evaluate(
         ordered = sorted(done.values(), key=lambda line: order.get(str(line["id"]), len(order)))
         io.write_text(out / PREDICTIONS, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in ordered))
     rows = [done[e.example_id]["scores"] for e in examples]
+    threads = decoding_threads([done[e.example_id] for e in examples])
+    mixed = mixed_threads_note(threads, f"the evaluation in {out}")
+    if mixed:
+        warnings.warn(mixed, stacklevel=2)
     result = {
         "task": spec.name,
         "split": config.split,
@@ -332,6 +341,8 @@ def evaluate(
         "label": config.label,
         "n": len(rows),
         "seconds": sum(float(done[e.example_id].get("seconds", 0.0)) for e in examples),
+        "threads": threads,
+        "threads_note": mixed,
         "metrics": {
             name: interval.as_dict()
             for name, interval in metric_intervals(spec, rows, resamples=config.resamples, seed=config.seed).items()
@@ -345,6 +356,12 @@ def evaluate(
     }
     io.write_json(out / METRICS, result)
     return result
+
+
+def decoding_threads(lines: Sequence[dict[str, Any]]) -> list[int | None]:
+    """The distinct torch thread counts prediction lines were decoded at (None: on a GPU, or a
+    line written before the count was recorded)."""
+    return sorted({line.get("threads") for line in lines}, key=lambda count: (count is None, count or 0))
 
 
 def metric_intervals(spec: TaskSpec, rows: Sequence[dict[str, float]], *, resamples: int, seed: int) -> dict[str, Interval]:
@@ -363,9 +380,10 @@ def generate_batch(
     prompts: list,
     contrast_prompts: list | None,
     route_weights: list[HeadWeights] | None,
-) -> tuple[list, float]:
+) -> tuple[list, float, int | None]:
     """One batch of an evaluation's generations, each prompt with its user's routed head weights
-    where the run routes users, and the decoding seconds per prompt (the unit of work a worker runs)."""
+    where the run routes users, the decoding seconds per prompt and the torch thread count it was
+    decoded at (None on a GPU): the unit of work a worker runs."""
     from workbench.decoding import generate
     from workbench.decoding.routed import generate_routed
 
@@ -376,7 +394,7 @@ def generate_batch(
         generations = generate(lens, prompts, decoder=decoder, **options)
     else:
         generations = generate_routed(lens, prompts, decoder, route_weights, **options)
-    return generations, (time.perf_counter() - started) / len(prompts)
+    return generations, (time.perf_counter() - started) / len(prompts), numerics_record(lens.device)["threads"]
 
 
 def package_versions() -> dict[str, str]:

@@ -12,7 +12,8 @@ and `heads.json` and `cluster_heads.json` (discover --clusters), `validation.par
 `validation_summary.csv` (validate), `predictions.jsonl`, `config.json` and `metrics.json`, and a
 routed run's `routing.json` and `routing_weights.parquet` (evaluate). Every per-example value is
 computed exactly as in one process and the summaries are computed from the joined per-example
-values, so the merged files hold the same numbers, bit for bit.
+values, so the merged files hold the same numbers, bit for bit (predictions when every shard
+decodes at the thread count of that process: decoding steps depend on it, docs/numerics.md).
 
 Per-cluster discovery cuts the examples in cluster order (each cluster's members, cluster after
 cluster) into contiguous slices: every shard gets about as many examples, and a cluster falls in
@@ -42,6 +43,7 @@ import torch
 from workbench import io
 from workbench.checkpoint import digest
 from workbench.errors import InputError
+from workbench.numerics import mixed_threads_note
 from workbench.scores.ablation import make_ablation
 from workbench.scores.nll import reference_sequences
 
@@ -366,7 +368,7 @@ def evaluate_shard(
 def _merge_evaluate(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path]:
     from workbench.data.files import read_json
     from workbench.data.tasks import task_spec
-    from workbench.runs import CONFIG, METRICS, PREDICTIONS, metric_intervals, read_predictions
+    from workbench.runs import CONFIG, METRICS, PREDICTIONS, decoding_threads, metric_intervals, read_predictions
     from workbench.users.routing import ROUTES_TABLE, ROUTING_FILE, RoutingConfig, merge_routing
 
     folders = [Shard(m["index"], m["count"]).folder(run_dir) for m in manifests]
@@ -386,7 +388,10 @@ def _merge_evaluate(run_dir: Path, manifests: list[dict[str, Any]]) -> list[Path
     rows = [line["scores"] for line in lines]
     intervals = metric_intervals(task_spec(config["task"]), rows, resamples=config["resamples"], seed=config["seed"])
     result = {**read_json(folders[0] / METRICS), "n": len(rows), "metrics": {k: v.as_dict() for k, v in intervals.items()},
-              "seconds": sum(float(line.get("seconds", 0.0)) for line in lines)}  # fmt: skip
+              "seconds": sum(float(line.get("seconds", 0.0)) for line in lines), "threads": decoding_threads(lines)}  # fmt: skip
+    result["threads_note"] = mixed_threads_note(result["threads"], f"the merged evaluation in {run_dir}")
+    if result["threads_note"]:
+        print(f"merge: {result['threads_note']}")
     written = []
     if config["routing"] is not None:
         result["routing"] = merge_routing(folders, run_dir, RoutingConfig(**config["routing"]))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from workbench.lens import Lens
+from workbench.numerics import invariant_grad
 from workbench.scores.ablation import Ablation
 from workbench.scores.nll import TargetSequence, mean_nll
 from workbench.tensor_types import HeadGrid, HeadOutputs
@@ -51,7 +52,7 @@ def head_gradients(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> 
         logits = lens.bridge(tokens, return_type="logits")
         nll = mean_nll(logits, sequence.targets).sum()
         ordered = [activations[layer] for layer in range(geometry.n_layers)]
-        gradients = torch.autograd.grad(nll, ordered)
+        gradients = invariant_grad(nll, ordered)
 
     def per_head(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().reshape(*tensor.shape[:2], geometry.n_heads, -1)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from workbench import io
+from workbench.data.files import read_json
 from workbench.data.tasks import task_spec
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
@@ -100,6 +101,14 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
 
     seed = config.seed
     model = model_identity(lens)
+    decoded_at = sorted(
+        {
+            count
+            for stage, _ in plan.evaluations.values()
+            for count in read_json(stage.folder / "metrics.json").get("threads", [])
+        },
+        key=lambda count: (count is None, count or 0),
+    )
     lines = [
         f"# Demo run: preference heads on the {config.task} demo set",
         "",
@@ -109,7 +118,11 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
         "",
         "## What was run",
         "",
-        f"- model: `{model['name']}`, weights digest `{model['weights']}`",
+        f"- model: `{model['name']}`, weights digest `{model['weights']}`, on {lens.device.type}",
+        f"- numerics: scores and validation do not depend on the torch thread count; predictions were decoded at "
+        f"{', '.join('GPU' if count is None else str(count) for count in decoded_at)} torch thread(s)"
+        + ("" if len(decoded_at) < 2 else " (decoding steps are not bit-equal across thread counts)")
+        + " (docs/numerics.md)",
         f"- data: the bundled demo set, {config.task}; train examples: {config.n_train} (content hash "
         f"`{plan.discovery['standard'].data}`), dev examples: {config.n_dev} (content hash of the dev split `{plan.profile_effect.data}`)",
         f"- preset `{config.preset}`; every option: "
