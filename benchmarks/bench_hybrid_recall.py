@@ -135,7 +135,7 @@ def main() -> None:
 
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
     from workbench.scores.ablation import make_ablation
 
     transformers.utils.logging.disable_progress_bar()

@@ -38,7 +38,7 @@ def worker(args) -> None:
     import workbench.scores.pcs as pcs
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
@@ -87,7 +87,7 @@ def exact_truth(args) -> torch.Tensor | None:
 
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
     from workbench.scores.ablation import make_ablation
     from workbench.scores.pcs import variant_sequences
 

@@ -22,7 +22,7 @@ import torch
 def setup(tokens: int):
     import transformers
 
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
 
     transformers.utils.logging.disable_progress_bar()
     lens = load_model(device="cpu")
@@ -32,14 +32,14 @@ def setup(tokens: int):
 
 
 def batched(lens, ids, layer: int) -> torch.Tensor:
-    from workbench.masks import HeadMask
+    from workbench.engine.masks import HeadMask
 
     heads = [(layer, head) for head in range(lens.n_heads)]
     return lens.forward(ids.expand(len(heads), -1), mask=HeadMask.one_head_per_row(lens.geometry, heads))
 
 
 def separate(lens, ids, layer: int) -> torch.Tensor:
-    from workbench.masks import HeadMask
+    from workbench.engine.masks import HeadMask
 
     return torch.cat([lens.forward(ids, mask=HeadMask.ablate(lens.geometry, [(layer, head)])) for head in range(lens.n_heads)])
 

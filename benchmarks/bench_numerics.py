@@ -2,7 +2,7 @@
 
 Attribution PCS of one demo example (about 224 tokens) and of a ~1k-token sequence on the
 embedded default model: the backward pass through `torch.autograd.grad` (its softmax nodes on all
-threads, thread-count-dependent) against `workbench.numerics.invariant_grad` (those nodes on one
+threads, thread-count-dependent) against `workbench.engine.numerics.invariant_grad` (those nodes on one
 thread, bit-equal at any thread count). Variants alternate in one process; best of --repeats.
 
     .venv/bin/python benchmarks/bench_numerics.py [--threads 2] [--repeats 5]
@@ -26,8 +26,8 @@ def main() -> None:
     import workbench.scores.attribution as attribution
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.models import load_model
-    from workbench.numerics import invariant_grad
+    from workbench.engine.models import load_model
+    from workbench.engine.numerics import invariant_grad
     from workbench.scores.ablation import make_ablation
     from workbench.scores.nll import TargetSequence
 

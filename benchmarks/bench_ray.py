@@ -33,8 +33,8 @@ def main() -> None:
 
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.distributed import RayWorkers
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
+    from workbench.execution.ray import RayWorkers
     from workbench.scores import score_heads
 
     transformers.utils.logging.disable_progress_bar()

@@ -36,10 +36,10 @@ def main() -> None:
 
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.distributed import RayWorkers
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
+    from workbench.execution.ray import RayWorkers
     from workbench.scores import score_heads
-    from workbench.scores.pcs import PCSScan, score_scans
+    from workbench.scores.pcs import PCSScan, ScanOptions, score_scans
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(1)
@@ -47,12 +47,16 @@ def main() -> None:
     examples = tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[: sum(SIZES)]
     starts = [sum(SIZES[:i]) for i in range(len(SIZES))]
     groups = [examples[start : start + size] for start, size in zip(starts, SIZES)]
-    options = {"method": "hybrid", "top_k": args.top_k, "progress": False}
+    options = ScanOptions(method="hybrid", top_k=args.top_k)
     rows, reference = [], None
     with RayWorkers(functools.partial(load_model, None), workers=2) as workers:
         ways = {
-            "clusters one after another": lambda: [score_heads(lens, group, **options, workers=workers) for group in groups],
-            "all clusters together": lambda: score_scans([PCSScan(lens, g, **options, workers=workers) for g in groups], groups),
+            "clusters one after another": lambda: [
+                score_heads(lens, group, options, progress=False, workers=workers) for group in groups
+            ],
+            "all clusters together": lambda: score_scans(
+                [PCSScan(lens, g, options, progress=False, workers=workers) for g in groups], groups
+            ),
         }
         for repeat in range(args.repeats):
             for name, run in ways.items():

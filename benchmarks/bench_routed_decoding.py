@@ -38,8 +38,8 @@ def main() -> None:
     from workbench.data.sources import load_examples
     from workbench.decoding import DPS, generate
     from workbench.decoding.routed import generate_routed
+    from workbench.engine.models import load_model
     from workbench.heads import HeadWeights
-    from workbench.models import load_model
     from workbench.users import routed_head_weights
 
     transformers.utils.logging.disable_progress_bar()

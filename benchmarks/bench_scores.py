@@ -104,7 +104,7 @@ def measured(function):
 
 def naive_deltas(lens, sequence, heads):
     """The textbook loop: a full forward per head, full-vocabulary log-softmax."""
-    from workbench.masks import HeadMask
+    from workbench.engine.masks import HeadMask
     from workbench.scores.nll import mean_nll
 
     def nll(mask):
@@ -124,7 +124,7 @@ def recall(reference: torch.Tensor, candidate: torch.Tensor, k: int) -> float:
 def run(args) -> dict:
     import transformers
 
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
     from workbench.scores import score_heads
     from workbench.scores.ablation import make_ablation
     from workbench.scores.exact import exact_deltas
@@ -252,7 +252,7 @@ def contrast_batching(args) -> dict:
 
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
 
     transformers.utils.logging.disable_progress_bar()
     lens = load_model(device=args.device)

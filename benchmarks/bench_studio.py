@@ -160,8 +160,8 @@ def main() -> None:
     from werkzeug.serving import make_server
 
     from workbench.decoding import DPS, Greedy, generate
+    from workbench.engine.models import load_model
     from workbench.heads import HeadWeights
-    from workbench.models import load_model
     from workbench.studio.app import create_app
     from workbench.studio.examples import ProfileState
     from workbench.studio.runfolder import RunFolder

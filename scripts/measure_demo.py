@@ -16,9 +16,9 @@ from pathlib import Path
 from workbench.data.files import read_jsonl
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import DEMO_TASKS, load_examples
-from workbench.models import load_model
-from workbench.profile_effect import profile_nll
-from workbench.runs import PREDICTIONS, EvalConfig, evaluate
+from workbench.engine.models import load_model
+from workbench.experiments.evaluation import PREDICTIONS, EvalConfig, evaluate
+from workbench.experiments.profile_effect import profile_nll
 
 FORMATS = ("plain", "chat")  # the prompt formats the data card compares
 

@@ -11,8 +11,8 @@ jaxtyping.install_import_hook("workbench", "shape_checks.check_shapes")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from workbench.lens import Lens  # noqa: E402
-from workbench.models import load_model, tiny_model  # noqa: E402
+from workbench.engine.lens import Lens  # noqa: E402
+from workbench.engine.models import load_model, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +32,19 @@ def thread_count_of(item: pytest.Item) -> int:
     if marker is not None:
         return int(marker.args[0])
     return MODEL_THREADS if item.get_closest_marker("slow") is not None else UNIT_THREADS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is in one tier (README, "Tests"): `browser` if it drives Chromium, `integration`
+    if it runs an embedded model (`slow`) or a whole job end to end, else `unit`."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "page" in fixtures or "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        elif item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.integration)
+        elif item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.hookimpl(tryfirst=True)

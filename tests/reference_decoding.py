@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from workbench.models import tiny_hf_model
+from workbench.engine.models import tiny_hf_model
 
 STEPS = 8
 Score = Callable[[list[int]], torch.Tensor]

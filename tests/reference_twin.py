@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from workbench.models import tiny_hf_model
+from workbench.engine.models import tiny_hf_model
 
 
 def tiny_twin(**shape) -> torch.nn.Module:

@@ -19,9 +19,9 @@ from transformers import AutoModelForCausalLM
 from workbench.authors_hf import authors_dps, authors_pcs
 from workbench.data.tokenized import TokenizedExample
 from workbench.decoding import DPS, generate
+from workbench.engine.masks import HeadMask
+from workbench.engine.models import embedded_default_folder, tiny_hf_model
 from workbench.heads import HeadWeights
-from workbench.masks import HeadMask
-from workbench.models import embedded_default_folder, tiny_hf_model
 from workbench.presets import AUTHORS
 from workbench.scores import score_heads
 from workbench.scores.nll import TargetSequence, mean_nll

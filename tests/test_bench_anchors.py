@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.models import tiny_hf_model, tiny_model
+from workbench.engine.models import tiny_hf_model, tiny_model
 
 NEW_TOKENS = 12
 TEXTS = ["the quick brown fox", "hi", "a somewhat longer prompt, with punctuation!"]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import workbench.commands.evaluate as evaluate_command
 import workbench.commands.validate as validate_command
-import workbench.decoding
+import workbench.experiments.evaluation as evaluation_module
 from workbench.cli import app
 from workbench.heads import HeadWeights
 
@@ -160,7 +160,7 @@ def tiny_heads(lens, path: Path) -> Path:
 
 def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tiny, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(evaluate_command, "load_lens", lambda *args: tiny)
-    real_generate, calls = workbench.decoding.generate, []
+    real_generate, calls = evaluation_module.generate, []
 
     def interrupted_on_second_batch(*args, **kwargs):
         calls.append(1)
@@ -184,14 +184,14 @@ def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tiny, tmp_path, monkeyp
         "--out",
         out,
     ]
-    monkeypatch.setattr(workbench.decoding, "generate", interrupted_on_second_batch)
+    monkeypatch.setattr(evaluation_module, "generate", interrupted_on_second_batch)
     result = invoke(*arguments)
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert (
         result.stderr.splitlines()[-1] == f"interrupted; finished examples are saved in {out}; re-run the same command to resume"
     )
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
-    monkeypatch.setattr(workbench.decoding, "generate", real_generate)
+    monkeypatch.setattr(evaluation_module, "generate", real_generate)
     assert invoke(*arguments).exit_code == 0
     ids = [json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 3
@@ -235,7 +235,7 @@ def lamp3_folder(folder: Path, copies: int) -> Path:
 
 def test_a_real_sigint_ends_with_one_line_and_status_130(tmp_path) -> None:
     """The whole path through the installed `workbench` script and Python's signal handling."""
-    from workbench.models import tiny_hf_model
+    from workbench.engine.models import tiny_hf_model
 
     model, tokenizer = tiny_hf_model(n_ctx=4096)
     model.save_pretrained(tmp_path / "model")

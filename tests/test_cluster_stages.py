@@ -11,11 +11,11 @@ import torch
 import workbench.scores.pcs as pcs_module
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import load_examples
-from workbench.discovery import DiscoverSettings, discover_heads
-from workbench.models import tiny_model
-from workbench.stages.base import data_digest
-from workbench.stages.clusters import cluster_discovery_stage, run_cluster_discovery
-from workbench.stages.discovery import discovery_stage, run_discovery
+from workbench.engine.models import tiny_model
+from workbench.experiments.discovery import DiscoverSettings, discover_heads
+from workbench.pipeline.clusters import cluster_discovery_stage, run_cluster_discovery
+from workbench.pipeline.discovery import discovery_stage, run_discovery
+from workbench.pipeline.stage import data_digest
 from workbench.users import ClusterFile, ProfileText, embedder_identity
 from workbench.users.clusters import data_digest as clustered_data_digest
 

@@ -1,4 +1,4 @@
-"""`workbench compare` and `workbench.comparison`: pairing by example id with what was dropped
+"""`workbench compare` and `workbench.experiments.comparison`: pairing by example id with what was dropped
 said out loud, exact permutation p-values for small n (checked against scipy), warnings when n is
 too small, several runs side by side labelled by their recorded settings, and one-line errors."""
 
@@ -13,12 +13,12 @@ from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.comparison import compare_runs, load_run, paired_table
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import load_examples
 from workbench.decoding import CAD
 from workbench.errors import InputError
-from workbench.runs import EvalConfig, evaluate
+from workbench.experiments.comparison import compare_runs, load_run, paired_table
+from workbench.experiments.evaluation import EvalConfig, evaluate
 
 METRICS = ("rouge-1", "rouge-L", "meteor")
 

@@ -31,8 +31,8 @@ from workbench.decoding.base import StepScores
 from workbench.decoding.cad import _ContextContrastRun
 from workbench.decoding.dola import candidate_blocks, jensen_shannon
 from workbench.decoding.dps import SelfContrastRun
+from workbench.engine.masks import HeadMask
 from workbench.heads import HeadWeights
-from workbench.masks import HeadMask
 
 TEXTS = ["hello there", "hi", "a somewhat longer prompt, with punctuation!"]
 

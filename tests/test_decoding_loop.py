@@ -9,8 +9,8 @@ import torch
 
 from workbench.decoding import DPS, DoLa, Sampling, generate
 from workbench.decoding.sampling import choose_tokens
+from workbench.engine.lens import Lens
 from workbench.heads import HeadWeights
-from workbench.lens import Lens
 
 TEXTS = ["hello there", "hi", "a somewhat longer prompt, with punctuation!", "abc"]
 

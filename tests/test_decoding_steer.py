@@ -21,7 +21,7 @@ def heads_file(tmp_path):
 
 
 def _smollm_geometry():
-    from workbench.masks import HeadGeometry
+    from workbench.engine.masks import HeadGeometry
 
     return HeadGeometry(n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_model=576, n_ctx=8192, d_vocab=49152)
 
@@ -61,7 +61,7 @@ def test_steer_prints_three_continuations(heads_file):
 @pytest.fixture
 def tiny_cli(tiny, monkeypatch, tmp_path):
     import workbench.commands.steer as steer_command
-    from workbench.models import tiny_model
+    from workbench.engine.models import tiny_model
 
     long_tiny = tiny_model(n_ctx=4096)  # the few-shot prompt of a demo example is long in characters
     monkeypatch.setattr(steer_command, "load_lens", lambda *args: long_tiny)

@@ -15,11 +15,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from workbench.adapters import FAMILIES
 from workbench.decoding import DPS, generate
+from workbench.engine.adapters import FAMILIES
+from workbench.engine.masks import HeadMask
+from workbench.engine.models import tiny_hf_model, tiny_model
 from workbench.heads import HeadWeights
-from workbench.masks import HeadMask
-from workbench.models import tiny_hf_model, tiny_model
 
 TEXT = "The quick brown fox jumps over the lazy dog, twice."
 PROMPTS = ["hello there, how are you", "hi", "a longer prompt with punctuation!"]
@@ -285,7 +285,7 @@ def test_chat_template_takes_a_system_prompt(lens, family):
 
 
 def test_every_hook_kind_fires_with_its_shape(lens, tokens):
-    from workbench.adapters import HOOKS, OPTIONAL_HOOKS
+    from workbench.engine.adapters import HOOKS, OPTIONAL_HOOKS
 
     g, pos = lens.geometry, tokens.shape[1]
     shapes = {

@@ -1,4 +1,4 @@
-"""The fast decoding path (`workbench.fast_forward` with `workbench.kv_cache.GrowingKVCache`)
+"""The fast decoding path (`workbench.engine.fast_path` with `workbench.engine.kv_cache.GrowingKVCache`)
 against plain Hugging Face full forwards, for every model family.
 
 The reference is an unwrapped twin of each tiny lens model (same arguments, same seed) whose heads
@@ -14,12 +14,12 @@ import pytest
 import torch
 from reference_decoding import decode, head_dim, next_logits, patched
 
-from workbench.adapters import FAMILIES
 from workbench.decoding import DPS, generate
+from workbench.engine.adapters import FAMILIES
+from workbench.engine.kv_cache import CacheSpec, GrowingKVCache
+from workbench.engine.masks import HeadMask
+from workbench.engine.models import tiny_hf_model, tiny_model
 from workbench.heads import HeadWeights
-from workbench.kv_cache import CacheSpec, GrowingKVCache
-from workbench.masks import HeadMask
-from workbench.models import tiny_hf_model, tiny_model
 
 PROMPTS = ["hello there, how are you", "hi", "a longer prompt with punctuation!"]
 FOLLOWERS = "next words, then more of them"
@@ -219,7 +219,7 @@ def test_dps_on_the_default_model_decodes_like_the_plain_hugging_face_model(defa
     forwards of the plain Hugging Face model and a weight-patched copy of it."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.models import embedded_default_folder
+    from workbench.engine.models import embedded_default_folder
 
     plain = AutoModelForCausalLM.from_pretrained(embedded_default_folder(), dtype=torch.float32).eval()
     weights = torch.zeros(default_lens.n_layers, default_lens.n_heads)

@@ -13,6 +13,7 @@ import torch
 from plotly.offline import get_plotlyjs
 
 from workbench.errors import InputError
+from workbench.experiments.validation import summarize_validation
 from workbench.figures import (
     cluster_heatmaps,
     efficiency_figure,
@@ -32,7 +33,6 @@ from workbench.figures import (
 )
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
-from workbench.validation import summarize_validation
 
 
 def tidy_scores() -> pd.DataFrame:

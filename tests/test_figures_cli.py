@@ -10,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from workbench.cli import app
+from workbench.experiments.validation import summarize_validation
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
-from workbench.validation import summarize_validation
 
 
 def run(*args):

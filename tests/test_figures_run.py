@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
+from workbench.experiments.validation import summarize_validation
 from workbench.figures.runfolder import draw_run, read_run
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
-from workbench.validation import summarize_validation
 
 
 def discovery(folder, seed, *, variant="standard", method="hybrid", top_k=3, cluster=None, n=4):

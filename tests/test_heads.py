@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from workbench.engine.masks import HeadGeometry
 from workbench.errors import InputError
 from workbench.heads import HeadWeights, ranked_heads
-from workbench.masks import HeadGeometry
 from workbench.scores import PCSResult
 
 GEOMETRY = HeadGeometry(n_layers=3, n_heads=4, n_kv_heads=2, d_head=8, d_model=32, n_ctx=64, d_vocab=10)

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from workbench.engine.masks import HeadMask
+from workbench.engine.models import tiny_hf_model
 from workbench.errors import InputError
-from workbench.masks import HeadMask
-from workbench.models import tiny_hf_model
 
 PROMPT = "The quick brown fox jumps over the lazy dog."
 
@@ -234,11 +234,11 @@ def test_mask_hooks_follow_the_activation_device(tiny, site):
 def test_tail_inputs_move_to_the_blocks_device():
     """Residuals and recorded block arguments (RoPE's (cos, sin) pair included) go to the device
     of the block that runs them; other arguments pass through."""
-    from workbench.lens import _moved
+    from workbench.engine.tail import moved
 
     cos_sin = (torch.ones(1, 3, 8), torch.zeros(1, 3, 8))
     moved = {
-        key: _moved(value, torch.device("meta")) for key, value in {"position_embeddings": cos_sin, "use_cache": False}.items()
+        key: moved(value, torch.device("meta")) for key, value in {"position_embeddings": cos_sin, "use_cache": False}.items()
     }
     assert [t.device.type for t in moved["position_embeddings"]] == ["meta", "meta"]
     assert moved["use_cache"] is False
@@ -264,7 +264,7 @@ def test_sequence_longer_than_the_context_is_rejected(tiny):
 def test_default_model_matches_an_independent_hugging_face_forward(default_lens):
     from transformers import AutoModelForCausalLM
 
-    from workbench.models import embedded_default_folder
+    from workbench.engine.models import embedded_default_folder
 
     reference = AutoModelForCausalLM.from_pretrained(embedded_default_folder(), attn_implementation="eager").eval()
     tokens = default_lens.as_batch(default_lens.encode_chat("What is the capital of France?"))

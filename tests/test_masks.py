@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.masks import HeadGeometry, HeadMask
+from workbench.engine.masks import HeadGeometry, HeadMask
 
 GEOMETRY = HeadGeometry(n_layers=3, n_heads=4, n_kv_heads=2, d_head=8, d_model=32, n_ctx=64, d_vocab=100)
 

@@ -9,7 +9,7 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from workbench.data.tasks import LAMP2_TAGS, task_spec
 from workbench.errors import InputError
-from workbench.metrics import aggregate, extract_label, extract_number, meteor, score_example, word_tokens
+from workbench.experiments.metrics import aggregate, extract_label, extract_number, meteor, score_example, word_tokens
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import models
+from workbench.engine import models
+from workbench.engine.lens import Lens
+from workbench.engine.masks import HeadMask
 from workbench.errors import InputError, ModelLoadError
-from workbench.lens import Lens
-from workbench.masks import HeadMask
 
 
 def test_tiny_model_is_deterministic_and_has_grouped_query_attention():

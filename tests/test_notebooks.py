@@ -10,6 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.integration  # whole jobs end to end
+
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY_RUN = Path(__file__).parent / "fixtures" / "demo-run-tiny"  # tests/test_pipeline.py's SMALL run, checkpoints dropped

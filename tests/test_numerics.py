@@ -11,14 +11,14 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from workbench.adapters import FAMILIES
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.data.sources import load_examples
 from workbench.decoding import DPS, generate
+from workbench.engine.adapters import FAMILIES
+from workbench.engine.models import tiny_model
+from workbench.engine.numerics import invariant_grad, mixed_threads_note, numerics_record
+from workbench.experiments.evaluation import eval_config, evaluate
 from workbench.heads import HeadWeights
-from workbench.models import tiny_model
-from workbench.numerics import invariant_grad, mixed_threads_note, numerics_record
-from workbench.runs import eval_config, evaluate
 from workbench.scores import score_heads
 from workbench.scores.ablation import make_ablation
 from workbench.scores.attribution import attribution_terms

@@ -17,13 +17,17 @@ import torch
 from typer.testing import CliRunner
 
 import workbench.commands.evaluate as evaluate_command
-import workbench.pipeline as pipeline
+import workbench.pipeline.demo as pipeline
+import workbench.pipeline.plan as plan
 from workbench.cli import app
+from workbench.engine.models import tiny_model
 from workbench.errors import InputError
-from workbench.models import tiny_model
-from workbench.pipeline import VARIANTS, DemoConfig, demo_config, run_demo
+from workbench.pipeline.demo import run_demo
+from workbench.pipeline.plan import VARIANTS, DemoConfig, demo_config
+from workbench.pipeline.report import fmt
 from workbench.scores import PCSResult
-from workbench.stages.report import fmt
+
+pytestmark = pytest.mark.integration  # whole jobs end to end
 
 SMALL = {"n_train": 3, "n_dev": 2, "top_k": 2, "n_random": 2, "sweep_k": (1, 2), "profile_k": 1, "max_new_tokens": 3,
          "method": "attribution", "gammas": (3.0,), "figures_png": False}  # fmt: skip
@@ -95,10 +99,10 @@ def test_every_number_of_the_report_equals_its_table(small_run):
     sweep = pd.read_csv(out / "validation" / "sweep_k.csv")
     shown_sweep = next(t for t in tables if list(t.columns) == ["group", "k", "value", "low", "high"])
     assert shown_sweep["value"].tolist() == [fmt(v) for v in sweep["value"]]
-    for name in pipeline.evaluation_runs(config):
+    for name in plan.evaluation_runs(config):
         metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
         assert f"| {name} | rouge-L | {fmt(metrics['metrics']['rouge-L']['value'])} |" in report
-    for key, value in json.loads(json.dumps(pipeline.report_options(config), default=list)).items():
+    for key, value in json.loads(json.dumps(plan.report_options(config), default=list)).items():
         assert f"`{key}={value}`" in report  # every option that made the numbers
 
 
@@ -203,11 +207,11 @@ def test_report_clusters_and_routing_numbers_equal_their_files(small_run):
     columns = {"mean entropy": "mean_entropy", "ln K": "uniform_entropy", "mean top weight": "mean_top_weight",
                "mean cosine to global": "mean_cosine_to_global", "min cosine to global": "min_cosine_to_global",
                "mean heads > 0.5": "mean_heads_over_half"}  # fmt: skip
-    assert routing["run"].tolist() == list(pipeline.ROUTED)
-    for name, row in zip(pipeline.ROUTED, routing.to_dict(orient="records")):
+    assert routing["run"].tolist() == list(plan.ROUTED)
+    for name, row in zip(plan.ROUTED, routing.to_dict(orient="records")):
         summary = json.loads((out / "eval" / name / "routing.json").read_text())["summary"]
         assert {column: row[column] for column in columns} == {column: fmt(summary[key]) for column, key in columns.items()}
-        assert summary["mode"] == pipeline.ROUTED[name] and summary["n_new_users"] == summary["n_users"]  # dev users: new
+        assert summary["mode"] == plan.ROUTED[name] and summary["n_new_users"] == summary["n_users"]  # dev users: new
         weights = pd.read_parquet(out / "eval" / name / "routing_weights.parquet")
         entropies, cosines, over_half = [], [], []
         mean_map = np.mean(maps, axis=0).ravel()
@@ -220,9 +224,9 @@ def test_report_clusters_and_routing_numbers_equal_their_files(small_run):
         assert row["mean entropy"] == fmt(float(np.mean(entropies))) and row["ln K"] == fmt(math.log(config.n_clusters))
         assert row["mean cosine to global"] == fmt(float(np.mean(cosines)))
         assert row["mean heads > 0.5"] == fmt(float(np.mean(over_half)))
-    routed = next(t for t in tables if "baseline value" in t.columns and set(t["run"]) == set(pipeline.ROUTING_RUNS))
-    expected = comparison[comparison["run"].map(lambda run: Path(run).name).isin(pipeline.ROUTING_RUNS)]
-    assert len(routed) == len(expected) == len(pipeline.ROUTING_RUNS) * comparison["metric"].nunique()
+    routed = next(t for t in tables if "baseline value" in t.columns and set(t["run"]) == set(plan.ROUTING_RUNS))
+    expected = comparison[comparison["run"].map(lambda run: Path(run).name).isin(plan.ROUTING_RUNS)]
+    assert len(routed) == len(expected) == len(plan.ROUTING_RUNS) * comparison["metric"].nunique()
     for row, line in zip(expected.itertuples(), routed.itertuples()):
         assert (line.run, line.metric, line.difference, line.low, line.high) == (
             Path(row.run).name, row.metric, *(fmt(v) for v in (row.difference, row.low, row.high)))  # fmt: skip
@@ -297,9 +301,9 @@ def test_presets_and_too_many_examples_are_checked_before_the_model():
         demo_config("huge")
     assert demo_config("full").n_dev > demo_config("default").n_dev
     with pytest.raises(InputError, match=re.escape("dev split of LaMP-4 has 33 examples, not 99")):
-        pipeline.DemoData.load(demo_config("default", n_dev=99))
+        plan.DemoData.load(demo_config("default", n_dev=99))
     with pytest.raises(InputError, match=re.escape("cannot make 2 clusters of the 1 users of the first 2 train examples")):
-        pipeline.DemoData.load(demo_config("default", n_train=2))
+        plan.DemoData.load(demo_config("default", n_train=2))
 
 
 def test_figures_have_clean_names_and_a_png_change_reuses_every_stage(lens, small_run):
@@ -318,7 +322,7 @@ def test_figures_have_clean_names_and_a_png_change_reuses_every_stage(lens, smal
         pcs = pd.read_parquet(out / "discover-clusters" / f"cluster-{cluster}" / "pcs.parquet")
         means = pcs.groupby(["layer", "head"])["pcs"].mean().unstack().to_numpy()
         assert np.allclose(np.array(trace.z, dtype=float), means)
-    assert sorted(drawn["comparison-routing"].data[0].x) == sorted(pipeline.ROUTING_RUNS)
+    assert sorted(drawn["comparison-routing"].data[0].x) == sorted(plan.ROUTING_RUNS)
     labels = drawn["overlap"].data[0].x
     assert sum("cluster" in label for label in labels) == config.n_clusters
     assert not list((out / "figures").glob("*.png"))

@@ -11,8 +11,8 @@ from reference_twin import tiny_twin, twin_token_nll
 
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import load_examples
-from workbench.profile_effect import profile_nll, reference_nll
-from workbench.runs import EvalConfig, evaluate
+from workbench.experiments.evaluation import EvalConfig, evaluate
+from workbench.experiments.profile_effect import profile_nll, reference_nll
 
 
 def test_reference_nll_matches_the_twin(tiny) -> None:

@@ -18,15 +18,17 @@ from toy_clusters import toy_clusters, toy_examples
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.data.prompts import PromptConfig
 from workbench.data.sources import load_examples
-from workbench.discovery import DiscoverSettings
-from workbench.distributed import RayWorkers
+from workbench.engine.models import tiny_model
 from workbench.errors import InputError
+from workbench.execution.ray import RayWorkers
+from workbench.experiments.cluster_discovery import discover_cluster_heads
+from workbench.experiments.discovery import DiscoverSettings, scan_options
+from workbench.experiments.evaluation import EvalConfig, evaluate
+from workbench.experiments.validation import head_sets, validation_deltas
 from workbench.heads import HeadWeights
-from workbench.models import tiny_model
-from workbench.runs import EvalConfig, evaluate
 from workbench.scores import score_heads
-from workbench.users import discover_cluster_heads
-from workbench.validation import head_sets, validation_deltas
+
+pytestmark = pytest.mark.integration  # whole jobs end to end
 
 TOPICS = ["cats", "rain", "jazz", "tea", "sun", "snow"]
 
@@ -85,10 +87,12 @@ def test_per_cluster_discovery_on_ray_equals_one_process_even_when_a_worker_dies
     clusters = toy_clusters(examples)
     for method, ablation in [("exact", "mean"), ("attribution", "zero"), ("hybrid", "zero")]:
         settings = DiscoverSettings(method=method, ablation=ablation, top_k=2, min_pcs=-1.0)
-        single, single_heads = discover_cluster_heads(tiny, examples, clusters, settings, top_m=7, progress=False)
+        single, single_heads = discover_cluster_heads(
+            tiny, examples, clusters, settings, scan_options(tiny, settings, top_m=7), progress=False
+        )
         if method == "hybrid":
             workers.killed = None  # kill worker 0 again, in the middle of this scan
-        on_ray, ray_heads = discover_cluster_heads(tiny, examples, clusters, settings, top_m=7, progress=False,
+        on_ray, ray_heads = discover_cluster_heads(tiny, examples, clusters, settings, scan_options(tiny, settings, top_m=7), progress=False,
                                                    workers=workers, checkpoint=tmp_path / method)  # fmt: skip
         for mine, theirs in zip(on_ray, single):
             assert torch.equal(mine.per_example, theirs.per_example) and torch.equal(mine.exact, theirs.exact), method
@@ -117,7 +121,7 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
     from typer.testing import CliRunner
 
     import workbench.commands.discover as discover_command
-    import workbench.distributed as distributed
+    import workbench.execution.ray as distributed
     from workbench.cli import app
 
     monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)

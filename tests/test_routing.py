@@ -302,8 +302,8 @@ def test_a_sharded_routed_evaluation_merges_into_one_process_files(tiny, embedde
     from same_results import assert_same_results
 
     from workbench.decoding import make_decoder
-    from workbench.runs import EvalConfig, evaluate
-    from workbench.shards import Shard, evaluate_shard, merge_run
+    from workbench.execution.shards import Shard, evaluate_shard, merge_run
+    from workbench.experiments.evaluation import EvalConfig, evaluate
 
     write_clusters_and_heads(tiny, tmp_path)
     dev = load_examples(None, "LaMP-7", "dev")[:5]

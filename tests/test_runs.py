@@ -11,16 +11,16 @@ import torch
 from reference_decoding import contrast, decode, next_logits, patched, twin
 from typer.testing import CliRunner
 
-import workbench.decoding
+import workbench.experiments.evaluation as evaluation_module
 from workbench.cli import app
 from workbench.data.prompts import PromptConfig, build_prompt
 from workbench.data.sources import load_examples
 from workbench.data.tasks import task_spec
 from workbench.decoding import Greedy, make_decoder
 from workbench.errors import InputError
+from workbench.experiments.evaluation import EvalConfig, evaluate, read_predictions
+from workbench.experiments.metrics import score_example
 from workbench.heads import HeadWeights
-from workbench.metrics import score_example
-from workbench.runs import EvalConfig, evaluate, read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_outputs_and_scores(tiny, examples, tmp_path: Path) -> None:
 def test_interrupted_run_resumes_without_duplicates_or_losses(tiny, examples, tmp_path: Path, monkeypatch) -> None:
     reference = tmp_path / "reference"
     evaluate(tiny, examples, config(), reference, progress=False)
-    real_generate, calls = workbench.decoding.generate, []
+    real_generate, calls = evaluation_module.generate, []
 
     def dies_on_second_batch(*args, **kwargs):
         calls.append(1)
@@ -71,13 +71,13 @@ def test_interrupted_run_resumes_without_duplicates_or_losses(tiny, examples, tm
         return real_generate(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(workbench.decoding, "generate", dies_on_second_batch)
+    monkeypatch.setattr(evaluation_module, "generate", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         evaluate(tiny, examples, config(), out, progress=False)
     assert len(lines(out)) == 2 and not (out / "metrics.json").exists()
     with open(out / "predictions.jsonl", "a") as handle:  # a torn write of a third line
         handle.write('{"id": "7')
-    monkeypatch.setattr(workbench.decoding, "generate", real_generate)
+    monkeypatch.setattr(evaluation_module, "generate", real_generate)
     evaluate(tiny, examples, config(batch_size=3), out, progress=False)
     assert lines(out) == lines(reference)
     # a duplicated line (e.g. a copy-paste) is dropped on the next resume

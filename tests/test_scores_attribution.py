@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.masks import HeadMask
+from workbench.engine.masks import HeadMask
 from workbench.scores.ablation import make_ablation
 from workbench.scores.attribution import attribution_deltas, attribution_terms, head_gradients
 from workbench.scores.nll import TargetSequence, mean_nll

@@ -119,7 +119,7 @@ def test_validate_writes_its_table(cli, tiny, data, tmp_path):
 
 def test_discover_and_validate_read_task_data_with_controls(monkeypatch, tmp_path):
     """The bundled demo set (LaMP-4 schema) through the data loaders and prompt builder."""
-    from workbench.models import tiny_model
+    from workbench.engine.models import tiny_model
 
     long_tiny = tiny_model(n_ctx=8192)  # the few-shot prompts are long in characters
     for module in (discover_command, validate_command):
@@ -194,7 +194,7 @@ def test_one_meaning_per_option_name(cli, data, tmp_path):
 def test_discover_limit_tokenizes_only_the_examples_it_scores(monkeypatch, tmp_path):
     """Swap partners come from the whole split, but only the first --limit examples are tokenized."""
     import workbench.data.prompts as prompts
-    from workbench.models import tiny_model
+    from workbench.engine.models import tiny_model
 
     long_tiny = tiny_model(n_ctx=8192)
     monkeypatch.setattr(discover_command, "load_lens", lambda *args: long_tiny)
@@ -212,7 +212,7 @@ def test_discover_limit_tokenizes_only_the_examples_it_scores(monkeypatch, tmp_p
 def test_discover_with_the_authors_preset(monkeypatch, tmp_path):
     """The authors' detection prompt, resid-slice ablation, a seeded draw of examples and the top
     4 % of heads (one head of the tiny model's 12), recorded; explicit options win."""
-    from workbench.models import tiny_model
+    from workbench.engine.models import tiny_model
 
     long_tiny = tiny_model(n_ctx=8192)
     monkeypatch.setattr(discover_command, "load_lens", lambda *args: long_tiny)

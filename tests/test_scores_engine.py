@@ -8,10 +8,11 @@ import pytest
 import torch
 from reference_twin import ablated, intervention, tiny_twin, twin_token_nll
 
-from workbench.adapters import FAMILIES
+from workbench.engine.adapters import FAMILIES
+from workbench.engine.masks import HeadMask
+from workbench.engine.models import tiny_model
+from workbench.engine.tail import finish_block
 from workbench.errors import InputError
-from workbench.masks import HeadMask
-from workbench.models import tiny_model
 from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
 
@@ -45,26 +46,28 @@ def recorded_context(lens, tokens):
     return context, store
 
 
-# --- the lens primitives: run_tail_at / finish_block against the path they replace and the twin ---
+# --- the tail runner: positions and reused head outputs against whole blocks and the twin ---
 
 
 @pytest.mark.parametrize("start_layer", [0, 1, 2])
 @pytest.mark.parametrize("reuse_z", [False, True])
-def test_run_tail_at_equals_run_tail_and_the_twin(tiny, twin, sequence, start_layer, reuse_z):
+def test_restart_at_positions_equals_whole_blocks_and_the_twin(tiny, twin, sequence, start_layer, reuse_z):
     tokens = list(sequence.ids)
     context, z = recorded_context(tiny, tokens)
     positions = sequence.positions
     ids = torch.tensor([tokens])
     # no mask, batch 1: the clean logits
-    clean = tiny.run_tail_at(context, start_layer, positions, head_outputs=z[start_layer] if reuse_z else None)
+    clean = tiny.run_tail(context, start_layer, positions=positions, head_outputs=z[start_layer] if reuse_z else None)
     with torch.no_grad():
         twin_clean = twin(ids).logits[:, positions]
     torch.testing.assert_close(clean, twin_clean, atol=TOLERANCE, rtol=0)
     # several rows, each ablating other heads of the start layer and above
     heads = [[(start_layer, 0)], [(start_layer, 3), (2, 1)], [(start_layer, 1), (start_layer, 2)]]
     mask = HeadMask.stack([HeadMask.ablate(tiny.geometry, row) for row in heads])
-    fast = tiny.run_tail_at(context, start_layer, positions, rows=3, mask=mask, head_outputs=z[start_layer] if reuse_z else None)
-    replaced = tiny.run_tail(context, start_layer, rows=3, mask=mask, positions=positions)
+    fast = tiny.run_tail(
+        context, start_layer, rows=3, mask=mask, positions=positions, head_outputs=z[start_layer] if reuse_z else None
+    )
+    replaced = tiny.run_tail(context, start_layer, rows=3, mask=mask)[:, positions]  # every block whole
     torch.testing.assert_close(fast, replaced, atol=1e-6, rtol=0)
     for row, row_heads in enumerate(heads):
         with torch.no_grad(), intervention(twin, ablated(row_heads)):
@@ -79,8 +82,10 @@ def test_finish_block_from_recorded_head_outputs_equals_the_block(tiny, sequence
     positions = sequence.positions
     for layer in range(tiny.n_layers - 1):
         with torch.no_grad():
-            full = tiny.finish_block(context, layer, context.residuals[layer])
-            reused = tiny.finish_block(context, layer, context.residuals[layer], head_outputs=z[layer], positions=positions)
+            full = finish_block(tiny.bridge, context, layer, context.residuals[layer])
+            reused = finish_block(
+                tiny.bridge, context, layer, context.residuals[layer], head_outputs=z[layer], positions=positions
+            )
         torch.testing.assert_close(full, context.residuals[layer + 1], atol=1e-6, rtol=0)
         torch.testing.assert_close(reused, context.residuals[layer + 1][:, positions], atol=1e-6, rtol=0)
 
@@ -89,7 +94,7 @@ def test_query_scale_masks_cannot_reuse_head_outputs(tiny, sequence):
     context, z = recorded_context(tiny, list(sequence.ids))
     mask = HeadMask.ablate(tiny.geometry, [(1, 0)], site="query-scale")
     with pytest.raises(InputError, match="query-scale"):
-        tiny.run_tail_at(context, 1, sequence.positions, mask=mask, head_outputs=z[1])
+        tiny.run_tail(context, 1, positions=sequence.positions, mask=mask, head_outputs=z[1])
 
 
 # --- the engine: every kind of mask, each from its own start layer, in batches or one by one ---
@@ -180,7 +185,7 @@ def test_fast_tail_and_engine_equal_plain_forwards_on_the_default_model(default_
     last = lens.n_layers - 1
     for start in (0, 15, last):
         torch.testing.assert_close(
-            lens.run_tail_at(context, start, sequence.positions, head_outputs=z[start]),
+            lens.run_tail(context, start, positions=sequence.positions, head_outputs=z[start]),
             lens.forward(tokens)[:, sequence.positions],
             atol=1e-4,
             rtol=0,

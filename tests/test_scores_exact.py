@@ -7,7 +7,7 @@ import pytest
 import torch
 from reference_twin import ablated, tiny_twin, twin_token_nll
 
-from workbench.masks import HeadMask
+from workbench.engine.masks import HeadMask
 from workbench.scores.ablation import make_ablation
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence

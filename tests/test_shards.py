@@ -21,12 +21,12 @@ from workbench.data.prompts import PromptConfig
 from workbench.data.sources import load_examples
 from workbench.decoding import make_decoder
 from workbench.errors import InputError
+from workbench.execution.shards import Shard, discover_shard, evaluate_shard, merge_run, validate_shard
+from workbench.experiments.evaluation import EvalConfig, evaluate
+from workbench.experiments.validation import head_sets, summarize_validation, validation_deltas
 from workbench.heads import HeadWeights
-from workbench.runs import EvalConfig, evaluate
 from workbench.scores import PCSResult, score_heads
-from workbench.scores.pcs import PCSScan
-from workbench.shards import Shard, discover_shard, evaluate_shard, merge_run, validate_shard
-from workbench.validation import head_sets, summarize_validation, validation_deltas
+from workbench.scores.pcs import PCSScan, ScanOptions
 
 TOPICS = ["cats", "rain", "jazz", "tea", "sun", "snow", "chess", "bread", "kites", "moss", "owls", "figs"]
 
@@ -41,9 +41,9 @@ def examples(tiny):
     ]
 
 
-def scoring(method: str, **changes) -> dict:
-    return {"method": method, "variant": "standard", "ablation": "zero", "top_m": 3, "top_k": 2, "max_rows": 64,
-            "seed": 1, "task": "t", "progress": False, **changes}  # fmt: skip
+def scoring(method: str, **changes) -> ScanOptions:
+    return ScanOptions(**{"method": method, "variant": "standard", "ablation": "zero", "top_m": 3, "top_k": 2, "max_rows": 64,
+                          "seed": 1, "task": "t", **changes})  # fmt: skip
 
 
 SELECTION = {"top_k": 2, "top_percent": None, "min_score": -1.0, "norm": "max", "extra": {"split": "train"}}
@@ -51,7 +51,7 @@ METADATA = {"split": "train"}
 
 
 def single_discovery(tiny, examples, method, **changes) -> tuple[PCSResult, HeadWeights]:
-    result = score_heads(tiny, examples, **scoring(method, **changes))
+    result = score_heads(tiny, examples, scoring(method, **changes), progress=False)
     result.metadata.update(METADATA)
     return result, HeadWeights.from_scores(result, **SELECTION)
 
@@ -63,7 +63,7 @@ def run_shards(tiny, examples, run: Path, count: int, method: str, indices=None,
             run,
             Shard(index, count),
             examples,
-            scoring=scoring(method, **changes),
+            scan=scoring(method, **changes),
             selection=SELECTION,
             metadata=METADATA,
             options={"model": tiny.name},
@@ -110,7 +110,7 @@ def test_sharded_scan_merged_equals_one_process(tiny, examples, tmp_path, method
 def test_sharded_hybrid_waits_for_every_shards_attribution_and_uses_the_global_candidates(tiny, examples, tmp_path):
     chosen = examples[:6]
     result, weights = single_discovery(tiny, chosen, "hybrid", top_m=5)
-    scan = PCSScan(tiny, chosen, **scoring("hybrid", top_m=5))
+    scan = PCSScan(tiny, chosen, scoring("hybrid", top_m=5), progress=False)
     own = scan.candidates(scan.estimates(chosen[3:]))
     assert sorted(own) != sorted(scan.candidates(scan.estimates(chosen)))  # shard 1's own candidates would be wrong
     assert run_shards(tiny, chosen, tmp_path, 2, "hybrid", indices=[0], top_m=5) == [None]  # shard 1's attribution is missing

@@ -18,14 +18,15 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.data.sources import load_examples
-from workbench.discovery import DiscoverSettings, scoring_options
 from workbench.errors import InputError
+from workbench.execution.shards import Shard, discover_shard, merge_run
+from workbench.experiments.cluster_discovery import cluster_selection, discover_cluster_heads, save_cluster_discovery
+from workbench.experiments.discovery import DiscoverSettings, scan_options
 from workbench.scores import PCSResult, score_heads
 from workbench.scores.nll import reference_sequences
 from workbench.scores.pcs import PCSScan
-from workbench.shards import Shard, discover_shard, merge_run
-from workbench.users import ClusterFile, ProfileText, discover_cluster_heads, embedder_identity, save_cluster_discovery
-from workbench.users.cluster_heads import INDEX, cluster_selection
+from workbench.users import ClusterFile, ProfileText, embedder_identity
+from workbench.users.cluster_heads import INDEX
 from workbench.users.clusters import data_digest
 
 OPTIONS = {"top_m": 7, "max_rows": 64, "seed": 1, "task": "t"}
@@ -42,8 +43,8 @@ def settings(method: str, ablation: str = "zero") -> DiscoverSettings:
 
 
 def one_process(tiny, examples, chosen: DiscoverSettings, out) -> None:
-    results, heads = discover_cluster_heads(tiny, examples, toy_clusters(examples), chosen, **OPTIONS, extra=EXTRA,
-                                            progress=False)  # fmt: skip
+    results, heads = discover_cluster_heads(tiny, examples, toy_clusters(examples), chosen, scan_options(tiny, chosen, **OPTIONS),
+                                            extra=EXTRA, progress=False)  # fmt: skip
     save_cluster_discovery(out, results, heads)
 
 
@@ -55,7 +56,7 @@ def run_shards(tiny, examples, chosen: DiscoverSettings, run, count: int, indice
             run,
             Shard(index, count),
             examples,
-            scoring=scoring_options(tiny, chosen, **OPTIONS),
+            scan=scan_options(tiny, chosen, **OPTIONS),
             selection=cluster_selection(chosen, clusters, EXTRA),
             metadata={},
             options={"model": tiny.name},
@@ -115,7 +116,7 @@ def test_sharded_per_cluster_hybrid_takes_each_clusters_candidates_from_all_shar
     one_process(tiny, examples, chosen, tmp_path / "single")
     clusters = toy_clusters(examples)
     members = [[e for e in examples if e.example_id in ids] for ids in clusters.example_ids]
-    scans = [PCSScan(tiny, chosen_members, **scoring_options(tiny, chosen, **OPTIONS), progress=False)
+    scans = [PCSScan(tiny, chosen_members, scan_options(tiny, chosen, **OPTIONS), progress=False)
              for chosen_members in members]  # fmt: skip
     whole = [sorted(scan.candidates(scan.estimates(group))) for scan, group in zip(scans, members)]
     assert sorted(scans[0].candidates(scans[0].estimates(members[0][:4]))) != whole[0]  # shard 0's part of cluster 0
@@ -147,7 +148,7 @@ def test_bad_per_cluster_shards_are_refused_in_one_line(tiny, examples, tmp_path
     with pytest.raises(InputError, match=r"is one of 3 shards, not 2"):
         run_shards(tiny, examples, chosen, tmp_path / "run", 2, indices=[1])
     global_run = tmp_path / "global"
-    discover_shard(tiny, global_run, Shard(0, 3), examples, scoring=scoring_options(tiny, chosen, **OPTIONS),
+    discover_shard(tiny, global_run, Shard(0, 3), examples, scan=scan_options(tiny, chosen, **OPTIONS),
                    selection=cluster_selection(chosen, toy_clusters(examples), EXTRA), metadata={},
                    options={"model": tiny.name})  # fmt: skip
     shutil.copytree(Shard(0, 3).folder(global_run), Shard(1, 3).folder(run))
@@ -184,7 +185,7 @@ def two_cluster_file(path) -> None:
 
 def test_cli_per_cluster_shards_and_ray_equal_one_process(tiny, tmp_path, monkeypatch):
     import workbench.commands.discover as discover_command
-    import workbench.distributed as distributed
+    import workbench.execution.ray as distributed
 
     monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)
     asked = []

@@ -10,7 +10,7 @@ import torch
 
 from workbench.data.sources import load_examples
 from workbench.errors import InputError
-from workbench.stages.base import FINGERPRINT, Stage, data_digest, weights_digest
+from workbench.pipeline.stage import FINGERPRINT, Stage, data_digest, weights_digest
 
 
 def counting_stage(folder, calls, **options):

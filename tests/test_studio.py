@@ -25,9 +25,10 @@ import torch
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import load_examples
 from workbench.decoding import Greedy, Suppressed, generate
+from workbench.engine.models import load_model, tiny_hf_model
 from workbench.errors import InputError
+from workbench.experiments.study import AblationStudy
 from workbench.heads import HeadWeights
-from workbench.models import load_model, tiny_hf_model
 from workbench.scores import score_heads
 from workbench.studio.app import APPEND_COMPARISONS, MAX_HISTORY_ROWS
 from workbench.studio.examples import OFF, ProfileState
@@ -36,7 +37,6 @@ from workbench.studio.pagedriver import CHROMIUM, CHROMIUM_ARGS, click_head
 from workbench.studio.runfolder import RunFolder
 from workbench.studio.session import AblationKind, StudioSession
 from workbench.studio.views import SELECTION_UID
-from workbench.study import AblationStudy
 
 TASK = "LaMP-7"  # short tweets: the character-level tiny model's prompts stay well inside its context
 N_CTX = 1024
@@ -280,8 +280,8 @@ def test_clicks_restart_at_the_clicked_layer_and_stay_exact(lens, twin, train):
     reference = train[2]
     example = session.example("train", reference.example_id)
     calls = []
-    hooks = [
-        block.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+    hooks = [  # a block runs when its input hook point fires (a whole block, or the last one at the target positions)
+        block.hook_in.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
         for index, block in enumerate(lens.bridge.blocks)
     ]
     steps = [

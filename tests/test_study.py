@@ -8,7 +8,7 @@ import torch
 from reference_twin import ablated, tiny_twin, twin_greedy, twin_token_nll
 
 from workbench.errors import InputError
-from workbench.study import AblationStudy
+from workbench.experiments.study import AblationStudy
 
 SETS = {"a": [(0, 1), (1, 0)], "b": [(0, 0), (0, 2), (1, 3)], "late": [(2, 3)]}
 

@@ -10,8 +10,8 @@ from reference_twin import ablated, tiny_twin, twin_token_nll
 
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.errors import InputError
+from workbench.experiments.validation import head_sets, summarize_validation, validate_heads, validation_deltas
 from workbench.heads import HeadWeights
-from workbench.validation import head_sets, summarize_validation, validate_heads, validation_deltas
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_validation_needs_no_profile_prompts(tiny, weights):
 
 
 def test_an_interrupted_study_resumes_from_its_checkpoint(tiny, examples, weights, tmp_path, monkeypatch):
-    import workbench.validation as validation
+    import workbench.experiments.validation as validation
 
     sets = head_sets(tiny, weights, n_random=2)
     fresh = validation_deltas(tiny, examples, sets, progress=False)

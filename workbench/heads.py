@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench import io
+from workbench.engine.masks import Head, HeadGeometry, HeadMask, Site
 from workbench.errors import InputError
-from workbench.masks import Head, HeadGeometry, HeadMask, Site
 from workbench.scores.ranking import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.tensor_types import HeadGrid, HeadReference
 

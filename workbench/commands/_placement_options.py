@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from workbench.distributed import Placement
+from workbench.execution.placement import Placement
 
 ShardOption = Annotated[
     str | None,
@@ -36,7 +36,7 @@ CpusPerWorkerOption = Annotated[
 
 
 def placement(shard: str | None, ray: str | None, workers: int | None, cpus_per_worker: int) -> Placement:
-    from workbench.shards import Shard
+    from workbench.execution.shards import Shard
 
     return Placement(Shard.parse(shard) if shard is not None else None, ray, workers, cpus_per_worker)
 

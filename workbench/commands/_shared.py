@@ -28,7 +28,7 @@ def _checked_device(value: str) -> str:
     """`auto`, `cpu`, `cuda`, `cuda:N` (an existing GPU) or `mps` where available."""
     import torch
 
-    from workbench.models import resolve_device
+    from workbench.engine.models import resolve_device
 
     try:
         device = resolve_device(value)
@@ -46,7 +46,7 @@ def _checked_device(value: str) -> str:
 
 
 def _checked_dtype(value: str | None) -> str | None:
-    from workbench.models import resolve_dtype
+    from workbench.engine.models import resolve_dtype
 
     try:
         resolve_dtype(value)
@@ -201,7 +201,7 @@ def quiet_transformers() -> None:
 
 
 def load_lens(model: str | None, device: str = "auto", dtype: str | None = None, device_map: str | None = None):
-    from workbench.models import load_model
+    from workbench.engine.models import load_model
 
     quiet_transformers()
     return load_model(model, device=device, dtype=dtype, device_map=device_map)

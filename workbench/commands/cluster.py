@@ -46,8 +46,8 @@ def cluster(
 ) -> None:
     """Embed each user's profile (all-MiniLM-L6-v2, offline, cached) and k-means the users."""
     from workbench.data.sources import load_examples
-    from workbench.stages.base import data_digest
-    from workbench.stages.clusters import clusters_stage, run_clusters
+    from workbench.pipeline.clusters import clusters_stage, run_clusters
+    from workbench.pipeline.stage import data_digest
     from workbench.users import ProfileText
     from workbench.users.routing import check_temperature
 

@@ -36,7 +36,7 @@ def compare(
     from rich.markup import escape
     from rich.table import Table
 
-    from workbench.comparison import differing_settings, load_run, paired_table
+    from workbench.experiments.comparison import differing_settings, load_run, paired_table
 
     loaded = [load_run(folder) for folder in runs]
     with warnings.catch_warnings(record=True) as caught:

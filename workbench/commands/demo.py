@@ -1,4 +1,4 @@
-"""`workbench demo`: the main job — the whole method on the demo set, stage by stage (`workbench.pipeline`)."""
+"""`workbench demo`: the main job — the whole method on the demo set, stage by stage (`workbench.pipeline.demo`)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def demo(
 
     Every stage writes its own folder with a fingerprint of what made it; re-running resumes, and
     a folder made with other options is refused with one line."""
-    from workbench.pipeline import DemoData, demo_config, run_demo
+    from workbench.pipeline.demo import run_demo
+    from workbench.pipeline.plan import DemoData, demo_config
 
     config = demo_config(preset, task=task, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method, n_random=n_random,
                          gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,

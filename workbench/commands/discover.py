@@ -147,7 +147,7 @@ def discover(
     A --preset fills in the options not given (explicit options win); heads.json records the
     preset and every resulting option."""
     from workbench.data.scoring_examples import check_source, load_scoring_examples
-    from workbench.discovery import DiscoverSettings
+    from workbench.experiments.discovery import DiscoverSettings
     from workbench.presets import preset_values
     from workbench.typed_config import flat_values
 
@@ -188,10 +188,10 @@ def discover(
 
 
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit, shard, runners) -> None:
-    from workbench.discovery import scoring_options, selection_options
-    from workbench.shards import discover_shard
-    from workbench.stages.base import data_digest
-    from workbench.stages.discovery import discovery_stage, run_discovery
+    from workbench.execution.shards import discover_shard
+    from workbench.experiments.discovery import scan_options, selection_options
+    from workbench.pipeline.discovery import discovery_stage, run_discovery
+    from workbench.pipeline.stage import data_digest
 
     task = task or data.stem  # type: ignore[union-attr]
     if shard is not None:
@@ -203,8 +203,8 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
             "options": record,
         }
         metadata = {"split": split, "preset": record["preset"], "options": record}
-        scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
-        done = discover_shard(lens, out, shard, examples, scoring=scoring, selection=selection_options(settings, extra),
+        scan = scan_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+        done = discover_shard(lens, out, shard, examples, scan=scan, selection=selection_options(settings, extra),
                               metadata=metadata, options={"model": lens.name}, workers=runners)  # fmt: skip
         if done is not None:
             print(f"shard {shard.label}: scored {done[0].n_examples} examples; once every shard is done: workbench merge {out}")
@@ -228,15 +228,15 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
                    where, worker_load) -> None:  # fmt: skip
     """PCS per cluster of `clusters_path` on its member examples (the stage `workbench demo` runs);
     the clusters are checked against the data (and embedder) before the model loads. A shard
-    (`where.shard`) scores its slice of the examples in cluster order (`workbench.shards.discover_shard`)."""
+    (`where.shard`) scores its slice of the examples in cluster order (`workbench.execution.shards.discover_shard`)."""
     from workbench.data.scoring_examples import load_scoring_examples
     from workbench.data.sources import load_examples
-    from workbench.discovery import scoring_options
-    from workbench.shards import discover_shard
-    from workbench.stages.base import data_digest
-    from workbench.stages.clusters import cluster_discovery_stage, run_cluster_discovery
+    from workbench.execution.shards import discover_shard
+    from workbench.experiments.cluster_discovery import cluster_selection
+    from workbench.experiments.discovery import scan_options
+    from workbench.pipeline.clusters import cluster_discovery_stage, run_cluster_discovery
+    from workbench.pipeline.stage import data_digest
     from workbench.users import ClusterFile
-    from workbench.users.cluster_heads import cluster_selection
 
     clusters = ClusterFile.load(clusters_path)
     clusters.check_embedder(clusters_path)
@@ -250,8 +250,8 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
             # the keys the cluster stage records (`options` names the clusters file)
             extra = {"task": task, "split": split, "data": str(data) if data else "demo", "preset": record["preset"],
                      "options": record}  # fmt: skip
-            scoring = scoring_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
-            done = discover_shard(lens, out, where.shard, chosen, scoring=scoring, selection=cluster_selection(settings, clusters, extra),
+            scan = scan_options(lens, settings, top_m=top_m, max_rows=max_rows, seed=seed, task=task)
+            done = discover_shard(lens, out, where.shard, chosen, scan=scan, selection=cluster_selection(settings, clusters, extra),
                                   metadata={}, options={"model": lens.name}, clusters=clusters, workers=runners)  # fmt: skip
             if done is not None:
                 held = ", ".join(str(r.metadata["cluster"]) for r in done)

@@ -102,9 +102,9 @@ def evaluate(
     import dataclasses
 
     from workbench.data.sources import load_examples
+    from workbench.experiments.evaluation import eval_config
     from workbench.heads import HeadWeights
-    from workbench.runs import eval_config
-    from workbench.stages.evaluation import evaluation_stage, run_evaluation
+    from workbench.pipeline.evaluation import evaluation_stage, run_evaluation
     from workbench.users.routing import routing_config
 
     prompt_options = {
@@ -128,7 +128,7 @@ def evaluate(
     with warnings.catch_warnings(record=True) as caught, where.open(lens, worker_loader(model, dtype)) as runners:
         warnings.simplefilter("always")
         if where.shard is not None:
-            from workbench.shards import evaluate_shard
+            from workbench.execution.shards import evaluate_shard
 
             result = evaluate_shard(lens, out, where.shard, examples, config, workers=runners)
             out = where.shard.folder(out)

@@ -174,7 +174,7 @@ def validation(
     if summary is not None:
         table = read_table(summary, expected)
     else:
-        from workbench.validation import summarize_validation
+        from workbench.experiments.validation import summarize_validation
 
         table = summarize_validation(per_example)
     try:
@@ -233,7 +233,7 @@ def comparison(
     if len(sources) == 1 and sources[0].is_file():
         table = read_table(sources[0], "a comparison table (comparison.parquet)")
     else:
-        from workbench.comparison import compare_runs
+        from workbench.experiments.comparison import compare_runs
 
         table = compare_runs(sources)
     try:
@@ -268,7 +268,7 @@ def draw_all(
     """Every figure the run folder has the inputs for, found by file name (pcs.parquet, heads.json,
     validation.parquet, validation_summary.csv, evaluation folders, comparison.parquet, clusters.json,
     sweep_k / sweep_gamma / efficiency tables; see figures/README.md); one line says why each other figure is skipped."""
-    from workbench.stages.figures import draw_figures
+    from workbench.pipeline.figures import draw_figures
 
     for path in draw_figures(run, out, png=png):
         print(f"wrote {path}")

@@ -17,7 +17,7 @@ def merge(
     """Join the finished shards in RUN_DIR/shards into the files one process writes (pcs.parquet and
     heads.json, or per cluster and cluster_heads.json; validation.parquet and validation_summary.csv;
     predictions.jsonl and metrics.json, and a routed run's routing files)."""
-    from workbench.shards import merge_run
+    from workbench.execution.shards import merge_run
 
     written = merge_run(run_dir)
     print(f"merged the shards of {run_dir}: wrote {', '.join(str(path) for path in written)}")

@@ -73,8 +73,8 @@ def validate(
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
     from workbench.data.prompts import PromptConfig
     from workbench.heads import HeadWeights
-    from workbench.stages.base import data_digest
-    from workbench.stages.validation import run_validation, validation_stage
+    from workbench.pipeline.stage import data_digest
+    from workbench.pipeline.validation import run_validation, validation_stage
     from workbench.typed_config import flat_values
 
     prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
@@ -87,9 +87,9 @@ def validate(
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     with where.open(lens, worker_loader(model, dtype)) as runners:
         if where.shard is not None:
+            from workbench.execution.shards import validate_shard
+            from workbench.experiments.validation import head_sets
             from workbench.scores import induction_scores, retrieval_scores
-            from workbench.shards import validate_shard
-            from workbench.validation import head_sets
 
             pattern_grids = (
                 {"retrieval": retrieval_scores(lens, seed=seed), "induction": induction_scores(lens, seed=seed)}

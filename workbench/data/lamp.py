@@ -15,6 +15,7 @@ from typing import Any
 
 from workbench.data.examples import Example, as_text, check_profile, check_record
 from workbench.data.files import read_json
+from workbench.data.styles import parse_style
 from workbench.data.tasks import UNSUPPORTED, task_spec
 from workbench.errors import InputError
 
@@ -118,7 +119,6 @@ def read_styles(path: Path) -> dict[str, str]:
     """A `{user_id: style}` JSON object (the bundled demo set's `styles.json`), every style checked
     here (`workbench.data.styles`), so that a file of another format fails before any model work,
     not when the first batch of generations is scored."""
-    from workbench.data.styles import parse_style
 
     record: Any = read_json(path)
     if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):

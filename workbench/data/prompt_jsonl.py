@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.tokenized import TokenizedExample
+from workbench.data.tokenizer import PromptTokenizer
 from workbench.errors import InputError
-from workbench.lens import Lens
 
 REQUIRED_FIELDS = ("id", "user_id", "prompt", "target")
 CONTROL_FIELDS = {"prompt_no_profile": "no_profile_prompt_ids", "prompt_swapped": "swapped_prompt_ids"}
@@ -66,13 +66,13 @@ def _checked_record(record: Any, where: str) -> dict[str, str]:
     return record
 
 
-def encode_prompt(lens: Lens, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: PromptTokenizer, prompt: str) -> list[int]:
     """The prompt as a chat-template user turn, or raw text with BOS for models without one."""
-    return lens.encode_chat(prompt) if lens.has_chat_template else lens.encode(prompt, add_bos=True)
+    return tokenizer.encode_chat(prompt) if tokenizer.has_chat_template else tokenizer.encode(prompt, add_bos=True)
 
 
 def tokenize_pair(
-    lens: Lens,
+    tokenizer: PromptTokenizer,
     example_id: str,
     user_id: str,
     prompt: str,
@@ -86,22 +86,22 @@ def tokenize_pair(
     example = TokenizedExample(
         example_id=example_id,
         user_id=user_id,
-        prompt_ids=encode_prompt(lens, prompt),
-        target_ids=lens.encode(target),
-        **{name: None if text is None else encode_prompt(lens, text) for name, text in controls.items()},
+        prompt_ids=encode_prompt(tokenizer, prompt),
+        target_ids=tokenizer.encode(target),
+        **{name: None if text is None else encode_prompt(tokenizer, text) for name, text in controls.items()},
     )
-    example.check_fits(lens.geometry.n_ctx)
+    example.check_fits(tokenizer.n_ctx)
     return example
 
 
-def load_prompt_jsonl(path: str | Path, lens: Lens) -> list[TokenizedExample]:
+def load_prompt_jsonl(path: str | Path, tokenizer: PromptTokenizer) -> list[TokenizedExample]:
     """Read a prompt JSONL file and tokenize every record for `lens`."""
     examples = []
     for record in read_prompt_records(path):
         try:
             examples.append(
                 tokenize_pair(
-                    lens,
+                    tokenizer,
                     record["id"],
                     record["user_id"],
                     record["prompt"],

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 from tqdm.auto import tqdm
@@ -29,11 +29,9 @@ from workbench.data.examples import Example
 from workbench.data.retrieval import Retriever, retrieve
 from workbench.data.tasks import Item, TaskSpec, task_spec
 from workbench.data.tokenized import TokenizedExample
+from workbench.data.tokenizer import PromptTokenizer
 from workbench.errors import InputError
 from workbench.typed_config import NonNegativeInt, PositiveInt, typed_config
-
-if TYPE_CHECKING:
-    from workbench.lens import Lens
 
 Format = Literal["plain", "chat", "history"]
 SHOT_SEPARATOR = "\n\n"
@@ -83,7 +81,7 @@ def long_field(spec: TaskSpec, item: Item, form: Format) -> str:
     return spec.shot_input if spec.shot_input and item.get(spec.shot_input) else spec.shot_output
 
 
-def prompt_text(lens: Lens, example: Example, shots: Sequence[str] | None, form: Format) -> str:
+def prompt_text(tokenizer: PromptTokenizer, example: Example, shots: Sequence[str] | None, form: Format) -> str:
     """The prompt text with `shots` (None: without the profile, which differs from no shots only
     in the `history` format)."""
     spec = task_spec(example.task)
@@ -96,7 +94,7 @@ def prompt_text(lens: Lens, example: Example, shots: Sequence[str] | None, form:
         return SHOT_SEPARATOR.join(parts)
     profile = [CHAT_PROFILE_INTRO + SHOT_SEPARATOR + SHOT_SEPARATOR.join(shots)] if shots else []
     try:
-        return lens.chat_text(SHOT_SEPARATOR.join(profile + [example.input.strip()]))
+        return tokenizer.chat_text(SHOT_SEPARATOR.join(profile + [example.input.strip()]))
     except ValueError as error:
         raise InputError(str(error)) from None
 
@@ -117,13 +115,13 @@ def answer_stop_strings(form: Format, spec: TaskSpec) -> tuple[str, ...]:
     return ("\n\n",) if spec.multi_line else ("\n",)
 
 
-def encode(lens: Lens, text: str, form: Format) -> list[int]:
+def encode(tokenizer: PromptTokenizer, text: str, form: Format) -> list[int]:
     """Chat text carries its own special tokens; other text gets a BOS where the tokenizer wants one."""
-    return lens.encode(text, add_bos=form != "chat" and bool(getattr(lens.tokenizer, "add_bos_token", False)))
+    return tokenizer.encode(text, add_bos=form != "chat" and tokenizer.plain_text_bos)
 
 
 def build_prompt(
-    lens: Lens,
+    tokenizer: PromptTokenizer,
     example: Example,
     config: PromptConfig,
     *,
@@ -134,33 +132,33 @@ def build_prompt(
     """Token ids of the prompt of `example` (with its own profile, `profile`, or none)."""
     spec = task_spec(example.task)
     room = answer_room if answer_room is not None else (config.answer_tokens or spec.max_new_tokens)
-    budget = lens.geometry.n_ctx - room
+    budget = tokenizer.n_ctx - room
     if config.max_prompt_tokens is not None:
         budget = min(budget, config.max_prompt_tokens)
-    bare = encode(lens, prompt_text(lens, example, None, config.format), config.format)
+    bare = encode(tokenizer, prompt_text(tokenizer, example, None, config.format), config.format)
     if len(bare) > budget:
         raise InputError(
             f"example {example.example_id!r}: the task input alone needs {len(bare)} prompt tokens but only {budget} fit "
-            f"(context {lens.geometry.n_ctx}, answer room {room}, prompt cap {config.max_prompt_tokens}); "
+            f"(context {tokenizer.n_ctx}, answer room {room}, prompt cap {config.max_prompt_tokens}); "
             "task inputs are never truncated"
         )
     if not with_profile:
         return bare
     items = retrieve(example, config.profile_k, config.retriever, seed=config.seed, profile=profile)
-    intro = {"chat": len(lens.encode(CHAT_PROFILE_INTRO + SHOT_SEPARATOR)), "history": 1}.get(config.format, 0)
-    shots = _fit_shots(lens, spec, items, budget - len(bare) - intro, config.format)
+    intro = {"chat": len(tokenizer.encode(CHAT_PROFILE_INTRO + SHOT_SEPARATOR)), "history": 1}.get(config.format, 0)
+    shots = _fit_shots(tokenizer, spec, items, budget - len(bare) - intro, config.format)
     while True:  # token counts of joined texts are not exactly additive; drop items until it fits
-        ids = encode(lens, prompt_text(lens, example, shots, config.format), config.format)
+        ids = encode(tokenizer, prompt_text(tokenizer, example, shots, config.format), config.format)
         if len(ids) <= budget:
             return ids
         shots.pop()
 
 
-def _fit_shots(lens: Lens, spec: TaskSpec, items: Sequence[Item], room: int, form: Format) -> list[str]:
+def _fit_shots(tokenizer: PromptTokenizer, spec: TaskSpec, items: Sequence[Item], room: int, form: Format) -> list[str]:
     separator = "\n" if form == "history" else SHOT_SEPARATOR
 
     def cost(text: str) -> int:
-        return len(lens.encode(text + separator))
+        return len(tokenizer.encode(text + separator))
 
     shots = []
     for position, item in enumerate(items):
@@ -173,7 +171,7 @@ def _fit_shots(lens: Lens, spec: TaskSpec, items: Sequence[Item], room: int, for
             if allowed <= 0:
                 continue
             text = str(item[long_field(spec, item, form)]).strip()
-            shot = shot_text(spec, item, form, position + 1, cut_to=lens.decode(lens.encode(text)[:allowed]).strip())
+            shot = shot_text(spec, item, form, position + 1, cut_to=tokenizer.decode(tokenizer.encode(text)[:allowed]).strip())
         shots.append(shot)  # type: ignore[arg-type]
         room -= cost(shot)  # type: ignore[arg-type]
     return shots
@@ -191,7 +189,7 @@ def swap_partner(example: Example, examples: Sequence[Example], seed: int) -> Ex
 
 
 def tokenized_examples(
-    lens: Lens,
+    tokenizer: PromptTokenizer,
     examples: Sequence[Example],
     config: PromptConfig = PromptConfig(),
     *,
@@ -205,18 +203,20 @@ def tokenized_examples(
     tokenized = []
     pool = examples if partners is None else partners
     for example in tqdm(examples, desc="tokenizing", unit="example", disable=not progress):
-        target = lens.encode(target_text(example, config.format))
+        target = tokenizer.encode(target_text(example, config.format))
         partner = swap_partner(example, pool, config.seed)
         swapped = (
-            None if partner is None else build_prompt(lens, example, config, profile=partner.profile, answer_room=len(target))
+            None
+            if partner is None
+            else build_prompt(tokenizer, example, config, profile=partner.profile, answer_room=len(target))
         )
         tokenized.append(
             TokenizedExample(
                 example_id=example.example_id,
                 user_id=example.user_id,
-                prompt_ids=build_prompt(lens, example, config, answer_room=len(target)),
+                prompt_ids=build_prompt(tokenizer, example, config, answer_room=len(target)),
                 target_ids=target,
-                no_profile_prompt_ids=build_prompt(lens, example, config, with_profile=False, answer_room=len(target)),
+                no_profile_prompt_ids=build_prompt(tokenizer, example, config, with_profile=False, answer_room=len(target)),
                 swapped_prompt_ids=swapped,
             )
         )

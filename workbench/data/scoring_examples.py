@@ -13,16 +13,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import load_examples
 from workbench.data.tasks import task_spec
 from workbench.data.tokenized import TokenizedExample
+from workbench.data.tokenizer import PromptTokenizer
 from workbench.errors import InputError
-
-if TYPE_CHECKING:
-    from workbench.lens import Lens
 
 T = TypeVar("T")
 
@@ -56,7 +55,7 @@ def choose(items: Sequence[T], limit: int | None = None, sample: int | None = No
 
 
 def load_scoring_examples(
-    lens: Lens,
+    tokenizer: PromptTokenizer,
     data: Path | None,
     task: str | None,
     split: str,
@@ -70,12 +69,10 @@ def load_scoring_examples(
     (see the module docstring); `sample` draws with `prompt.seed`."""
     task = check_source(data, task)
     if task is None:
-        from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
-
         records = choose(read_prompt_records(data), limit, sample, prompt.seed)  # type: ignore[arg-type]
         try:
             return [
-                tokenize_pair(lens, r["id"], r["user_id"], r["prompt"], r["target"],
+                tokenize_pair(tokenizer, r["id"], r["user_id"], r["prompt"], r["target"],
                               prompt_no_profile=r.get("prompt_no_profile"), prompt_swapped=r.get("prompt_swapped"))
                 for r in records
             ]  # fmt: skip
@@ -83,4 +80,4 @@ def load_scoring_examples(
             raise InputError(f"{data}: {error}") from None
     examples = load_examples(data, task, split)
     chosen = choose(examples, limit, sample, prompt.seed)
-    return tokenized_examples(lens, chosen, prompt, partners=examples, progress=progress)
+    return tokenized_examples(tokenizer, chosen, prompt, partners=examples, progress=progress)

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from workbench.decoding.contrast import RowValues
-from workbench.masks import HeadMask
+from workbench.engine.masks import HeadMask
 from workbench.tensor_types import StepLogits
 from workbench.typed_config import flat_values
 
 if TYPE_CHECKING:
-    from workbench.lens import Hook, Lens
+    from workbench.engine.lens import Hook, Lens
 
 Prompts = Sequence[Sequence[int]]
 

@@ -31,7 +31,7 @@ from workbench.tensor_types import StepLogits
 from workbench.typed_config import Fraction, NonNegativeInt, typed_config
 
 if TYPE_CHECKING:
-    from workbench.lens import Hook, Lens
+    from workbench.engine.lens import Hook, Lens
 
 LayerLogits = Float[Tensor, "batch candidate vocab"]
 

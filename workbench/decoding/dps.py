@@ -34,14 +34,14 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores, split_groups
 from workbench.decoding.contrast import Contrast
+from workbench.engine.masks import HeadMask
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.masks import HeadMask
 from workbench.tensor_types import StepLogits
 from workbench.typed_config import PYTHON_ONLY, NonNegativeInt, typed_config
 
 if TYPE_CHECKING:
-    from workbench.lens import Lens
+    from workbench.engine.lens import Lens
 
 
 def _as_head_weights(value: object) -> object:

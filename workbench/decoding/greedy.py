@@ -9,7 +9,7 @@ from workbench.tensor_types import StepLogits
 from workbench.typed_config import typed_config
 
 if TYPE_CHECKING:
-    from workbench.lens import Lens
+    from workbench.engine.lens import Lens
 
 
 @typed_config

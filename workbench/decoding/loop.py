@@ -27,13 +27,13 @@ from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
 from workbench.decoding.contrast import entropy
 from workbench.decoding.greedy import Greedy
 from workbench.decoding.sampling import Sampling, choose_tokens
+from workbench.engine.kv_cache import CacheSpec, GrowingKVCache
+from workbench.engine.masks import HeadMask
 from workbench.errors import InputError
-from workbench.kv_cache import CacheSpec, GrowingKVCache
-from workbench.masks import HeadMask
 from workbench.tensor_types import AttentionMask, ContextMask, StepLogits, TokenIds
 
 if TYPE_CHECKING:
-    from workbench.lens import Hook, Lens
+    from workbench.engine.lens import Hook, Lens
 
 StopReason = Literal["eos", "stop_string", "max_new_tokens"]
 TOP_TOKENS = 5
@@ -61,6 +61,7 @@ def generate(
     use_cache: bool = True,
     stop_at_eos: bool = True,
     fast_path: bool = True,
+    hooks: Sequence[Hook] = (),
 ) -> list[Generation]:
     """Continue every prompt with `decoder` (default `Greedy()`); one `Generation` per prompt, in order.
 
@@ -68,8 +69,10 @@ def generate(
     ignore them). `diagnostics` records, per step, γ, entropies and the top tokens of each pass.
     `use_cache=False` recomputes the whole sequence every step (a slow check of the cache);
     `stop_at_eos=False` ignores the model's stop tokens (benchmarks that need fixed lengths).
-    The cached steps run on the lens's fast path (`workbench.fast_forward`) unless `fast_path=False`
+    The cached steps run on the lens's fast path (`workbench.engine.fast_path`) unless `fast_path=False`
     or the path cannot serve the decoder's masks and hooks; then they run through the bridge.
+    `hooks` (TransformerLens-style `(name, fn)`) act in every forward of every row, after the
+    decoder's masks and hooks.
     """
     decoder = Greedy() if decoder is None else decoder
     prompts = _checked_prompts(lens, prompts, "prompts", max_new_tokens)
@@ -89,7 +92,7 @@ def generate(
     with tqdm(total=len(prompts), desc=f"decoding ({decoder.name})", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            batch = _Batch(lens, run, indices, max_new_tokens, sampling, stop_ids, tuple(stop_strings), diagnostics)
+            batch = _Batch(lens, run, indices, max_new_tokens, sampling, stop_ids, tuple(stop_strings), diagnostics, hooks)
             contrasts = None if contrast_prompts is None else [contrast_prompts[i] for i in indices]
             for index, generation in zip(indices, batch.decode([prompts[i] for i in indices], contrasts, use_cache, fast_path)):
                 results[index] = generation
@@ -135,8 +138,10 @@ class _Batch:
         stop_ids: set[int],
         stop_strings: tuple[str, ...],
         diagnostics: bool,
+        hooks: Sequence[Hook] = (),
     ):
         self.lens, self.decoder_run = lens, run
+        self.user_hooks = list(hooks)
         self.max_new_tokens, self.sampling, self.stop_strings = max_new_tokens, sampling, stop_strings
         self.diagnostics = diagnostics
         self.stop_ids = stop_ids
@@ -157,6 +162,10 @@ class _Batch:
         prompts = [self.indices[position] for position in self.active]
         return HeadMask.stack([mask.take(prompt, prompt + 1) for mask in masks for prompt in prompts])
 
+    def hooks(self) -> list[Hook]:
+        """One forward's hooks: the decoder's (fresh each forward), then the caller's."""
+        return [*self.decoder_run.hooks(), *self.user_hooks]
+
     def forward(
         self, tokens: TokenIds, past: Any, attention: ContextMask, mask: HeadMask | None, hooks: list[Hook]
     ) -> tuple[StepLogits, Any]:
@@ -167,13 +176,13 @@ class _Batch:
     def prefill(self, tokens: TokenIds, attention: AttentionMask, fast: bool) -> tuple[StepLogits, Any]:
         """Last-position logits of the prompts and their cache: on the lens's fast path (a
         preallocated cache, groups sharing the layers below their first difference) when `fast`."""
-        hooks, mask = self.decoder_run.hooks(), self.batch_mask()
+        hooks, mask = self.hooks(), self.batch_mask()
         capacity = tokens.shape[1] + self.max_new_tokens
         if not self.decoder_run.shared_prefill:
             spec = None
             if fast:
                 groups = self.decoder_run.groups
-                depth = self.lens.fast_forward.shareable_depth(tokens, groups, mask, hooks)
+                depth = self.lens.fast_path.shareable_depth(tokens, groups, mask, hooks)
                 spec = CacheSpec(capacity, groups, depth) if depth else CacheSpec(capacity)
             logits, past = self.lens.prefill(tokens, attention_mask=attention, mask=mask, extra_hooks=hooks, cache=spec)
             return logits[:, -1], past
@@ -193,7 +202,7 @@ class _Batch:
     def decode(self, prompts: Prompts, contrasts: Prompts | None, use_cache: bool, fast_path: bool) -> list[Generation]:
         sequences = self.decoder_run.rows(prompts, contrasts)
         tokens, attention = self.lens.pad_left(sequences)
-        fast = use_cache and fast_path and self.lens.fast_path_refusal(self.batch_mask(), self.decoder_run.hooks()) is None
+        fast = use_cache and fast_path and self.lens.fast_path_refusal(self.batch_mask(), self.hooks()) is None
         logits, past = self.prefill(tokens, attention, fast)
         mask = self.batch_mask()
         for step in range(self.max_new_tokens):
@@ -215,10 +224,10 @@ class _Batch:
                     past = self.lens.select_cache_rows(past, rows)
             attention = torch.cat([attention, attention.new_ones(len(next_tokens), 1)], dim=1)
             if use_cache:
-                logits, past = self.forward(next_tokens, past, attention, mask, self.decoder_run.hooks())
+                logits, past = self.forward(next_tokens, past, attention, mask, self.hooks())
             else:
                 tokens = torch.cat([tokens, next_tokens], dim=1)
-                logits, _ = self.forward(tokens, None, attention, mask, self.decoder_run.hooks())
+                logits, _ = self.forward(tokens, None, attention, mask, self.hooks())
         return [self.finished[i] for i in range(len(self.generated))]
 
     def active_generators(self) -> list[torch.Generator] | None:

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.decoding.base import Decoder, DecoderRun, Prompts, StepScores
 from workbench.decoding.loop import Generation, generate
+from workbench.engine.masks import HeadMask
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.masks import HeadMask
 from workbench.tensor_types import StepLogits
 
 if TYPE_CHECKING:
-    from workbench.lens import Hook, Lens
+    from workbench.engine.lens import Hook, Lens
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,9 @@ import plotly.graph_objects as go
 from jaxtyping import Bool, Float
 from plotly.subplots import make_subplots
 
+from workbench.engine.masks import Head
 from workbench.errors import InputError
 from workbench.figures.style import DIVERGING, titled
-from workbench.masks import Head
 from workbench.scores.results import PCSResult
 
 Grid = Float[np.ndarray, "layer head"]

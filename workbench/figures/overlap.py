@@ -9,10 +9,10 @@ from itertools import combinations
 import numpy as np
 import plotly.graph_objects as go
 
+from workbench.engine.masks import Head
 from workbench.errors import InputError
 from workbench.figures.style import titled
 from workbench.heads import HeadWeights
-from workbench.masks import Head
 
 
 def jaccard(first: set[Head], second: set[Head]) -> float:

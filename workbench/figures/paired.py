@@ -1,7 +1,7 @@
 """Paired comparisons of decoding runs as bars: each run's metric difference to the baseline run
 (greedy) on the same examples, with its paired bootstrap interval and permutation p-value. This is
 the routing comparison (global, hard-routed, soft-routed and random heads against greedy) as well
-as any other set of runs that `workbench.comparison.paired_table` compared."""
+as any other set of runs that `workbench.experiments.comparison.paired_table` compared."""
 
 from __future__ import annotations
 

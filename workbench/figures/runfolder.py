@@ -12,7 +12,7 @@ pipeline follows to get its figures:
 | `validation.parquet` | per-example ΔNLL (`validation_deltas`), or the summary (`summarize_validation`), either optionally with a `heads` column naming the head file's variant per row | `validation-<label>` |
 | `validation_summary.csv` | the summary beside the per-example table (else computed from it, seed 0) | `validation-<label>` |
 | `metrics.json` + `predictions.jsonl` | an evaluation folder (`workbench evaluate`); an optional `seconds` entry in metrics.json is its wall time | `comparison` (when no table), `efficiency` |
-| `comparison.parquet` | paired comparisons (`workbench.comparison.paired_table`); several are named by their folders less any named `comparison` | `comparison`, `comparison-<folder>` |
+| `comparison.parquet` | paired comparisons (`workbench.experiments.comparison.paired_table`); several are named by their folders less any named `comparison` | `comparison`, `comparison-<folder>` |
 | `clusters.json` | cluster sizes: `{"sizes": [...]}`, `{"labels": [...]}` (one per user) or `{"clusters": [{"id", "size" or "members"}]}` | panel titles of `pcs-clusters` |
 | `sweep_k.csv` / `.parquet` | `k, value, low, high` (+ optional `group`, `metric`) | `sweep-k` |
 | `sweep_gamma.csv` / `.parquet` | `gamma, value, low, high` (+ optional `group`, `metric`) | `sweep-gamma` |
@@ -38,6 +38,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.errors import InputError
+from workbench.experiments.comparison import compare_runs, load_run
+from workbench.experiments.validation import summarize_validation
 from workbench.figures.efficiency import efficiency_figure
 from workbench.figures.heatmaps import cluster_heatmaps, pcs_heatmap, pcs_side_by_side
 from workbench.figures.overlap import head_set_label, overlap_heatmap
@@ -217,7 +219,6 @@ def _head_file_rank(path: Path, weights: HeadWeights) -> tuple:
 
 def _validation_tables(path: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame | None]:
     """(file, summary, per-example deltas or None) from a validation.parquet or validation_summary.csv."""
-    from workbench.validation import summarize_validation  # imports the model stack: only when needed
 
     table = read_table(path, "a validation table")
     if set(DELTA_COLUMNS) <= set(table.columns):
@@ -413,7 +414,6 @@ def sweep_figure(table: pd.DataFrame, parameter: str, metric: str) -> go.Figure:
 
 def _computed_comparison(run: RunContents, notes: list[str]) -> list[tuple[Path, pd.DataFrame]]:
     """Without a comparison table: every evaluation against the greedy one, paired by example."""
-    from workbench.comparison import compare_runs, load_run
 
     if len(run.evaluations) < 2:
         notes.append(f"skipped comparison: no {COMPARISON_FILE} and fewer than two evaluation folders")

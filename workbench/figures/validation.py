@@ -2,7 +2,7 @@
 the preference set (and retrieval / induction sets) against the distribution over random K-head
 sets, with the profile, without it and their difference, with intervals and permutation p-values.
 
-Inputs are `workbench.validation`'s tables: the summary (`head_set, condition, mean_delta_nll,
+Inputs are `workbench.experiments.validation`'s tables: the summary (`head_set, condition, mean_delta_nll,
 ci_low, ci_high, p_value_vs_random, n_examples, n_random`) and, for the distribution of the
 random sets, the per-example deltas (`example_id, head_set, draw, condition, delta_nll`)."""
 

@@ -4,8 +4,8 @@ that `workbench.heads.HeadWeights.from_scores` turns into head weights."""
 
 from workbench.scores.ablation import ABLATIONS
 from workbench.scores.induction import induction_scores
-from workbench.scores.pcs import METHODS, VARIANTS, score_heads
+from workbench.scores.pcs import METHODS, VARIANTS, ScanOptions, score_heads
 from workbench.scores.results import PCSResult
 from workbench.scores.retrieval import retrieval_scores
 
-__all__ = ["ABLATIONS", "METHODS", "VARIANTS", "PCSResult", "induction_scores", "retrieval_scores", "score_heads"]
+__all__ = ["ABLATIONS", "METHODS", "VARIANTS", "PCSResult", "ScanOptions", "induction_scores", "retrieval_scores", "score_heads"]

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workbench.checkpoint import digest
+from workbench.engine.lens import Lens
+from workbench.engine.masks import Head, HeadMask, Site
 from workbench.errors import InputError
-from workbench.lens import Lens
-from workbench.masks import Head, HeadMask, Site
 from workbench.tensor_types import HeadReference
 
 ABLATIONS: tuple[str, ...] = ("zero", "mean", "resid-slice")

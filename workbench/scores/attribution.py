@@ -13,46 +13,30 @@ far the linear terms can move the loss; the hybrid method also screens candidate
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from workbench.lens import Lens
-from workbench.numerics import invariant_grad
+from workbench.engine.interventions import Hook, Recording
+from workbench.engine.lens import Lens
+from workbench.engine.numerics import invariant_grad
 from workbench.scores.ablation import Ablation
 from workbench.scores.nll import TargetSequence, mean_nll
 from workbench.tensor_types import HeadGrid, HeadOutputs
 
-FINAL_NORM_INPUT = "ln_final.hook_in"
 
-
-def head_gradients(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> tuple[list[HeadOutputs], list[HeadOutputs]]:
+def head_gradients(
+    lens: Lens, sequence: TargetSequence, ablation: Ablation, hooks: Sequence[Hook] = ()
+) -> tuple[list[HeadOutputs], list[HeadOutputs]]:
     """Per layer, the activation at the ablation site and the gradient of the target NLL with
-    respect to it, both as `[batch, pos, head, d_head]` (a residual slice counts as a head)."""
+    respect to it, both as `[batch, pos, head, d_head]` (a residual slice counts as a head), with
+    `hooks` acting in the forward."""
     geometry = lens.geometry
-    activations: dict[int, torch.Tensor] = {}
-
-    def keep(layer: int) -> Callable[..., torch.Tensor]:
-        def hook(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-            # The weights carry no gradient, so the first recorded activation starts the graph.
-            if not activation.requires_grad:
-                activation = activation.detach().requires_grad_(True)
-            activations[layer] = activation
-            return activation
-
-        return hook
-
-    positions = sequence.positions
-    hooks = [(lens.site_hook_name(ablation.site, layer), keep(layer)) for layer in range(geometry.n_layers)]
+    recording = Recording([lens.site_hook_name(ablation.site, layer) for layer in range(geometry.n_layers)], differentiable=True)
     # Only the target positions reach the final norm and unembedding (forward and backward).
-    hooks.append((FINAL_NORM_INPUT, lambda residual, hook: residual[:, positions.to(residual.device)]))
-    tokens = lens.as_batch(list(sequence.ids))
-    with torch.enable_grad(), lens.intervene(None, extra_hooks=hooks):
-        logits = lens.bridge(tokens, return_type="logits")
-        nll = mean_nll(logits, sequence.targets).sum()
-        ordered = [activations[layer] for layer in range(geometry.n_layers)]
-        gradients = invariant_grad(nll, ordered)
+    logits = lens.run(list(sequence.ids), hooks=hooks, record=recording, positions=sequence.positions, grad=True).logits
+    ordered = recording.values()
+    gradients = invariant_grad(mean_nll(logits, sequence.targets).sum(), ordered)
 
     def per_head(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().reshape(*tensor.shape[:2], geometry.n_heads, -1)
@@ -60,10 +44,12 @@ def head_gradients(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> 
     return [per_head(a) for a in ordered], [per_head(g) for g in gradients]
 
 
-def attribution_terms(lens: Lens, sequence: TargetSequence, ablation: Ablation) -> tuple[HeadGrid, HeadGrid]:
+def attribution_terms(
+    lens: Lens, sequence: TargetSequence, ablation: Ablation, hooks: Sequence[Hook] = ()
+) -> tuple[HeadGrid, HeadGrid]:
     """The estimated `NLL(head ablated) − NLL(clean)` of every head and its magnitude (the sum of
     the absolute terms), as float64 `[layer, head]` grids."""
-    activations, gradients = head_gradients(lens, sequence, ablation)
+    activations, gradients = head_gradients(lens, sequence, ablation, hooks)
     estimates, magnitudes = [], []
     for layer, (activation, gradient) in enumerate(zip(activations, gradients)):
         reference = 0.0 if ablation.z_ref is None else ablation.z_ref[layer].to(activation)[None, None]

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.lens import Lens
-from workbench.masks import Head
+from workbench.engine.interventions import Hook
+from workbench.engine.lens import Lens
+from workbench.engine.masks import Head
 from workbench.scores.ablation import Ablation
 from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
@@ -25,13 +26,15 @@ def exact_deltas(
     heads: Sequence[Head] | None = None,
     *,
     max_rows: int = 64,
+    hooks: Sequence[Hook] = (),
 ) -> HeadGrid:
     """`NLL(head ablated) − NLL(clean)` for `heads` (default all) as a float64 `[layer, head]`
-    grid; heads not asked for are NaN."""
+    grid; heads not asked for are NaN. `hooks` act in every forward."""
     geometry = lens.geometry
     heads = geometry.all_heads() if heads is None else [geometry.check_head(*head) for head in heads]
     deltas = torch.full((geometry.n_layers, geometry.n_heads), float("nan"), dtype=torch.float64)
     if heads:
-        result = sequence_nll(lens, sequence, [ablation.together(lens, [head]) for head in heads], max_rows=max_rows)
+        masks = [ablation.together(lens, [head]) for head in heads]
+        result = sequence_nll(lens, sequence, masks, max_rows=max_rows, hooks=hooks)
         deltas[[layer for layer, _ in heads], [head for _, head in heads]] = result.deltas
     return deltas

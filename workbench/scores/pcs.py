@@ -29,26 +29,30 @@ candidate set (the candidates depend on all examples) is completed with the head
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
 from workbench.checkpoint import CheckpointStore, digest
 from workbench.data.tokenized import TokenizedExample
-from workbench.distributed import LocalWorkers, Workers
+from workbench.engine.interventions import Hook
+from workbench.engine.lens import Lens
+from workbench.engine.masks import Head
+from workbench.engine.workers import LocalWorkers, Workers
 from workbench.errors import InputError
-from workbench.lens import Lens
-from workbench.masks import Head
-from workbench.scores.ablation import Ablation, make_ablation
+from workbench.scores.ablation import ABLATIONS, Ablation, make_ablation
 from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence, reference_sequences
 from workbench.scores.ranking import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.scores.results import PCSResult
 from workbench.tensor_types import HeadGrid
+from workbench.typed_config import PositiveInt, typed_config
 
 METHODS: tuple[str, ...] = ("exact", "attribution", "hybrid")
 SCREEN = "estimate+magnitude"
@@ -58,6 +62,25 @@ VARIANTS: dict[str, str | None] = {
     "profile-contrast": "no_profile_prompt_ids",
     "swap-contrast": "swapped_prompt_ids",
 }
+
+
+@typed_config
+class ScanOptions:
+    """How a head scan scores every head (`score_heads`, `PCSScan`, discovery globally and per
+    cluster; shards record it). `top_k`: how many heads the caller will select, for which the
+    hybrid makes `top_m` candidates (default 3·top_k, `default_top_m`); `seed` seeds the result's
+    bootstrap intervals (the scores themselves are deterministic); `task` is recorded only."""
+
+    method: Literal[METHODS] = "exact"  # type: ignore[valid-type]
+    variant: Literal[tuple(VARIANTS)] = "standard"  # type: ignore[misc]
+    ablation: Literal[ABLATIONS] = "zero"  # type: ignore[valid-type]
+    top_k: PositiveInt | None = None
+    top_m: PositiveInt | None = None
+    max_rows: PositiveInt = 64
+    seed: int = 0
+    task: str = ""
+
+    name = "scan"
 
 
 def default_top_m(n_total_heads: int, top_k: int | None = None) -> int:
@@ -78,32 +101,27 @@ def variant_sequences(example: TokenizedExample, variant: str) -> list[tuple[flo
 def score_heads(
     lens: Lens,
     examples: Sequence[TokenizedExample],
+    options: ScanOptions | None = None,
     *,
-    method: str = "exact",
-    variant: str = "standard",
-    ablation: str = "zero",
     reference: Sequence[Sequence[int]] | None = None,
     checkpoint: str | Path | None = None,
-    top_m: int | None = None,
-    top_k: int | None = None,
-    max_rows: int = 64,
-    seed: int = 0,
-    task: str = "",
     progress: bool = True,
     workers: Workers | None = None,
+    hooks: Sequence[Hook] = (),
+    **values: Any,
 ) -> PCSResult:
-    """Score every head of `lens` on `examples`; see the module docstring for the options.
+    """Score every head of `lens` on `examples` with `options` (a `ScanOptions`, or its fields given
+    by name: `score_heads(lens, examples, method="hybrid", top_k=10)`); see the module docstring.
 
     `reference`: token sequences for mean ablation (default: the examples' prompt ‖ target).
-    `top_m`: hybrid candidates re-scored exactly (default: `default_top_m` of `top_k`, the number
-    of heads the caller will select). `seed` seeds the result's bootstrap intervals (the scores
-    themselves are deterministic). `workers` run the examples (default: `lens`, in this process;
-    `workbench.distributed.RayWorkers` on a Ray cluster); the hybrid method chooses its candidates
-    from every example's attribution before any exact score, wherever the examples run.
+    `workers` run the examples (default: `lens`, in this process; `workbench.execution.ray.RayWorkers`
+    on a Ray cluster); the hybrid method chooses its candidates from every example's attribution
+    before any exact score, wherever the examples run. `hooks` (TransformerLens-style `(name, fn)`)
+    act in every forward of the scan, clean and ablated alike.
     """
-    scan = PCSScan(lens, examples, method=method, variant=variant, ablation=ablation, reference=reference,
-                   checkpoint=checkpoint, top_m=top_m, top_k=top_k, max_rows=max_rows, seed=seed, task=task,
-                   progress=progress, workers=workers)  # fmt: skip
+    options = ScanOptions(**values) if options is None else dataclasses.replace(options, **values)
+    scan = PCSScan(lens, examples, options, reference=reference, checkpoint=checkpoint, progress=progress, workers=workers,
+                   hooks=hooks)  # fmt: skip
     return score_scans([scan], [examples])[0]
 
 
@@ -125,64 +143,62 @@ class PCSScan:
     attribution of *all* shards (`candidates`), then runs the exact phase (`result`).
 
     `examples` are the whole scan's (they check the arguments and make the default mean-ablation
-    reference); the phases take any subset of them. `ablation` is a name (made here, `mean` over
-    `reference`) or an `Ablation` already made, which scans run together share (then no `reference`)."""
+    reference); the phases take any subset of them. `ablation`: one made already, which scans run
+    together share (then no `reference`); by default the options' ablation is made here (`mean`
+    over `reference`)."""
 
     def __init__(
         self,
         lens: Lens,
         examples: Sequence[TokenizedExample],
+        options: ScanOptions,
         *,
-        method: str = "exact",
-        variant: str = "standard",
-        ablation: str | Ablation = "zero",
+        ablation: Ablation | None = None,
         reference: Sequence[Sequence[int]] | None = None,
         checkpoint: str | Path | None = None,
-        top_m: int | None = None,
-        top_k: int | None = None,
-        max_rows: int = 64,
-        seed: int = 0,
-        task: str = "",
         progress: bool = True,
         workers: Workers | None = None,
+        hooks: Sequence[Hook] = (),
     ):
-        _check_arguments(lens, examples, method, variant, max_rows)
+        _check_examples(lens, examples, options.variant)
         n_total = lens.geometry.n_total_heads
-        top_m = default_top_m(n_total, top_k) if top_m is None else int(top_m)
-        if method == "hybrid" and not 0 < top_m <= n_total:
+        top_m = default_top_m(n_total, options.top_k) if options.top_m is None else options.top_m
+        if options.method == "hybrid" and not 0 < top_m <= n_total:
             raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
-        if isinstance(ablation, str):
-            ablation = make_ablation(lens, ablation, reference_sequences(examples) if reference is None else reference)
-        elif reference is not None:
-            raise ValueError("a made ablation carries its own reference; give one or the other")
-        self.lens, self.method, self.variant, self.top_m, self.max_rows, self.progress = (
-            lens, method, variant, top_m, max_rows, progress
-        )  # fmt: skip
+        if ablation is None:
+            ablation = make_ablation(lens, options.ablation, reference_sequences(examples) if reference is None else reference)
+        elif reference is not None or ablation.name != options.ablation:
+            raise ValueError("a made ablation carries its own reference and must be the options' ablation")
+        if hooks and checkpoint is not None:
+            raise InputError("a scan with hooks cannot be checkpointed: a hook function has no fingerprint")
+        self.lens, self.options, self.top_m, self.progress, self.hooks = lens, options, top_m, progress, tuple(hooks)
+        self.method, self.variant, self.max_rows = options.method, options.variant, options.max_rows
         self.ablation = ablation
         self.workers = workers if workers is not None else LocalWorkers(lens)
+        hybrid = options.method == "hybrid"
         self.metadata = {
             "model": lens.name,
-            "task": task,
-            "method": method,
-            "variant": variant,
+            "task": options.task,
+            "method": options.method,
+            "variant": options.variant,
             "ablation": ablation.name,
             "n_examples": len(examples),
-            "seed": seed,
-            "top_m": top_m if method == "hybrid" else None,
-            "screen": SCREEN if method == "hybrid" else None,
+            "seed": options.seed,
+            "top_m": top_m if hybrid else None,
+            "screen": SCREEN if hybrid else None,
         }
         self.store = None
         if checkpoint is not None:
             # What makes a stored entry; the examples are not part of it (entries are keyed by their
             # content), and neither are the task label and the seed, which no score depends on.
-            options = {
+            fingerprint = {
                 **{name: self.metadata[name] for name in ("model", "method", "variant", "ablation", "top_m", "screen")},
                 "geometry": vars(lens.geometry),
                 "dtype": str(next(lens.bridge.parameters()).dtype),
-                "max_rows": max_rows,
+                "max_rows": options.max_rows,
                 "reference": ablation.reference_digest,
             }
-            self.store = CheckpointStore(checkpoint, options)
+            self.store = CheckpointStore(checkpoint, fingerprint)
 
     def estimates(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         """The attribution phase: per example, the estimate (`pcs`) and `magnitude` of every head."""
@@ -264,8 +280,9 @@ def _run_phase(phase: str, parts: Sequence[tuple[PCSScan, Sequence[TokenizedExam
     if not parts:
         return []
     first = parts[0][0]
-    if any((scan.lens, scan.variant, scan.max_rows) != (first.lens, first.variant, first.max_rows) for scan, _, _ in parts):
-        raise ValueError("scans run together must share their model, variant and max_rows")
+    if any((scan.lens, scan.variant, scan.max_rows, scan.hooks) != (first.lens, first.variant, first.max_rows, first.hooks)
+           for scan, _, _ in parts):  # fmt: skip
+        raise ValueError("scans run together must share their model, variant, max_rows and hooks")
     plans, tasks, owners = [], [], []
     for which, (scan, examples, heads) in enumerate(parts):
         keys = [f"{phase}/{_content_key(example, scan.variant)}" for example in examples]
@@ -277,7 +294,7 @@ def _run_phase(phase: str, parts: Sequence[tuple[PCSScan, Sequence[TokenizedExam
                 owners.append((which, index))
         plans.append((keys, entries))
     total = sum(len(examples) for _, examples, _ in parts)
-    shared = (tuple(scan.ablation for scan, _, _ in parts), first.variant, first.max_rows)
+    shared = (tuple(scan.ablation for scan, _, _ in parts), first.variant, first.max_rows, first.hooks)
     with tqdm(total=total, initial=total - len(tasks), desc=f"{phase} PCS", unit="example", disable=not first.progress) as bar:
         for position, computed in first.workers.map(part_example_scores, tasks, shared=shared):
             which, index = owners[position]
@@ -298,17 +315,25 @@ def part_example_scores(
     ablations: tuple[Ablation, ...],
     variant: str,
     max_rows: int,
+    hooks: tuple[Hook, ...],
     which: int,
     phase: str,
     example: TokenizedExample,
     heads: list[Head],
 ) -> dict[str, HeadGrid]:
     """`example_scores` with the ablation of scan `which` of those run together (the unit of work a worker runs)."""
-    return example_scores(lens, ablations[which], variant, max_rows, phase, example, heads)
+    return example_scores(lens, ablations[which], variant, max_rows, phase, example, heads, hooks)
 
 
 def example_scores(
-    lens: Lens, ablation: Ablation, variant: str, max_rows: int, phase: str, example: TokenizedExample, heads: list[Head]
+    lens: Lens,
+    ablation: Ablation,
+    variant: str,
+    max_rows: int,
+    phase: str,
+    example: TokenizedExample,
+    heads: list[Head],
+    hooks: Sequence[Hook] = (),
 ) -> dict[str, HeadGrid]:
     """One example's grids of one phase: the signed sum over the variant's sequences of the
     score (`pcs`), and for attribution the unsigned sum of the magnitudes (`magnitude`); the
@@ -316,9 +341,9 @@ def example_scores(
     computed: dict[str, torch.Tensor] = {}
     for sign, sequence in variant_sequences(example, variant):
         if phase == "exact":
-            grids = {"pcs": exact_deltas(lens, sequence, ablation, heads, max_rows=max_rows)}
+            grids = {"pcs": exact_deltas(lens, sequence, ablation, heads, max_rows=max_rows, hooks=hooks)}
         else:
-            estimate, magnitude = attribution_terms(lens, sequence, ablation)
+            estimate, magnitude = attribution_terms(lens, sequence, ablation, hooks=hooks)
             grids = {"pcs": estimate, "magnitude": magnitude}
         for name, grid in grids.items():
             computed[name] = computed.get(name, 0) + (sign * grid if name == "pcs" else grid)
@@ -352,22 +377,16 @@ def hybrid_candidates(estimate: HeadGrid, magnitude: HeadGrid, top_m: int) -> li
     return by_estimate + by_magnitude[: top_m - len(by_estimate)]
 
 
-def _check_arguments(lens: Lens, examples: Sequence[TokenizedExample], method: str, variant: str, max_rows: int) -> None:
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if variant not in VARIANTS:
-        raise InputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if max_rows < 1:
-        raise InputError(f"max_rows must be at least 1, got {max_rows}")
+def _check_examples(lens: Lens, examples: Sequence[TokenizedExample], variant: str) -> None:
     if not examples:
         raise InputError("no examples to score")
     seen: set[str] = set()
+    control = VARIANTS[variant]
     for example in examples:
         if example.example_id in seen:
             raise InputError(f"duplicate example id {example.example_id!r}")
         seen.add(example.example_id)
         example.check_fits(lens.geometry.n_ctx)
-        control = VARIANTS[variant]
         if control is not None and getattr(example, control) is None:
             field = "prompt_no_profile" if variant == "profile-contrast" else "prompt_swapped"
             raise InputError(f"example {example.example_id!r}: the {variant} variant needs its {field} prompt ({control})")

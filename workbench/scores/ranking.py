@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from workbench.engine.masks import Head
 from workbench.errors import InputError
-from workbench.masks import Head
 from workbench.tensor_types import HeadGrid
 
 REFERENCE_TOP_PERCENT = 0.04  # the reference's default selection: 4 % of all heads

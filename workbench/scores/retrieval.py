@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.engine.lens import Lens
 from workbench.errors import InputError
-from workbench.lens import Lens
 from workbench.scores.attention import attention_rows, random_tokens
 from workbench.tensor_types import HeadGrid
 

@@ -16,9 +16,9 @@ import dash
 from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
+from workbench.engine.masks import Head
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.masks import Head
 from workbench.studio import export, views
 from workbench.studio.examples import MAX_TEXT_CHARS, ProfileState, StudioExample
 from workbench.studio.jobs import Job, JobBoard

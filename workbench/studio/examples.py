@@ -21,8 +21,8 @@ from workbench.data.prompts import PromptConfig, build_prompt, shot_text, swap_p
 from workbench.data.retrieval import retrieve
 from workbench.data.sources import load_examples
 from workbench.data.tasks import task_spec
+from workbench.engine.lens import Lens
 from workbench.errors import InputError
-from workbench.lens import Lens
 from workbench.studio.runfolder import TaskSource
 
 MAX_TEXT_CHARS = 100_000  # typed text beyond this is refused before it is tokenized

@@ -5,12 +5,10 @@ head set and ablation kind it reports the reference output's NLL clean and ablat
 profile state and without the profile, and the profile-specific effect (Δ with − Δ without); it
 generates greedy, ablated and DPS continuations; it computes attribution PCS of a single example.
 
-Speed: the clean forward of each (example, profile state) runs once and is kept as the lens's tail
-context (`Lens.tail_context`); an ablation then costs only the layers from its lowest ablated
-layer up (`Lens.run_tail`), and only the reference positions are unembedded. The last ablated run
-of each (example, state) also keeps every block's input residual: a new set that differs from it
-only from layer d on (a click on a head of layer d) restarts there, so a click costs the layers
-above the clicked head, not above the set's lowest head. The two conditions are not batched:
+Speed: every NLL is the scoring engine's (`workbench.scores.engine.MaskedNLL`, one per example and
+profile state): the clean forward runs once, an ablation costs only the layers from its lowest
+ablated layer up, and a new set that differs from the last one only from layer d on (a click on a
+head of layer d) restarts there, from the residual the last run fed block d. The two conditions are not batched:
 their prompts differ in length, the one without profile is the short one, and at a few hundred
 tokens a CPU forward is compute-bound, so padding them into one batch would cost more than it saves.
 
@@ -31,7 +29,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,16 +37,17 @@ import torch
 
 from workbench.data.tokenized import TokenizedExample
 from workbench.decoding import DPS, Decoder, Generation, Greedy, Suppressed, generate
+from workbench.engine.lens import Lens
+from workbench.engine.masks import Head
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.lens import Lens, TailContext
-from workbench.masks import Head, HeadMask
 from workbench.scores import PCSResult, score_heads
+from workbench.scores.engine import MaskedNLL
 from workbench.scores.nll import TargetSequence
 from workbench.studio.examples import OFF, ProfileState, StudioExample, TextExample, load_split
 from workbench.studio.jobs import FairLock
 from workbench.studio.runfolder import RunFolder
-from workbench.tensor_types import HeadReference, Logits, Residual
+from workbench.tensor_types import HeadReference
 
 KINDS: tuple[str, ...] = ("zero", "mean", "weighted")
 DECODERS: tuple[str, ...] = ("greedy", "ablated", "dps")
@@ -104,48 +103,6 @@ class NLLReport:
         return None if len(self.conditions) < 2 else self.conditions[0].delta - self.conditions[1].delta
 
 
-@dataclass
-class _Clean:
-    context: TailContext  # logits kept at the reference positions only
-    sequence: TargetSequence
-    tokens: np.ndarray
-
-    @property
-    def nbytes(self) -> int:
-        tensors = {id(t): t for t in _tensors([self.context.residuals, self.context.block_kwargs, self.context.logits])}
-        return sum(t.nelement() * t.element_size() for t in tensors.values())
-
-
-@dataclass
-class _Ablated:
-    """One ablated run: its mask (one row) and each block's input residual from its lowest
-    ablated layer up."""
-
-    scale: torch.Tensor  # [layer, head]
-    z_ref: HeadReference | None
-    residuals: dict[int, Residual]
-    tokens: np.ndarray
-
-    def first_difference(self, mask: HeadMask) -> int | None:
-        """The lowest layer where `mask` (one row) acts differently from this run's mask; None when
-        they are the same (a different reference activation differs everywhere)."""
-        same_reference = (self.z_ref is None and mask.z_ref is None) or (
-            self.z_ref is not None and mask.z_ref is not None and torch.equal(self.z_ref, mask.z_ref)
-        )
-        if not same_reference:
-            return 0
-        differing = torch.nonzero((self.scale != mask.scale[0]).any(dim=1)).flatten().tolist()
-        return differing[0] if differing else None
-
-
-def token_nll(logits: Logits, targets: torch.Tensor) -> np.ndarray:
-    """NLL of each target token, `[batch, target]`, from logits at the target positions (log-softmax
-    in float32 as in `workbench.scores.nll.mean_nll`, whose mean this is)."""
-    log_probs = logits.float().log_softmax(dim=-1)
-    index = targets.to(logits.device)[None, :, None].expand(logits.shape[0], -1, 1)
-    return -log_probs.gather(-1, index)[..., 0].double().cpu().numpy()
-
-
 class StudioSession:
     """The lens, the run folder and its examples, with the computations the page asks for."""
 
@@ -155,8 +112,7 @@ class StudioSession:
         self.lock = FairLock()
         self._splits: dict[str, list[StudioExample]] = {}
         self._typed: OrderedDict[tuple, TextExample] = OrderedDict()
-        self._clean: OrderedDict[tuple[str, str], _Clean] = OrderedDict()
-        self._ablated: OrderedDict[tuple[str, str], _Ablated] = OrderedDict()
+        self._measures: OrderedDict[tuple[str, str], MaskedNLL] = OrderedDict()
         self._z_ref: OrderedDict[str, HeadReference] = OrderedDict()
         self._attribution: OrderedDict[tuple[str, str, str], PCSResult] = OrderedDict()
 
@@ -215,61 +171,16 @@ class StudioSession:
 
     # --- NLL ---------------------------------------------------------------------------------
 
-    def _clean_run(self, example: StudioExample, state: ProfileState) -> _Clean:
+    def _measure(self, example: StudioExample, state: ProfileState) -> MaskedNLL:
+        """The scoring engine's NLL of this example's reference under this state's prompt (the
+        clean forward kept; the least used ones dropped past `CACHE_BYTES`)."""
         key = (example.key, state.key)
-        if key not in self._clean:
-            sequence = TargetSequence(example.prompt_ids(state), example.target_ids)
-            context = self.lens.tail_context(list(sequence.ids))
-            kept = replace(context, logits=context.logits[:, sequence.positions.to(context.logits.device)])
-            _remember(self._clean, key, _Clean(kept, sequence, token_nll(kept.logits, sequence.targets)[0]))
-            while len(self._clean) > 1 and sum(c.nbytes for c in self._clean.values()) > CACHE_BYTES:
-                dropped, _ = self._clean.popitem(last=False)
-                self._ablated.pop(dropped, None)
-        self._clean.move_to_end(key)
-        return self._clean[key]
-
-    def _ablated_tokens(self, key: tuple[str, str], clean: _Clean, mask: HeadMask | None) -> np.ndarray:
-        """Per-token reference NLL with `mask`, restarting from the last run of `key` where it can."""
-        if mask is None:
-            return clean.tokens
-        start, residual, inherited = min(mask.active_layers()), None, {}
-        previous = self._ablated.get(key)
-        if previous is not None:
-            first = previous.first_difference(mask)
-            if first is None:
-                return previous.tokens
-            if first > start and first in previous.residuals:
-                start, residual = first, previous.residuals[first]
-                inherited = {layer: r for layer, r in previous.residuals.items() if layer < first}
-        recorded: dict[int, Residual] = {}
-
-        def recorder(layer: int) -> Callable[..., None]:
-            def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-                recorded[layer] = (args[0] if args else kwargs["hidden_states"]).detach()
-
-            return record
-
-        blocks = self.lens.bridge.blocks
-        handles = [
-            blocks[layer].register_forward_pre_hook(recorder(layer), with_kwargs=True)
-            for layer in range(start, self.lens.n_layers)
-        ]
-        try:
-            positions = clean.sequence.positions.to(self.lens.device)
-            context = clean.context
-            if residual is not None:  # the previous run's residual entering block `start`
-                residuals = list(context.residuals)
-                residuals[start] = residual
-                context = replace(context, residuals=residuals)
-            logits = self.lens.run_tail(context, start, mask=mask, positions=positions)
-        finally:
-            for handle in handles:
-                handle.remove()
-        tokens = token_nll(logits, clean.sequence.targets)[0]
-        # Only the clean contexts' keys keep a run (one per example and profile state).
-        if key in self._clean:
-            self._ablated[key] = _Ablated(mask.scale[0].clone(), mask.z_ref, {**inherited, **recorded}, tokens)
-        return tokens
+        if key not in self._measures:
+            _remember(self._measures, key, MaskedNLL(self.lens, TargetSequence(example.prompt_ids(state), example.target_ids)))
+            while len(self._measures) > 1 and sum(m.nbytes for m in self._measures.values()) > CACHE_BYTES:
+                self._measures.popitem(last=False)
+        self._measures.move_to_end(key)
+        return self._measures[key]
 
     def nll(self, example: StudioExample, state: ProfileState, heads: HeadSet, ablation: AblationKind) -> NLLReport:
         """The reference NLL clean and with `heads` ablated, for `state` and without profile."""
@@ -279,14 +190,12 @@ class StudioSession:
             states = [state] if state.mode == "off" else [state, OFF]
             conditions = []
             for current in states:
-                clean = self._clean_run(example, current)
+                measure = self._measure(example, current)
                 mask = None
                 if weights is not None:
-                    mask = self._suppressed(example, weights, ablation).generic.mask(self.lens, weights, [clean.sequence.ids])
-                ablated = self._ablated_tokens((example.key, current.key), clean, mask)
-                conditions.append(
-                    Condition(current.describe(), float(clean.tokens.mean()), float(ablated.mean()), clean.tokens, ablated)
-                )
+                    mask = self._suppressed(example, weights, ablation).generic.mask(self.lens, weights, [measure.sequence.ids])
+                clean, ablated = measure.clean.numpy(), measure.masked(mask).numpy()
+                conditions.append(Condition(current.describe(), float(clean.mean()), float(ablated.mean()), clean, ablated))
             tokens = [self.lens.decode([t], skip_special_tokens=False) for t in example.target_ids]
             return NLLReport(conditions, tokens, len(heads), ablation.describe(), time.perf_counter() - started)
 
@@ -371,16 +280,6 @@ class _ObservedRun:
     def score(self, logits: torch.Tensor) -> Any:
         self._on_step()
         return self._inner.score(logits)
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    return []
 
 
 def _remember(cache: OrderedDict, key: Any, value: Any, size: int = CACHED_ITEMS) -> None:

@@ -1,16 +1,17 @@
-"""Heterogeneous users: profile embeddings, clusters of users, preference heads per cluster, and
+"""Heterogeneous users: profile embeddings, clusters of users, their preference heads on disk, and
 routing each user to the clusters' head weights (the paper's cluster-aware DPS).
 
 - `embeddings`: all-MiniLM-L6-v2 profile embeddings (unit norm), cached on disk by content;
 - `profiles`: one profile per user and the text of it that is embedded;
 - `clusters`: k-means with spherical refinement, and the `clusters.json` record;
 - `clustering`: a split's users clustered, with a report (`workbench cluster`);
-- `cluster_heads`: PCS and head weights per cluster (`workbench discover --clusters`);
+- `cluster_heads`: head weights per cluster on disk (found by `workbench.experiments.cluster_discovery`,
+  `workbench discover --clusters`);
 - `routing`: hard / soft routes, the routed head mix and its diagnostics (`workbench evaluate
   --clusters`). docs/routing.md explains how this differs from the DPS authors' code.
 """
 
-from workbench.users.cluster_heads import ClusterHeads, discover_cluster_heads, save_cluster_discovery
+from workbench.users.cluster_heads import ClusterHeads
 from workbench.users.clustering import Clustering, cluster_examples, save_clustering
 from workbench.users.clusters import ClusterFile, UserClusters, cluster_users, number_of_clusters
 from workbench.users.embeddings import embed_texts, embedder_identity
@@ -35,7 +36,6 @@ __all__ = [
     "UserRoutes",
     "cluster_examples",
     "cluster_users",
-    "discover_cluster_heads",
     "embed_texts",
     "embedder_identity",
     "number_of_clusters",
@@ -44,7 +44,6 @@ __all__ = [
     "route_users",
     "routed_head_weights",
     "routing_diagnostics",
-    "save_cluster_discovery",
     "save_clustering",
     "user_profiles",
 ]

