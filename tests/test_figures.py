@@ -4,6 +4,7 @@ export writes one shared plotly.js per folder plus PNGs of the figure's own size
 
 from __future__ import annotations
 
+import base64
 import struct
 
 import numpy as np
@@ -15,6 +16,7 @@ from plotly.offline import get_plotlyjs
 from workbench.errors import InputError
 from workbench.experiments.validation import summarize_validation
 from workbench.figures import (
+    StaticPngRenderer,
     cluster_heatmaps,
     efficiency_figure,
     head_heatmap,
@@ -25,12 +27,16 @@ from workbench.figures import (
     pcs_heatmap,
     pcs_side_by_side,
     random_draw_means,
+    read_colours,
     save_figure,
     save_figures,
     score_grid,
+    series_colours,
+    static_version,
     sweep_plot,
     validation_figure,
 )
+from workbench.figures.colours import FIXED, PALETTE
 from workbench.heads import HeadWeights
 from workbench.scores import PCSResult
 
@@ -227,8 +233,14 @@ def test_validation_figure_shows_the_random_distribution_n_k_p_and_the_interval_
             assert trace.y[0] == pytest.approx(part.loc[name, "mean_delta_nll"])
             assert trace.error_y.array[0] == pytest.approx(part.loc[name, "ci_high"] - part.loc[name, "mean_delta_nll"])
             assert trace.error_y.arrayminus[0] == pytest.approx(part.loc[name, "mean_delta_nll"] - part.loc[name, "ci_low"])
-        p_values = {a.x: a.text for a in figure.layout.annotations if a.xref == axis}
-        assert p_values == {name: f"p = {part.loc[name, 'p_value_vs_random']:.2g}" for name in ("preference", "retrieval")}
+        axis_layout = figure.layout[axis.replace("x", "xaxis")]
+        p_values = {
+            name: label.split("<br>")[-1] for name, label in zip(axis_layout.tickvals, axis_layout.ticktext) if name != "random"
+        }
+        assert p_values == {
+            name: f"<span style='font-size:11px'>p = {part.loc[name, 'p_value_vs_random']:.2g}</span>"
+            for name in ("preference", "retrieval")
+        }
     words = text_of(figure)
     for fragment in ("n = 4 held-out examples", "K = 7 heads per set", "3 random K-head sets", "95% percentile-bootstrap",
                      "one-sided permutation p-value", "with the profile", "without the profile", "profile-specific"):  # fmt: skip
@@ -275,18 +287,18 @@ def test_paired_bars_show_each_runs_difference_interval_and_p():
     figure = paired_bars(table)
     bars = traces(figure, "bar")
     assert [bar.name for bar in bars] == ["rouge-1", "meteor"]
-    for bar, metric in zip(bars, ["rouge-1", "meteor"]):
+    for bar, metric, axis in zip(bars, ["rouge-1", "meteor"], ["x", "x2"]):
         part = table[table.metric == metric]
-        assert list(bar.x) == ["global", "hard-routed", "random-heads"]
-        assert list(bar.y) == pytest.approx(list(part.difference))
-        assert list(bar.error_y.array) == pytest.approx([0.03] * 3) and list(bar.error_y.arrayminus) == pytest.approx([0.02] * 3)
-    p_texts = [a.text for a in figure.layout.annotations if a.xref == "x"]
-    assert p_texts == ["p = 0.3", "p = 0.01", "p = 0.8"]
+        assert list(bar.y) == ["global", "hard-routed", "random-heads"] and bar.orientation == "h"
+        assert list(bar.x) == pytest.approx(list(part.difference))
+        assert list(bar.error_x.array) == pytest.approx([0.03] * 3) and list(bar.error_x.arrayminus) == pytest.approx([0.02] * 3)
+        p_texts = {a.y: a.text for a in figure.layout.annotations if a.xref == f"{axis} domain"}
+        assert p_texts == {"global": "p = 0.3", "hard-routed": "p = 0.01", "random-heads": "p = 0.8"}
     words = text_of(figure)
     assert "n = 16 paired examples" in words and "95% paired bootstrap" in words and "greedy" in words
 
 
-def test_efficiency_shows_seconds_and_metric_against_cost():
+def test_efficiency_shows_seconds_and_each_metric_on_the_methods_rows():
     table = pd.DataFrame(
         {
             "method": ["greedy", "greedy", "dps", "dps"],
@@ -299,10 +311,13 @@ def test_efficiency_shows_seconds_and_metric_against_cost():
     )
     figure = efficiency_figure(table)
     (bar,) = traces(figure, "bar")
-    assert list(bar.x) == ["greedy", "dps"] and list(bar.y) == [2.0, 3.0] and list(bar.text) == ["1.00× greedy", "1.50× greedy"]
-    points = {(t.xaxis, t.name): (t.x[0], t.y[0], t.error_y.array[0]) for t in traces(figure, "scatter")}
-    assert points[("x2", "dps")] == pytest.approx((3.0, 0.33, 0.05)) and points[("x3", "greedy")] == pytest.approx(
-        (2.0, 0.20, 0.05)
+    assert list(bar.y) == ["greedy", "dps"] and list(bar.x) == [2.0, 3.0]
+    assert {a.y: a.text for a in figure.layout.annotations if a.xref == "x domain"} == {"greedy": "1.00×", "dps": "1.50×"}
+    assert "the ratio to greedy" in text_of(figure)
+    points = {(t.xaxis, method): (x, high, low) for t in traces(figure, "scatter")
+              for method, x, high, low in zip(t.y, t.x, t.error_x.array, t.error_x.arrayminus)}  # fmt: skip
+    assert points[("x2", "dps")] == pytest.approx((0.33, 0.05, 0.05)) and points[("x3", "greedy")] == pytest.approx(
+        (0.20, 0.05, 0.05)
     )
     with pytest.raises(InputError, match="seconds_per_example"):
         efficiency_figure(table.drop(columns=["seconds_per_example"]))
@@ -326,3 +341,63 @@ def test_save_shares_one_plotly_js_per_folder_and_exports_pngs_of_the_figures_si
     save_figure(figures[tmp_path / "eye"], tmp_path / "again", png=False)
     assert (tmp_path / "plotly.min.js").stat().st_mtime_ns == shared  # written once, not per figure
     assert not list(tmp_path.glob(".*"))  # no temporary leftovers
+
+
+def png_bytes_size(data: bytes) -> tuple[int, int]:
+    return struct.unpack(">II", data[16:24])
+
+
+def test_static_exports_are_drawn_without_the_hover_hint(tmp_path):
+    """The PNG of `save_figures` and of a notebook both show `static_version`: one subtitle line less."""
+    figure = pcs_heatmap(pcs_result(0))
+    static = static_version(figure)
+    assert static.layout.height == figure.layout.height - 19
+    (png,) = StaticPngRenderer(scale=1).to_mimebundle(figure.to_dict()).values()
+    assert png_bytes_size(base64.b64decode(png)) == (figure.layout.width, static.layout.height)
+    save_figure(figure, tmp_path / "pcs")
+    assert png_size(tmp_path / "pcs.png") == (2 * figure.layout.width, 2 * static.layout.height)
+    assert "hover: mean over examples" in (tmp_path / "pcs.html").read_text()
+
+
+def test_series_colours_keep_known_ones_and_never_repeat():
+    colours = series_colours(["greedy", "cad", "random-heads", "dps"])
+    assert colours == {"greedy": FIXED["greedy"], "cad": PALETTE[0], "random-heads": FIXED["random-heads"], "dps": PALETTE[1]}
+    many = series_colours([f"run-{i}" for i in range(60)])
+    assert len(set(many.values())) == 60 and all(len(c) == 7 and c.startswith("#") for c in many.values())
+    assert not set(many.values()) & set(FIXED.values())  # the baseline's and the control's colours stay theirs
+    kept = series_colours(["new", "cad"], {"cad": PALETTE[1], "other": FIXED["greedy"]})
+    assert kept["cad"] == PALETTE[1] and kept["new"] == PALETTE[0]  # known colours kept, a new name the first free one
+    assert series_colours(["greedy"], {"other": FIXED["greedy"]})["greedy"] not in (FIXED["greedy"],)  # its colour was taken
+
+
+def test_colour_files_are_checked(tmp_path):
+    path = tmp_path / "colours.json"
+    path.write_text('{"cad": "#ABCDEF", "dps": "#0072b2"}')
+    assert read_colours(path) == {"cad": "#abcdef", "dps": "#0072b2"}
+    for text, message in (('{"cad": "red"}', "colour of 'cad' must be written #rrggbb"), ("[1]", "expected a JSON object"),
+                          ('{"a": "#000000", "b": "#000000"}', "'a', 'b' share the colour #000000")):  # fmt: skip
+        path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            read_colours(path)
+
+
+@pytest.mark.parametrize("n", [9, 10])
+def test_both_figures_warn_below_the_same_number_of_examples_in_one_wording(n):
+    table = comparison_table().assign(n=n)
+    summary, _ = validation_tables()
+    paired, validation = text_of(paired_bars(table)), text_of(validation_figure(summary.assign(n_examples=n)))
+    if n < 10:
+        assert f"only {n} paired examples: bootstrap intervals are too narrow below 10" in paired
+        assert (
+            f"only {n} held-out examples: bootstrap intervals are too narrow below 10; read the differences as descriptive"
+            in validation
+        )
+    else:
+        assert "only" not in paired and "only" not in validation
+
+
+def test_validation_figure_takes_k_from_its_table():
+    summary, _ = validation_tables()
+    assert "K = 5 heads per set" in text_of(validation_figure(summary.assign(n_heads=5)))
+    with pytest.raises(InputError, match="K = 4 was given, but the validation table's head sets have 5 heads"):
+        validation_figure(summary.assign(n_heads=5), k=4)

@@ -192,3 +192,53 @@ def test_heads_of_another_model_are_refused_naming_both_shapes(tmp_path):
     assert not (tmp_path / "x").exists()
     made = run("figures", "heatmap", "--pcs", tmp_path / "pcs.parquet", "--out", tmp_path / "x", "--name", "../up", "--no-png")
     refused(made, "--name must be a plain file name")
+
+
+def test_validation_shows_the_k_that_validate_recorded(tmp_path):
+    """The figure said "K not recorded" for a study whose head file had K; the tables now carry it."""
+    validate = tmp_path / "validate"
+    validate.mkdir()
+    recorded = validation_deltas().assign(n_heads=3)  # what `workbench validate` writes now
+    recorded.to_parquet(validate / "validation.parquet")
+    summarize_validation(recorded).to_csv(validate / "validation_summary.csv", index=False)
+    out = tmp_path / "figures"
+    made = run("figures", "validation", "--summary", validate / "validation_summary.csv", "--deltas", validate / "validation.parquet",
+               "--out", out, "--no-png")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "K = 3 heads per set" in page_text(out / "validation.html")
+    assert "only 3 held-out examples: bootstrap intervals are too narrow below 10" in page_text(out / "validation.html")
+    refused(run("figures", "validation", "--deltas", validate / "validation.parquet", "--k", 4, "--out", out),
+            "K = 4 was given, but the validation table's head sets have 3 heads")  # fmt: skip
+
+    older = tmp_path / "older"  # tables written before they carried K: the stage's fingerprint, else the heads validated
+    older.mkdir()
+    validation_deltas().to_parquet(older / "validation.parquet")
+    (older / "fingerprint.json").write_text(json.dumps({"stage": "validate", "options": {"k": 2, "n_random": 2}}))
+    made = run("figures", "validation", "--deltas", older / "validation.parquet", "--out", out, "--name", "older", "--no-png")
+    assert made.exit_code == 0 and "K = 2 heads per set" in page_text(out / "older.html"), made.output
+    (older / "fingerprint.json").write_text(json.dumps({"stage": "validate", "options": {"k": None, "n_random": 2}}))
+    HeadWeights.from_scores(torch.rand(3, 4), top_k=4).save(tmp_path / "discover" / "heads.json")
+    made = run("figures", "validation", "--deltas", older / "validation.parquet", "--heads", tmp_path / "discover" / "heads.json",
+               "--out", out, "--name", "heads", "--no-png")  # fmt: skip
+    assert made.exit_code == 0 and "K = 4 heads per set" in page_text(out / "heads.html"), made.output
+    made = run("figures", "validation", "--deltas", older / "validation.parquet", "--out", out, "--name", "unknown", "--no-png")
+    assert made.exit_code == 0 and "K not recorded" in page_text(out / "unknown.html"), made.output
+
+
+def test_single_figures_take_a_run_folders_colours(tmp_path):
+    comparison = pd.DataFrame({"baseline": ["eval/greedy"] * 2, "run": ["eval/cad", "eval/dps"], "metric": ["rouge-1"] * 2,
+                               "baseline_value": 0.3, "value": [0.32, 0.31], "difference": [0.02, 0.01], "low": 0.0, "high": 0.04,
+                               "p_value": 0.2, "n": 16})  # fmt: skip
+    comparison.to_parquet(tmp_path / "comparison.parquet")
+    (tmp_path / "colours.json").write_text(json.dumps({"dps": "#123456", "cad": "#ABCDEF"}))
+    made = run("figures", "comparison", tmp_path / "comparison.parquet", "--colours", tmp_path / "colours.json", "--out",
+               tmp_path / "out", "--no-png")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert '"marker":{"color":["#abcdef","#123456"]}' in page_text(tmp_path / "out" / "comparison.html")
+    (tmp_path / "colours.json").write_text(json.dumps({"dps": "#123456", "cad": "#123456"}))
+    refused(run("figures", "comparison", tmp_path / "comparison.parquet", "--colours", tmp_path / "colours.json", "--out",
+                tmp_path / "out"), "'dps', 'cad' share the colour #123456")  # fmt: skip
+    (tmp_path / "colours.json").write_text(json.dumps({"dps": "blue"}))
+    pd.DataFrame({"method": ["cad", "dps"], "seconds_per_example": [1.0, 1.4]}).to_csv(tmp_path / "cost.csv", index=False)
+    refused(run("figures", "efficiency", tmp_path / "cost.csv", "--colours", tmp_path / "colours.json", "--out",
+                tmp_path / "out"), "colours.json: the colour of 'dps' must be written #rrggbb, got 'blue'")  # fmt: skip

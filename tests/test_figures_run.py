@@ -96,7 +96,7 @@ def test_the_demo_layout_gives_every_figure_it_has_inputs_for(tmp_path):
     expected = summary[(summary.heads == "standard") & (summary.condition == "profile") & (summary.head_set == "preference")]
     assert shown[0].y[0] == pytest.approx(expected.mean_delta_nll.iloc[0])
     (bars,) = [t for t in drawn.figures["comparison"].data if t.name == "rouge-1"]
-    assert list(bars.x) == ["dps-standard"] and bars.y[0] == pytest.approx(0.075)  # computed against greedy
+    assert list(bars.y) == ["dps-standard"] and bars.x[0] == pytest.approx(0.075)  # computed against greedy
     assert any(note.startswith("skipped pcs-clusters") for note in drawn.notes)
     assert any(note.startswith("skipped sweep-gamma") for note in drawn.notes)
     assert any(note.startswith("skipped efficiency") for note in drawn.notes)
@@ -141,7 +141,7 @@ def test_stage_folders_clusters_sweeps_and_timings(tmp_path):
     assert list(drawn.figures["sweep-k"].data[1].y) == [0.1, 0.3, 0.4]
     assert {"sweep-gamma-rouge-1", "sweep-gamma-meteor"} <= set(drawn.figures)
     (seconds,) = [t for t in drawn.figures["efficiency"].data if t.type == "bar"]
-    assert list(seconds.x) == ["greedy", "dps"] and list(seconds.y) == [2.0, 3.0]  # seconds / n examples, greedy first
+    assert list(seconds.y) == ["greedy", "dps"] and list(seconds.x) == [2.0, 3.0]  # seconds / n examples, greedy first
     assert [note for note in drawn.notes if "broken" in note] == [
         f"skipped {tmp_path / 'broken' / 'heads.json'}: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
     ]
@@ -151,3 +151,81 @@ def test_stage_folders_clusters_sweeps_and_timings(tmp_path):
         "standard · hybrid (validate)<br>(3 heads)",
         *[f"cluster {c} · standard · hybrid<br>(3 heads)" for c in range(3)],  # the cluster from the folder name
     ]
+
+
+def shown_colours(figure) -> dict[str, str]:
+    """Each run's colour as the figure draws it: bars and points by their row, lines by their name."""
+    colours: dict[str, set[str]] = {}
+    for trace in figure.data:
+        if trace.type == "bar" or trace.mode == "markers":  # a bar or a point per run, on its row
+            marker = trace.marker.color
+            for name, colour in zip(trace.y, [marker] * len(trace.y) if isinstance(marker, str) else marker):
+                colours.setdefault(str(name), set()).add(colour)
+        elif trace.mode == "lines+markers":  # a line per run
+            colours.setdefault(trace.name, set()).add(trace.line.color)
+    assert all(len(found) == 1 for found in colours.values()), colours  # one colour per run within the figure
+    return {name: found.pop() for name, found in colours.items()}
+
+
+def compared_run(root, names, seed: int = 0):
+    """Evaluation folders (scores of 6 examples, 3 seconds each) and the demo's three comparison tables."""
+    from workbench.experiments.comparison import compare_runs
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        if not (root / "eval" / name).is_dir():
+            metrics = evaluation(root / "eval" / name, name, list(rng.uniform(0, 1, 6)))
+            (root / "eval" / name / "metrics.json").write_text(json.dumps({**metrics, "seconds": 18.0}))
+    folders = {name: root / "eval" / name for name in names}
+    dps = [folders[name] for name in names if name.startswith("dps")]
+    with pytest.warns(UserWarning, match="only 6 paired examples"):
+        tables = {
+            "comparison": compare_runs([folders["greedy"], *(f for n, f in folders.items() if n != "greedy")], resamples=20),
+            "comparison/routing": compare_runs([folders["greedy"], *dps[:2], folders["random-heads"]], resamples=20),
+            "comparison/vs-random-heads": compare_runs([folders["random-heads"], *dps], resamples=20),
+        }
+    for folder, table in tables.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        table.to_parquet(root / folder / "comparison.parquet")
+    pd.DataFrame({"group": [dps[0].name] * 2, "gamma": [1.0, 3.0], "value": [0.3, 0.2], "low": 0.1, "high": 0.4}).to_csv(
+        root / "comparison" / "sweep_gamma.csv", index=False
+    )
+
+
+def test_each_run_keeps_one_colour_in_every_figure_and_across_redraws(tmp_path):
+    from workbench.figures.colours import COLOURS_FILE
+    from workbench.pipeline.figures import draw_figures
+
+    run, out = tmp_path / "run", tmp_path / "figures"
+    names = ["greedy", "greedy-no-profile", "cad", "dps-standard", "dps-profile-contrast", "random-heads", "dps-routed-hard",
+             "dps-routed-soft"]  # fmt: skip
+    compared_run(run, names)
+
+    def colours_drawn() -> dict[str, dict[str, str]]:
+        drawn = draw_run(read_run(run, skip=out))
+        return {stem: shown_colours(figure) for stem, figure in drawn.figures.items()
+                if stem.startswith(("comparison", "efficiency", "sweep"))}  # fmt: skip
+
+    written = draw_figures(run, out, png=False, say=lambda _: None)
+    assert run / COLOURS_FILE in written
+    recorded = json.loads((run / COLOURS_FILE).read_text())
+    figures = colours_drawn()
+    assert set(figures) == {"comparison", "comparison-routing", "comparison-vs-random-heads", "efficiency", "sweep-gamma"}
+    for stem, colours in figures.items():
+        assert len(set(colours.values())) == len(colours), stem  # distinct runs, distinct colours
+        assert colours == {name: recorded[name] for name in colours}, stem  # the recorded colour, in every figure
+    assert set(figures["efficiency"]) == set(names) and recorded["greedy"] != recorded["greedy-no-profile"]
+
+    before = (run / COLOURS_FILE).stat().st_mtime_ns
+    assert run / COLOURS_FILE not in draw_figures(run, out, png=False, say=lambda _: None)  # drawn again: nothing to record
+    assert (run / COLOURS_FILE).stat().st_mtime_ns == before and colours_drawn() == figures
+
+    compared_run(run, ["greedy", "beam", *names[1:]], seed=1)  # a run added, first in every table and in name order
+    draw_figures(run, out, png=False, say=lambda _: None)
+    extended = json.loads((run / COLOURS_FILE).read_text())
+    assert {name: extended[name] for name in recorded} == recorded  # every run keeps its colour
+    assert extended["beam"] not in recorded.values()
+    assert shown_colours(draw_run(read_run(run, skip=out)).figures["comparison"])["beam"] == extended["beam"]
+
+    (run / COLOURS_FILE).write_text(json.dumps({**extended, "cad": "#000000"}))  # a colour chosen by hand
+    assert shown_colours(draw_run(read_run(run, skip=out)).figures["efficiency"])["cad"] == "#000000"

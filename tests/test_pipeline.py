@@ -322,7 +322,8 @@ def test_figures_have_clean_names_and_a_png_change_reuses_every_stage(lens, smal
         pcs = pd.read_parquet(out / "discover-clusters" / f"cluster-{cluster}" / "pcs.parquet")
         means = pcs.groupby(["layer", "head"])["pcs"].mean().unstack().to_numpy()
         assert np.allclose(np.array(trace.z, dtype=float), means)
-    assert sorted(drawn["comparison-routing"].data[0].x) == sorted(plan.ROUTING_RUNS)
+    assert sorted(drawn["comparison-routing"].data[0].y) == sorted(plan.ROUTING_RUNS)
+    assert set(plan.ROUTING_RUNS) <= set(json.loads((out / "colours.json").read_text()))  # the run's colours, recorded
     labels = drawn["overlap"].data[0].x
     assert sum("cluster" in label for label in labels) == config.n_clusters
     assert not list((out / "figures").glob("*.png"))

@@ -548,6 +548,7 @@ def test_exports_and_error_banner(page, lens, run_folder):
     page.wait_for_selector("#error-box >> text=no comparisons yet")
     shot(page, "09-error-banner")
     page.locator("#dismiss").click()
+    page.wait_for_selector("#error-box", state="hidden")  # the map moves up once the banner is gone
     click_head(page, 1, 1)
     wait_for_heads(page, "L1H1")
     click_head(page, 2, 0)

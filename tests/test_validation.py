@@ -53,7 +53,9 @@ def test_deltas_equal_twin_forwards_with_each_set_ablated_together(tiny, example
             ]
             assert row["nll_clean"].item() == pytest.approx(float(clean), abs=1e-5)
             assert row["delta_nll"].item() == pytest.approx(float(masked - clean), abs=1e-5)
+            assert row["n_heads"].item() == len(heads)
     assert deltas["delta_nll"].abs().min() > 1e-4
+    assert set(summarize_validation(deltas, n_resamples=50)["n_heads"]) == {3}  # K: the 3 heads with a non-zero weight
 
 
 def test_head_sets(tiny, weights):

@@ -180,8 +180,10 @@ def smallest_p_value(differing: int) -> float:
     return min(1.0, 2.0 / 2**differing)
 
 
-def small_sample_caveat(n: int, *, alpha: float = 0.05) -> str | None:
-    """Why intervals and p-values over `n` paired examples cannot mean much, or None."""
+def small_sample_caveat(n: int, *, noun: str = "paired example", paired: bool = True, alpha: float = 0.05) -> str | None:
+    """Why intervals over `n` examples (and, for a `paired` comparison, its sign-flip p-values) cannot
+    mean much, or None: the one wording of the comparison command's warning and of the figures'
+    caution lines (`noun` names what was counted)."""
     reasons = []
     if n < MIN_INTERVAL_EXAMPLES:
         reasons.append(
@@ -189,13 +191,13 @@ def small_sample_caveat(n: int, *, alpha: float = 0.05) -> str | None:
             if n < 2
             else f"bootstrap intervals are too narrow below {MIN_INTERVAL_EXAMPLES}"
         )
-    if n < 2:
+    if paired and n < 2:
         reasons.append("the p-value is always 1")
-    elif smallest_p_value(n) > alpha:
+    elif paired and smallest_p_value(n) > alpha:
         reasons.append(f"no two-sided p-value can fall below {smallest_p_value(n):.3g}")
     if not reasons:
         return None
-    return f"only {n} paired example{'s' if n != 1 else ''}: {' and '.join(reasons)}; read the differences as descriptive"
+    return f"only {n} {noun}{'s' if n != 1 else ''}: {' and '.join(reasons)}; read the differences as descriptive"
 
 
 def mean_of(values: np.ndarray) -> Statistic:

@@ -24,6 +24,10 @@ PcsFiles = Annotated[
     list[Path], typer.Argument(help="pcs.parquet files; a heads.json beside one is ringed.", metavar="PCS", show_default=False)
 ]
 TableArgument = Annotated[Path, typer.Argument(help="A CSV or Parquet table.", metavar="TABLE", show_default=False)]
+ColoursOption = Annotated[
+    Path | None,
+    typer.Option("--colours", help="A run folder's colours.json: each run in its colour there (runs it lacks get free ones)."),
+]
 
 
 def _stem(out: Path, name: str | None, kind: str) -> Path:
@@ -38,6 +42,12 @@ def _save(figure, out: Path, name: str | None, kind: str, png: bool) -> None:
 
     for path in save_figure(figure, _stem(out, name, kind), png=png):
         print(f"wrote {path}")
+
+
+def _colours(path: Path | None) -> dict[str, str] | None:
+    from workbench.figures import read_colours
+
+    return read_colours(path) if path is not None else None
 
 
 def _discoveries(paths: list[Path]):
@@ -157,15 +167,24 @@ def validation(
         Path | None,
         typer.Option("--deltas", help="validation.parquet (per example) from `workbench validate`: the random sets' spread."),
     ] = None,
-    k: Annotated[int | None, typer.Option("--k", help="K, the heads per set (for the subtitle).")] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", help="K, the heads per set, for validation tables that do not record it (n_heads).")
+    ] = None,
+    heads: Annotated[
+        Path | None,
+        typer.Option("--heads", help="The heads.json validated: K is its number of heads, when nothing else records K."),
+    ] = None,
     label: Annotated[str, typer.Option("--label", help="What the preference heads are (in the title).")] = "",
     name: NameOption = None,
     title: TitleOption = None,
     png: PngOption = True,
 ) -> None:
-    """ΔNLL of the preference set against the distribution over random sets, with and without the profile."""
+    """ΔNLL of the preference set against the distribution over random sets, with and without the profile.
+    K comes from the tables (n_heads), else --k, else the fingerprint.json beside them (--top-k), else
+    --heads or a heads.json beside them."""
     from workbench.figures import validation_figure
-    from workbench.figures.runfolder import read_table
+    from workbench.figures.runfolder import HEADS_FILE, read_table, recorded_k
+    from workbench.heads import HeadWeights
 
     if summary is None and deltas is None:
         raise InputError("give --summary (validation_summary.csv), --deltas (validation.parquet) or both")
@@ -177,6 +196,10 @@ def validation(
         from workbench.experiments.validation import summarize_validation
 
         table = summarize_validation(per_example)
+    folder = (summary if summary is not None else deltas).parent
+    if k is None and "n_heads" not in table.columns:  # tables written before they recorded K
+        heads = heads or (folder / HEADS_FILE if (folder / HEADS_FILE).is_file() else None)
+        k = recorded_k(folder) or (len(HeadWeights.load_any(heads).heads()) if heads else None)
     try:
         figure = validation_figure(table, deltas=per_example, k=k, label=label, title=title)
     except InputError as error:  # e.g. columns missing: another kind of table
@@ -192,6 +215,7 @@ def sweep(
     out: OutOption,
     x: Annotated[str, typer.Option("--x", help="The swept parameter's column: k or gamma.")] = "k",
     name: NameOption = None,
+    colours: ColoursOption = None,
     png: PngOption = True,
 ) -> None:
     """A metric or ΔNLL against K or γ with intervals, from a sweep table (columns: x, value, low, high,
@@ -201,9 +225,10 @@ def sweep(
     if x not in SWEEPS:
         raise InputError(f"--x must be one of {', '.join(SWEEPS)}, got {x!r}")
     frame = read_table(table, f"a sweep table with columns {x}, value, low, high")
+    known = _colours(colours)
     for metric, part in by_metric(frame):
         try:
-            figure = sweep_figure(part, x, metric)
+            figure = sweep_figure(part, x, metric, colours=known)
         except InputError as error:
             raise InputError(f"{table}: {error}") from None
         suffix = f"-{slug(metric)}" if metric else ""
@@ -224,6 +249,7 @@ def comparison(
     out: OutOption,
     name: NameOption = None,
     title: TitleOption = None,
+    colours: ColoursOption = None,
     png: PngOption = True,
 ) -> None:
     """Each run's metric difference to the baseline with paired intervals (e.g. global / hard / soft routing, random heads)."""
@@ -236,8 +262,9 @@ def comparison(
         from workbench.experiments.comparison import compare_runs
 
         table = compare_runs(sources)
+    known = _colours(colours)
     try:
-        figure = paired_bars(table, title=title)
+        figure = paired_bars(table, title=title, colours=known)
     except InputError as error:
         raise InputError(f"{sources[0]}: {error}") from None
     _save(figure, out, name, "comparison", png)
@@ -245,14 +272,16 @@ def comparison(
 
 @app.command("efficiency")
 @friendly_errors(resumable=False)
-def efficiency(table: TableArgument, out: OutOption, name: NameOption = None, png: PngOption = True) -> None:
+def efficiency(
+    table: TableArgument, out: OutOption, name: NameOption = None, colours: ColoursOption = None, png: PngOption = True
+) -> None:
     """Seconds per example per method, and each metric against that cost (columns: method, seconds_per_example, [metric, value, low, high])."""
     from workbench.figures import efficiency_figure
     from workbench.figures.runfolder import read_table
 
-    frame = read_table(table, "an efficiency table")
+    frame, known = read_table(table, "an efficiency table"), _colours(colours)
     try:
-        figure = efficiency_figure(frame)
+        figure = efficiency_figure(frame, colours=known)
     except InputError as error:
         raise InputError(f"{table}: {error}") from None
     _save(figure, out, name, "efficiency", png)

@@ -94,7 +94,8 @@ def validation_deltas(
     reference: Sequence[Sequence[int]] | None = None,
     workers: Workers | None = None,
 ) -> pd.DataFrame:
-    """Per example, condition and head set: clean NLL, NLL with the set ablated together, ΔNLL.
+    """Per example, condition and head set: the set's number of heads (`n_heads`), clean NLL, NLL with
+    the set ablated together, ΔNLL.
 
     `sets` is one study's head sets, or several studies by name (e.g. the head sets of two PCS
     variants): the table then has a `heads` column naming the study, and a head set shared by
@@ -141,8 +142,10 @@ def validation_deltas(
             for study, study_sets in studies.items():
                 for name, draw, heads in study_sets:
                     value = float(nll[row, 1 + unique.index(tuple(heads))])
-                    rows.append((study, example.example_id, example.user_id, name, draw, condition, clean, value, value - clean))
-    columns = ["heads", "example_id", "user_id", "head_set", "draw", "condition", "nll_clean", "nll_masked", "delta_nll"]
+                    rows.append((study, example.example_id, example.user_id, name, draw, len(heads), condition, clean, value,
+                                 value - clean))  # fmt: skip
+    columns = ["heads", "example_id", "user_id", "head_set", "draw", "n_heads", "condition",
+               "nll_clean", "nll_masked", "delta_nll"]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     return table.drop(columns="heads") if not isinstance(sets, Mapping) else table
 
@@ -163,7 +166,8 @@ def example_nlls(
 
 def summarize_validation(deltas: pd.DataFrame, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Mean ΔNLL per head set and condition, bootstrap interval over examples, permutation p-value
-    (per study, with a `heads` column, when the table has one)."""
+    (per study, with a `heads` column, when the table has one) and, when the table records it, the
+    set's number of heads (`n_heads`: K)."""
     if "heads" in deltas.columns:
         parts = [
             summarize_validation(part.drop(columns="heads"), level=level, n_resamples=n_resamples, seed=seed).assign(heads=name)
@@ -183,7 +187,10 @@ def summarize_validation(deltas: pd.DataFrame, *, level: float = 0.95, n_resampl
             p_value = float("nan") if name == "random" else (1 + int((random_means >= mean).sum())) / (1 + len(random_means))
             records.append((name, condition, mean, float(low), float(high), p_value, len(values), len(random_means)))
     columns = ["head_set", "condition", "mean_delta_nll", "ci_low", "ci_high", "p_value_vs_random", "n_examples", "n_random"]
-    return pd.DataFrame(records, columns=columns)
+    summary = pd.DataFrame(records, columns=columns)
+    if "n_heads" in deltas.columns:
+        summary["n_heads"] = summary["head_set"].map(deltas.groupby("head_set")["n_heads"].max()).astype(int)
+    return summary
 
 
 def validate_heads(

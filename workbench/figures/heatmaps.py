@@ -27,6 +27,7 @@ INTERVAL = "95% percentile-bootstrap interval over examples"
 SELECTED = "selected heads (ringed)"
 RING = {"symbol": "circle-open", "size": 15, "color": "black", "line": {"width": 2.5}}  # the marker of a selected head
 ESTIMATED = "attribution estimate (dotted); undotted cells: exact ablation"
+HOVER = f"hover: mean over examples and its {INTERVAL}"  # on the interactive page only
 
 
 def score_grid(frame: pd.DataFrame, value: str = "pcs") -> Grid:
@@ -106,8 +107,9 @@ def pcs_heatmap(result: PCSResult, *, highlight: Sequence[Head] = (), title: str
     """A PCS result's mean per head; the subtitle names how it was made, the hover gives the interval."""
     described = describe_scores(result)
     title = title or f"Preference contribution score of every head ({result.metadata.get('variant') or 'PCS'})"
-    subtitle = [" · ".join(described.values()), f"hover: mean over examples and its {INTERVAL}"]
-    return heatmap_panels([HeatmapPanel.of_scores(result, highlight=highlight)], title=title, subtitle=subtitle)
+    return heatmap_panels(
+        [HeatmapPanel.of_scores(result, highlight=highlight)], title=title, subtitle=" · ".join(described.values()), hover=HOVER
+    )
 
 
 def pcs_side_by_side(
@@ -152,8 +154,7 @@ def _score_panels(
         own = [v for k, v in description.items() if k not in shared and not (k == "variant" and variant and variant in label)]
         heading = f"<b>{label}</b>" + (f"<br><sup>{' · '.join(own)}</sup>" if own else "")
         panels.append(HeatmapPanel.of_scores(result, title=heading, highlight=(highlights or {}).get(label, ())))
-    subtitle = [" · ".join(shared.values()), f"hover: mean over examples and its {INTERVAL}"]
-    return heatmap_panels(panels, title=title, subtitle=subtitle, columns=columns)
+    return heatmap_panels(panels, title=title, subtitle=" · ".join(shared.values()), columns=columns, hover=HOVER)
 
 
 def heatmap_panels(
@@ -163,10 +164,12 @@ def heatmap_panels(
     subtitle: Sequence[str] | str = (),
     value_label: str = PCS_LABEL,
     columns: int | None = None,
+    hover: str = "",
 ) -> go.Figure:
     """Maps of one model's heads in a grid of panels sharing one colour scale, symmetric about 0
-    (blue: negative, red: positive). Traces per panel: the heatmap, then the ringed selected heads
-    (when any), then dots on attribution-estimated cells (when a map mixes them with exact ones)."""
+    (blue: negative, red: positive); `hover` says what hovering shows (on the interactive page
+    only). Traces per panel: the heatmap, then the ringed selected heads (when any), then dots on
+    attribution-estimated cells (when a map mixes them with exact ones)."""
     if not panels:
         raise InputError("no head maps to draw")
     grids = [np.asarray(panel.grid, dtype=float) for panel in panels]
@@ -267,7 +270,7 @@ def heatmap_panels(
         plot_bgcolor="#e8e8e8",  # NaN cells (nothing measured) show grey, not the white of 0
     )
     top_extra = 40 if titled_panels else 0  # the first row's panel titles sit above the plotting area
-    titled(figure, title, subtitle, plot_size=(plot_w, plot_h), right=150, top_extra=top_extra, legend=bool(shown))
+    titled(figure, title, subtitle, plot_size=(plot_w, plot_h), right=150, top_extra=top_extra, legend=bool(shown), hover=hover)
     return figure
 
 

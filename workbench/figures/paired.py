@@ -1,7 +1,8 @@
 """Paired comparisons of decoding runs as bars: each run's metric difference to the baseline run
 (greedy) on the same examples, with its paired bootstrap interval and permutation p-value. This is
 the routing comparison (global, hard-routed, soft-routed and random heads against greedy) as well
-as any other set of runs that `workbench.experiments.comparison.paired_table` compared."""
+as any other set of runs that `workbench.experiments.comparison.paired_table` compared: one panel per metric,
+one row per run (`workbench.figures.rows`), each panel's p-values in a column beside it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from workbench.errors import InputError
-from workbench.figures.style import p_text, set_colour, titled
+from workbench.figures.colours import ColourMap, series_colours
+from workbench.figures.rows import ROW_PX, row_notes, row_panels
+from workbench.figures.style import p_text, text_width, titled
+from workbench.stats import small_sample_caveat
 
 COLUMNS = ("baseline", "run", "metric", "baseline_value", "value", "difference", "low", "high", "p_value", "n")
 
@@ -22,9 +25,11 @@ def run_name(folder: str) -> str:
     return Path(str(folder)).name or str(folder)
 
 
-def paired_bars(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """One panel per metric: a bar per run with the difference to the baseline, error bars from
-    the paired bootstrap interval, the p-value above each bar."""
+def paired_bars(table: pd.DataFrame, *, title: str | None = None, colours: ColourMap | None = None) -> go.Figure:
+    """One panel per metric, one row per run: a bar with the difference to the baseline, error bars
+    from the paired bootstrap interval, the p-value beside the panel. `colours` maps run names to
+    colours (e.g. the run folder's, so a run has one colour in every figure); runs it lacks get
+    free ones."""
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise InputError(f"comparison table lacks column(s) {', '.join(missing)}")
@@ -32,25 +37,29 @@ def paired_bars(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         raise InputError("comparison table has no rows")
     metrics = list(dict.fromkeys(table["metric"]))
     baseline = run_name(table["baseline"].iloc[0])
-    figure = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.1)
+    runs = list(dict.fromkeys(run_name(run) for run in table["run"]))
+    colours = series_colours(runs, colours)
+    figure, plot_w, note_px = row_panels(metrics, runs, [p_text(float(p)) for p in table["p_value"]])
     for column, metric in enumerate(metrics, start=1):
         part = table[table["metric"] == metric]
         names = [run_name(run) for run in part["run"]]
         figure.add_trace(
             go.Bar(
-                x=names,
-                y=part["difference"],
-                marker_color=[set_colour(name, index) for index, name in enumerate(names)],
-                error_y={
+                y=names,
+                x=part["difference"],
+                orientation="h",
+                marker_color=[colours[name] for name in names],
+                error_x={
                     "type": "data",
                     "symmetric": False,
                     "array": part["high"] - part["difference"],
                     "arrayminus": part["difference"] - part["low"],
                     "thickness": 1.5,
+                    "color": "#2c3e50",
                 },
                 customdata=part[["value", "baseline_value", "low", "high", "p_value"]].to_numpy(),
-                hovertemplate=f"%{{x}}: {metric} %{{customdata[0]:.4f}} vs {baseline} %{{customdata[1]:.4f}}"
-                "<br>difference %{y:+.4f} [%{customdata[2]:+.4f}, %{customdata[3]:+.4f}]"
+                hovertemplate=f"%{{y}}: {metric} %{{customdata[0]:.4f}} vs {baseline} %{{customdata[1]:.4f}}"
+                "<br>difference %{x:+.4f} [%{customdata[2]:+.4f}, %{customdata[3]:+.4f}]"
                 "<br>p = %{customdata[4]:.3g}<extra></extra>",
                 showlegend=False,
                 name=metric,
@@ -58,19 +67,23 @@ def paired_bars(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
             row=1,
             col=column,
         )
-        for name, high, low, p_value in zip(names, part["high"], part["low"], part["p_value"]):
-            top = max(float(high), float(low), 0.0) if pd.notna(high) else 0.0
-            figure.add_annotation(
-                x=name, y=top, text=p_text(float(p_value)), showarrow=False, yshift=12, font={"size": 11}, row=1, col=column
-            )
-        figure.add_hline(y=0, line={"color": "#444", "width": 1}, row=1, col=column)
-        figure.update_xaxes(tickangle=-30, row=1, col=column)
-    figure.update_yaxes(title_text=f"difference to {baseline}", row=1, col=1)
+        row_notes(figure, column, names, [p_text(float(p)) for p in part["p_value"]])
+        figure.add_vline(x=0, line={"color": "#444", "width": 1}, row=1, col=column)
+        figure.update_xaxes(title_text=f"difference to {baseline}", row=1, col=column)
     n = sorted({int(v) for v in table["n"]})
     confidence = float(table["confidence"].iloc[0]) if "confidence" in table.columns else 0.95
     subtitle = [
         f"n = {' / '.join(map(str, n))} paired examples (the same examples for every run) · baseline: {baseline}",
         f"bars: difference with its {confidence:.0%} paired bootstrap interval; p: two-sided paired permutation test",
     ]
-    width = max(260, 70 * len(set(table["run"]))) * len(metrics)
-    return titled(figure, title or f"Decoding runs against {baseline}", subtitle, plot_size=(width, 380), bottom=140)
+    return titled(
+        figure,
+        title or f"Decoding runs against {baseline}",
+        subtitle,
+        plot_size=(plot_w, max(ROW_PX * len(runs), 150)),
+        left=text_width(runs) + 24,
+        right=note_px + 10,
+        bottom=70,
+        top_extra=24,
+        caution=small_sample_caveat(min(n)),
+    )

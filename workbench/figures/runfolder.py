@@ -17,7 +17,9 @@ pipeline follows to get its figures:
 | `sweep_k.csv` / `.parquet` | `k, value, low, high` (+ optional `group`, `metric`) | `sweep-k` |
 | `sweep_gamma.csv` / `.parquet` | `gamma, value, low, high` (+ optional `group`, `metric`) | `sweep-gamma` |
 | `efficiency.csv` / `.parquet` | `method, seconds_per_example` (+ optional `metric, value, low, high`) | `efficiency` |
-| `demo-config.json` / `fingerprint.json` | a `top_k` entry: K of the validation study when no head file says it | |
+| `fingerprint.json` beside a validation table | `options.k`: K of that study when its table has no `n_heads` column | `validation-<label>` subtitle |
+| `demo-config.json` / `fingerprint.json` | a `top_k` entry: K of the validation study when nothing else says it | |
+| `colours.json` (at the top of the run) | one colour per run (`workbench.figures.colours`); written by `draw_figures` | every figure that shows runs |
 
 A PCS result is a cluster's when its metadata or its head file's `extra` has `cluster` (or
 `cluster_id`), or its folder is named `cluster-<id>` / `cluster_<id>`. Figures whose inputs are
@@ -40,10 +42,11 @@ import plotly.graph_objects as go
 from workbench.errors import InputError
 from workbench.experiments.comparison import compare_runs, load_run
 from workbench.experiments.validation import summarize_validation
+from workbench.figures.colours import COLOURS_FILE, read_colours, series_colours
 from workbench.figures.efficiency import efficiency_figure
 from workbench.figures.heatmaps import cluster_heatmaps, pcs_heatmap, pcs_side_by_side
 from workbench.figures.overlap import head_set_label, overlap_heatmap
-from workbench.figures.paired import paired_bars
+from workbench.figures.paired import paired_bars, run_name
 from workbench.figures.sweeps import sweep_plot
 from workbench.figures.validation import DELTA_COLUMNS, SUMMARY_COLUMNS, validation_figure
 from workbench.heads import HeadWeights, read_json_object
@@ -53,7 +56,8 @@ from workbench.scores.results import PCSResult
 PCS_FILE, HEADS_FILE = "pcs.parquet", "heads.json"
 VALIDATION_FILE, VALIDATION_SUMMARY_FILE = "validation.parquet", "validation_summary.csv"
 METRICS_FILE, PREDICTIONS_FILE, COMPARISON_FILE = "metrics.json", "predictions.jsonl", "comparison.parquet"
-CLUSTERS_FILE, RECORD_FILES = "clusters.json", ("fingerprint.json", "demo-config.json")
+FINGERPRINT_FILE = "fingerprint.json"
+CLUSTERS_FILE, RECORD_FILES = "clusters.json", (FINGERPRINT_FILE, "demo-config.json")
 SWEEPS = {"k": ("sweep_k", "number of heads K"), "gamma": ("sweep_gamma", "γ (contrast strength)")}
 SWEEP_STEMS = {stem: parameter for parameter, (stem, _) in SWEEPS.items()}
 EFFICIENCY_STEM = "efficiency"
@@ -153,7 +157,19 @@ class RunContents:
     sweeps: dict[str, tuple[Path, pd.DataFrame]] = field(default_factory=dict)
     efficiency: tuple[Path, pd.DataFrame] | None = None
     top_k: int | None = None
+    colours: dict[str, str] = field(default_factory=dict)  # the recorded map, extended by the runs it lacks
     notes: list[str] = field(default_factory=list)
+
+    def series(self) -> list[str]:
+        """The names of the runs (and sweep groups) the figures show: those of the comparison
+        tables (in their order), then of the evaluation folders, the cost table, the sweeps."""
+        names = [run_name(run) for _, table in self.comparisons for column in ("run", "baseline") if column in table
+                 for run in table[column]]  # fmt: skip
+        names += [folder.name for folder in self.evaluations]
+        if self.efficiency is not None and "method" in self.efficiency[1]:
+            names += [str(method) for method in self.efficiency[1]["method"]]
+        names += [str(group) for _, table in self.sweeps.values() if "group" in table for group in table["group"]]
+        return names
 
 
 def _walk(root: Path, skip: Path | None) -> Iterator[Path]:
@@ -204,6 +220,8 @@ def read_run(root: str | Path, *, skip: str | Path | None = None) -> RunContents
     for discovery in run.discoveries:
         discovery.label = discovery.label or f"cluster {discovery.cluster} · {discovery.variant}"
     run.head_files = dict(sorted(run.head_files.items(), key=lambda item: _head_file_rank(*item)))
+    recorded = root / COLOURS_FILE
+    run.colours = series_colours(run.series(), read_colours(recorded) if recorded.is_file() else {})
     return run
 
 
@@ -301,8 +319,9 @@ def draw_run(run: RunContents) -> Drawn:
         for name, part, part_deltas in _split_by_heads(summary, deltas):
             label = name or _relative(run.root, path.parent)
             stem = "validation" if len(run.validations) == 1 and name is None else f"validation-{slug(label)}"
+            k = None if "n_heads" in part.columns else _validation_k(run, path, name)  # the table's own K comes first
             with noted(notes, stem):
-                figures[stem] = validation_figure(part, deltas=part_deltas, k=_validation_k(run, path, name), label=label)
+                figures[stem] = validation_figure(part, deltas=part_deltas, k=k, label=label)
 
     for parameter, (stem, _) in SWEEPS.items():
         if parameter not in run.sweeps:
@@ -312,19 +331,21 @@ def draw_run(run: RunContents) -> Drawn:
         for metric, part in parts:
             name = f"sweep-{parameter}" + (f"-{slug(metric)}" if len(parts) > 1 else "")
             with noted(notes, name):
-                figures[name] = sweep_figure(part, parameter, metric)
+                figures[name] = sweep_figure(part, parameter, metric, colours=run.colours)
 
     comparisons = run.comparisons or _computed_comparison(run, notes)
     stems = comparison_stems(run.root, [path for path, _ in comparisons])
     for (_, table), stem in zip(comparisons, stems):
         with noted(notes, stem):
-            figures[stem] = paired_bars(table)
+            figures[stem] = paired_bars(table, colours=run.colours)
     efficiency = run.efficiency[1] if run.efficiency else _timed_evaluations(run)
     if efficiency is None:
         notes.append(f"skipped efficiency: no {EFFICIENCY_STEM}.csv/.parquet and no evaluation recording its seconds")
     with noted(notes, "efficiency"):
         if efficiency is not None:
-            figures["efficiency"] = efficiency_figure(efficiency, subtitle="seconds per example as recorded by each run")
+            figures["efficiency"] = efficiency_figure(
+                efficiency, subtitle="seconds per example as recorded by each run", colours=run.colours
+            )
     return Drawn(figures, notes)
 
 
@@ -373,7 +394,11 @@ def _split_by_heads(summary: pd.DataFrame, deltas: pd.DataFrame | None):
 
 
 def _validation_k(run: RunContents, path: Path, heads_name: str | None) -> int | None:
-    """K of a validation study: the size of the head set it names (or that sits beside it), else the run's top_k."""
+    """K of a validation study whose table does not record it: the `k` its folder's fingerprint
+    records, else the size of the head set it names (or that sits beside it), else the run's top_k."""
+    k = recorded_k(path.parent)
+    if k is not None:
+        return k
     if heads_name is not None:
         for discovery in run.discoveries:
             if heads_name in (discovery.label, discovery.variant) and discovery.heads is not None:
@@ -384,6 +409,14 @@ def _validation_k(run: RunContents, path: Path, heads_name: str | None) -> int |
     return run.top_k
 
 
+def recorded_k(folder: Path) -> int | None:
+    """The K (`--top-k`) that the validation stage's fingerprint in `folder` records, if any."""
+    fingerprint = folder / FINGERPRINT_FILE
+    options = read_json_object(fingerprint).get("options") if fingerprint.is_file() else None
+    k = options.get("k") if isinstance(options, dict) else None
+    return k if isinstance(k, int) else None
+
+
 def by_metric(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
     """(metric, rows) for each metric of a table with a `metric` column, else ("", the table)."""
     if "metric" in table.columns and table["metric"].nunique() > 1:
@@ -392,9 +425,9 @@ def by_metric(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
         yield (str(table["metric"].iloc[0]) if "metric" in table.columns and len(table) else ""), table
 
 
-def sweep_figure(table: pd.DataFrame, parameter: str, metric: str) -> go.Figure:
+def sweep_figure(table: pd.DataFrame, parameter: str, metric: str, *, colours: dict[str, str] | None = None) -> go.Figure:
     """A sweep table (`parameter`, `value` or `mean_delta_nll`, `low`/`high` or `ci_low`/`ci_high`,
-    optional `group`) as lines with interval bands."""
+    optional `group`) as lines with interval bands, each group in its colour of `colours`."""
     value = "value" if "value" in table.columns else "mean_delta_nll"
     low, high = ("low", "high") if "low" in table.columns else ("ci_low", "ci_high")
     axis = SWEEPS[parameter][1]
@@ -409,6 +442,7 @@ def sweep_figure(table: pd.DataFrame, parameter: str, metric: str) -> go.Figure:
         x_title=axis,
         y_title=metric or value,
         subtitle="bands: the intervals recorded in the sweep table",
+        colours=colours,
     )
 
 

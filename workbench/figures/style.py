@@ -1,5 +1,6 @@
 """What every figure shares: the template, fonts, the diverging scale, colours of head sets, and
-titles with a subtitle that states what the numbers are."""
+titles with a subtitle that states what the numbers are (and, on the interactive page only, what
+hovering shows: `static_version` is the figure as a PNG or SVG shows it)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from workbench.figures.colours import series_colours
+
 TEMPLATE = "plotly_white"
 FONT = {"family": "DejaVu Sans, Arial, sans-serif", "size": 13}
 DIVERGING = "RdBu_r"  # blue below zero, red above, white at zero
-SET_COLOURS = {"preference": "#c0392b", "random": "#7f7f7f", "retrieval": "#2471a3", "induction": "#7d3c98", "greedy": "#34495e"}
-OTHER_COLOURS = ("#d68910", "#17a589", "#5d6d7e", "#a04000", "#1abc9c")
+SET_COLOURS = {"preference": "#c0392b", "random": "#7f7f7f", "retrieval": "#2471a3", "induction": "#7d3c98"}
+CAUTION_COLOUR = "#a93226"  # the caution line of a subtitle (too few examples)
 SUBTITLE_CHAR_PX = 7.6  # about the width of one subtitle character at the shared font size
+CHAR_EM = 0.62  # at most about the width of one character of the shared font, in units of its size
 LEGEND_GAP_PX = 72  # between the plotting area and a legend below it (room for the x axis title)
+STATIC = "static"  # the key in `layout.meta` of the heading a static export shows (no hover hints)
 
 
-def set_colour(name: str, index: int = 0) -> str:
-    """The colour of a head set (or run) by name (random-* controls grey); others cycle through a fixed palette."""
-    if name.startswith("random"):
-        return SET_COLOURS["random"]
-    return SET_COLOURS.get(name, OTHER_COLOURS[index % len(OTHER_COLOURS)])
+def head_set_colours(names: Sequence[str]) -> dict[str, str]:
+    """Colours of head sets: the preference, random, retrieval and induction sets their own, any
+    other set one no other has."""
+    return series_colours(names, {name: SET_COLOURS[name] for name in names if name in SET_COLOURS})
+
+
+def text_width(texts: Sequence[str], size: float = FONT["size"]) -> int:
+    """About the width in pixels of the widest of `texts` at font `size`, for the room that must hold them."""
+    return int(CHAR_EM * size * max((len(text) for text in texts), default=0)) + 1
 
 
 def wrapped(line: str, width_px: int) -> list[str]:
@@ -60,14 +69,18 @@ def titled(
     bottom: int = 60,
     top_extra: int = 0,
     legend: bool = False,
+    caution: str | None = None,
+    hover: str = "",
 ) -> go.Figure:
     """Apply the shared layout: `title`, then `subtitle` lines (what was measured, n, intervals)
-    wrapped to the figure's width, around a plotting area of `plot_size` (width, height) pixels;
-    `left` / `right` / `bottom` margins leave room for labels, a colour bar or x labels, `top_extra` for panel
-    titles; `legend` puts the legend below the x axis title."""
+    wrapped to the figure's width, then `caution` in red (why the numbers cannot mean much), then
+    `hover` (what hovering shows: on the interactive page only, see `static_version`), around a
+    plotting area of `plot_size` (width, height) pixels; `left` / `right` / `bottom` margins leave
+    room for labels, a colour bar or x labels, `top_extra` for panel titles; `legend` puts the
+    legend below the x axis title."""
     width = plot_size[0] + left + right
     lines = [piece for line in ([subtitle] if isinstance(subtitle, str) else subtitle) if line for piece in wrapped(line, width)]
-    top = 64 + 19 * len(lines) + top_extra
+    lines += [f'<span style="color:{CAUTION_COLOUR}">{piece}</span>' for piece in (wrapped(caution, width) if caution else [])]
     legend_height = 0
     if legend:
         legend_height = LEGEND_GAP_PX + 22 * legend_entries(figure)
@@ -75,22 +88,43 @@ def titled(
             showlegend=True,
             legend={"yanchor": "top", "y": -(bottom - 60 + LEGEND_GAP_PX) / plot_size[1], "xanchor": "left", "x": 0.0},
         )
+
+    def heading(shown: list[str]) -> dict:
+        top = 64 + 19 * len(shown) + top_extra
+        return {"subtitle": "<br>".join(shown), "top": top, "height": plot_size[1] + top + bottom + legend_height}
+
+    static, interactive = heading(lines), heading(lines + (wrapped(hover, width) if hover else []))
     figure.update_layout(
         title={
             "text": title,
-            "subtitle": {"text": "<br>".join(lines)},
+            "subtitle": {"text": interactive["subtitle"]},
             "x": 0.01,
             "xanchor": "left",
-            "y": 0.995,
+            "y": 1.0,
+            "yref": "container",
             "yanchor": "top",
+            "pad": {"t": 8},
         },
         template=TEMPLATE,
         font=FONT,
         width=width,
-        height=plot_size[1] + top + bottom + legend_height,
-        margin={"t": top, "l": left, "r": right, "b": bottom + legend_height},
+        height=interactive["height"],
+        margin={"t": interactive["top"], "l": left, "r": right, "b": bottom + legend_height},
+        meta={STATIC: static} if hover else None,
     )
     return figure
+
+
+def static_version(figure: go.Figure) -> go.Figure:
+    """The figure as a static export (PNG, SVG) shows it: without the subtitle lines that say what
+    hovering shows, and as much less tall. The figure itself is not changed."""
+    meta = figure.layout.meta
+    static = meta.get(STATIC) if isinstance(meta, dict) else None
+    if not static:
+        return figure
+    copy = go.Figure(figure)
+    copy.update_layout(title_subtitle_text=static["subtitle"], margin_t=static["top"], height=static["height"], meta=None)
+    return copy
 
 
 def p_text(p_value: float) -> str:

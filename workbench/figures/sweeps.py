@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.errors import InputError
-from workbench.figures.style import set_colour, titled
+from workbench.figures.colours import ColourMap, series_colours
+from workbench.figures.style import titled
 
 
 def _band_colour(colour: str) -> str:
@@ -29,9 +30,11 @@ def sweep_plot(
     x_title: str | None = None,
     y_title: str | None = None,
     subtitle: Sequence[str] | str = (),
+    colours: ColourMap | None = None,
 ) -> go.Figure:
     """`y` against `x`, one line per value of `group`, with a shaded band between the `low` and
-    `high` columns when both are given."""
+    `high` columns when both are given. `colours` maps group names (runs, head sets) to colours;
+    groups it lacks get free ones."""
     needed = {x, y} | {c for c in (group, low, high) if c}
     missing = needed - set(frame.columns)
     if missing:
@@ -39,10 +42,11 @@ def sweep_plot(
     if frame.empty:
         raise InputError("sweep table has no rows")
     figure = go.Figure()
-    groups = frame.groupby(group, sort=False) if group else [(y, frame)]
-    for index, (name, part) in enumerate(groups):
+    groups = list(frame.groupby(group, sort=False)) if group else [(y, frame)]
+    colours = series_colours([str(name) for name, _ in groups], colours)
+    for name, part in groups:
         part = part.sort_values(x)
-        colour = set_colour(str(name), index)
+        colour = colours[str(name)]
         if low and high:
             figure.add_trace(
                 go.Scatter(

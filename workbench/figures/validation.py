@@ -3,8 +3,10 @@ the preference set (and retrieval / induction sets) against the distribution ove
 sets, with the profile, without it and their difference, with intervals and permutation p-values.
 
 Inputs are `workbench.experiments.validation`'s tables: the summary (`head_set, condition, mean_delta_nll,
-ci_low, ci_high, p_value_vs_random, n_examples, n_random`) and, for the distribution of the
-random sets, the per-example deltas (`example_id, head_set, draw, condition, delta_nll`)."""
+ci_low, ci_high, p_value_vs_random, n_examples, n_random`, and `n_heads`, the K of each set, in
+tables written since it was added) and, for the distribution of the random sets, the per-example
+deltas (`example_id, head_set, draw, condition, delta_nll`). Each set's p-value is written under
+its name on the axis."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.errors import InputError
-from workbench.figures.style import p_text, set_colour, titled
+from workbench.figures.style import head_set_colours, p_text, titled
+from workbench.stats import small_sample_caveat
 
 SUMMARY_COLUMNS = ("head_set", "condition", "mean_delta_nll", "ci_low", "ci_high", "p_value_vs_random", "n_examples", "n_random")
 DELTA_COLUMNS = ("example_id", "head_set", "draw", "condition", "delta_nll")
@@ -55,10 +58,13 @@ def validation_figure(
 ) -> go.Figure:
     """One panel per condition: each head set's mean ΔNLL with its bootstrap interval and its
     p-value against the random sets; the random sets drawn as the distribution of their means
-    (a box with every draw, from `deltas`) when the per-example table is given."""
+    (a box with every draw, from `deltas`) when the per-example table is given. `k`, the heads
+    per set, is read from the table's `n_heads` column when it has one (a different `k` is an
+    error), else taken as given."""
     _require(summary, SUMMARY_COLUMNS, "validation table")
     if summary.empty:
         raise InputError("validation table has no rows")
+    k = heads_per_set(summary, k)
     conditions = [c for c in CONDITION_TITLES if c in set(summary["condition"])]
     conditions += [c for c in dict.fromkeys(summary["condition"]) if c not in conditions]
     draws = random_draw_means(deltas) if deltas is not None else None
@@ -66,6 +72,7 @@ def validation_figure(
         rows=1, cols=len(conditions), subplot_titles=[CONDITION_TITLES.get(c, c) for c in conditions], horizontal_spacing=0.08
     )
     shown: set[str] = set()
+    colours = head_set_colours(sorted(set(summary["head_set"]), key=lambda name: (name != "preference", name != "random", name)))
     for column, condition in enumerate(conditions, start=1):
         part = summary[summary["condition"] == condition]
         order = sorted(dict.fromkeys(part["head_set"]), key=lambda name: (name != "preference", name != "random"))
@@ -90,8 +97,11 @@ def validation_figure(
                 col=column,
             )
             shown.add("random-draws")
-        for index, name in enumerate(order):
+        labels = []
+        for name in order:
             row = part[part["head_set"] == name].iloc[0]
+            p_value = p_text(float(row["p_value_vs_random"]))
+            labels.append(name if name == "random" else f"{name}<br><span style='font-size:11px'>{p_value}</span>")
             mean = float(row["mean_delta_nll"])
             figure.add_trace(
                 go.Scatter(
@@ -101,7 +111,7 @@ def validation_figure(
                     marker={
                         "symbol": "diamond",
                         "size": 13,
-                        "color": set_colour(name, index),
+                        "color": colours[name],
                         "line": {"width": 1, "color": "white"},
                     },
                     error_y={
@@ -124,29 +134,36 @@ def validation_figure(
                 col=column,
             )
             shown.add(name)
-            if name != "random":
-                figure.add_annotation(
-                    x=name,
-                    y=float(row["ci_high"]),
-                    text=p_text(float(row["p_value_vs_random"])),
-                    showarrow=False,
-                    yshift=14,
-                    font={"size": 12},
-                    row=1,
-                    col=column,
-                )
         figure.add_hline(y=0, line={"color": "#444", "width": 1}, row=1, col=column)
-        figure.update_xaxes(categoryorder="array", categoryarray=order, row=1, col=column)
+        figure.update_xaxes(
+            categoryorder="array", categoryarray=order, tickmode="array", tickvals=order, ticktext=labels,
+            range=[-0.75, len(order) - 0.25], row=1, col=column,
+        )  # fmt: skip
     figure.update_yaxes(title_text="Δ NLL of the reference (nats/token)", row=1, col=1)
     figure.update_layout(boxgap=0.5)
     return titled(
         figure,
         title or f"Ablating the top-K heads together{f': {label}' if label else ''}",
         _subtitle(summary, k, draws is not None, level),
-        plot_size=(330 * len(conditions), 420),
+        plot_size=(390 * len(conditions), 420),
+        bottom=80,
         top_extra=20,
         legend=True,
+        caution=small_sample_caveat(int(summary["n_examples"].min()), noun="held-out example", paired=False),
     )
+
+
+def heads_per_set(summary: pd.DataFrame, k: int | None = None) -> int | None:
+    """K of a validation study: the one value of the table's `n_heads` (when it has the column),
+    which `k`, if given, must equal; else `k`."""
+    if "n_heads" not in summary.columns:
+        return k
+    recorded = sorted({int(v) for v in summary["n_heads"].dropna()})
+    if len(recorded) != 1:
+        raise InputError(f"validation table mixes head sets of {' and '.join(map(str, recorded)) or 'no'} heads (column n_heads)")
+    if k is not None and k != recorded[0]:
+        raise InputError(f"K = {k} was given, but the validation table's head sets have {recorded[0]} heads (column n_heads)")
+    return recorded[0]
 
 
 def _subtitle(summary: pd.DataFrame, k: int | None, with_draws: bool, level: float) -> list[str]:
@@ -162,6 +179,6 @@ def _subtitle(summary: pd.DataFrame, k: int | None, with_draws: bool, level: flo
     return [
         " · ".join(counts),
         f"diamonds: mean ΔNLL with its {level:.0%} percentile-bootstrap interval over examples; {random_note}",
-        "p: one-sided permutation p-value against the random sets, (1 + #random sets with mean ≥ the set's) / "
-        f"(1 + #random sets); the smallest attainable is {smallest}",
+        "p (under each set's name): one-sided permutation p-value against the random sets, "
+        f"(1 + #random sets with mean ≥ the set's) / (1 + #random sets); the smallest attainable is {smallest}",
     ]

@@ -1,6 +1,6 @@
 """The main job: the whole method on the bundled demo set, with its controls, in one run.
 
-Stages, each in its own folder of the run with a fingerprint (`workbench.stages`), in order:
+Stages, each in its own folder of the run with a fingerprint (`workbench.pipeline.stage`), in order:
 
 1. `profile-effect`: the reference output's NLL on dev users with their profile, without it and
    with another user's profile (does *this* user's profile help?).
