@@ -121,8 +121,9 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
     from typer.testing import CliRunner
 
     import workbench.commands.discover as discover_command
-    import workbench.execution.ray as distributed
+    import workbench.execution.placement as placement
     from workbench.cli import app
+    from workbench.engine.workers import LocalWorkers
 
     monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)
     data = tmp_path / "train.jsonl"
@@ -130,7 +131,7 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
                             for i, t in enumerate(TOPICS[:3])))  # fmt: skip
     run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
     common = ("discover", "--data", data, "--method", "attribution", "--top-k", 2)
-    real = distributed.RayWorkers
+    real = placement.RayWorkers
     asked = []
 
     class Recorded:
@@ -140,12 +141,12 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
             asked.append((address, workers, cpus_per_worker))
 
         def __enter__(self):
-            return distributed.LocalWorkers(tiny)
+            return LocalWorkers(tiny)
 
         def __exit__(self, *exc):
             pass
 
-    monkeypatch.setattr(distributed, "RayWorkers", Recorded)
+    monkeypatch.setattr(placement, "RayWorkers", Recorded)
     assert run(*common, "--out", tmp_path / "single").exit_code == 0
     assert run(*common, "--ray", "--out", tmp_path / "local").exit_code == 0
     assert (
@@ -153,7 +154,7 @@ def test_cli_ray_alone_is_a_local_instance_an_address_a_cluster(tiny, monkeypatc
     )
     assert asked == [(None, None, 1), ("head:6379", 3, 2)]
     assert_same_results(tmp_path / "local", tmp_path / "single", "pcs.parquet")
-    monkeypatch.setattr(distributed, "RayWorkers", real)
+    monkeypatch.setattr(placement, "RayWorkers", real)
     failed = run(*common, "--out", tmp_path / "refused", "--ray", "127.0.0.1:1")
     assert failed.exit_code == 2 and failed.output == "error: cannot reach the Ray cluster at '127.0.0.1:1': Connection refused\n"
 

@@ -203,9 +203,10 @@ def test_bad_arguments_get_clear_errors(tiny, examples):
     bare = tokenize_pair(tiny, "bare", "u", "Write.", "Text")
     cases = [
         (dict(examples=[]), "no examples"),
-        (dict(method="magic"), "unknown method 'magic'"),
-        (dict(variant="other"), "unknown variant"),
-        (dict(ablation="half"), "unknown ablation 'half'"),
+        (dict(method="magic"), "scan: method must be 'exact', 'attribution' or 'hybrid', got 'magic'"),
+        (dict(variant="other"), "scan: variant must be .*, got 'other'"),
+        (dict(ablation="half"), "scan: ablation must be 'zero', 'mean' or 'resid-slice', got 'half'"),
+        (dict(max_rows=0), "scan: max_rows must be an integer >= 1, got 0"),
         (dict(method="hybrid", top_m=10_000), "top_m must lie in 1..12"),
         (dict(examples=[examples[0], examples[0]]), "duplicate example id 'e0'"),
         (dict(examples=[bare], variant="profile-contrast"), "example 'bare'.*prompt_no_profile"),

@@ -185,7 +185,8 @@ def two_cluster_file(path) -> None:
 
 def test_cli_per_cluster_shards_and_ray_equal_one_process(tiny, tmp_path, monkeypatch):
     import workbench.commands.discover as discover_command
-    import workbench.execution.ray as distributed
+    import workbench.execution.placement as placement
+    from workbench.engine.workers import LocalWorkers
 
     monkeypatch.setattr(discover_command, "load_lens", lambda *args: tiny)
     asked = []
@@ -197,12 +198,12 @@ def test_cli_per_cluster_shards_and_ray_equal_one_process(tiny, tmp_path, monkey
             asked.append(options)
 
         def __enter__(self):
-            return distributed.LocalWorkers(tiny)
+            return LocalWorkers(tiny)
 
         def __exit__(self, *exc):
             pass
 
-    monkeypatch.setattr(distributed, "RayWorkers", Recorded)
+    monkeypatch.setattr(placement, "RayWorkers", Recorded)
     two_cluster_file(tmp_path / "clusters.json")
     run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
     common = ("discover", "--task", "LaMP-7", "--split", "train", "--limit", 7, "--method", "hybrid", "--top-k", 2,
