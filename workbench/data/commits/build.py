@@ -7,8 +7,7 @@ commits and their scrubbed body (`scrub.py`) has `MIN_BODY`..`MAX_BODY` characte
 newest kept commits (up to `EXAMPLES_PER_USER`, always leaving `MIN_PROFILE` older ones) are the
 questions; the `PROFILE_CAP` newest commits before them are the profile, newest first, shared by
 the author's questions. Authors are split by user into `train` and `dev`. User ids are salted
-hashes of the author's e-mail address; the same person under several addresses or spellings of
-one full name counts once.
+hashes of the author's e-mail address; addresses used with the same full author name are one user.
 
 Written under `--out`: `LaMP-4/{train,dev}_{questions,outputs}.json` and `manifest.json` (source,
 revision, commit dates, parameters, counts, file digests). Same history and arguments give the
@@ -51,6 +50,9 @@ class Commit:
     time: int
     subject: str
     body: str
+
+
+Item = tuple[Commit, str, str]  # a kept commit with its scrubbed body and subject
 
 
 def read_history(git_dir: Path, rev: str) -> tuple[str, list[Commit]]:
@@ -107,14 +109,14 @@ def _pseudonym(email: str) -> str:
     return "u" + hashlib.sha256(f"{SALT}:{email}".encode()).hexdigest()[:10]
 
 
-def kept_items(commits: list[Commit]) -> dict[str, list[tuple[Commit, str, str]]]:
+def kept_items(commits: list[Commit]) -> dict[str, list[Item]]:
     """`{user id: [(commit, scrubbed body, scrubbed subject)]}`, oldest first, after the filters;
     a body seen before (in an older kept commit) is dropped."""
     names = {commit.author for commit in commits} | {commit.committer for commit in commits}
     for commit in commits:
         names |= names_in(commit.body)
     scrubber, users = Scrubber(names), identities(commits)
-    per_user: dict[str, list[tuple[Commit, str, str]]] = defaultdict(list)
+    per_user: dict[str, list[Item]] = defaultdict(list)
     seen: set[str] = set()
     for commit in commits:
         subject = commit.subject.strip()
@@ -128,6 +130,13 @@ def kept_items(commits: list[Commit]) -> dict[str, list[tuple[Commit, str, str]]
         seen.add(body)
         per_user[users[commit.email.lower()]].append((commit, body, scrubber.text(subject)))
     return per_user
+
+
+def questions_and_profile(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """An author's questions (their newest items, leaving `MIN_PROFILE` older ones) and profile
+    (the `PROFILE_CAP` newest items before the questions, newest first); `items` oldest first."""
+    n_questions = min(EXAMPLES_PER_USER, len(items) - MIN_PROFILE)
+    return items[-n_questions:], items[:-n_questions][::-1][:PROFILE_CAP]
 
 
 def _date(time: int) -> str:
@@ -155,10 +164,7 @@ def build(git_dir: Path, out: Path, source: str, rev: str = "HEAD", until: str |
     for split in ("train", "dev"):
         questions, golds = [], []
         for user in (user for user in users if split_of[user] == split):
-            items = per_user[user]
-            n_questions = min(EXAMPLES_PER_USER, len(items) - MIN_PROFILE)
-            history, asked = items[:-n_questions], items[-n_questions:]
-            profile_items = history[::-1][:PROFILE_CAP]
+            asked, profile_items = questions_and_profile(per_user[user])
             used += [commit.time for commit, _, _ in profile_items + asked]
             for _, body, subject in asked:
                 question_id = str(next_id)
