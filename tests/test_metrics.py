@@ -9,7 +9,16 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from workbench.data.tasks import LAMP2_TAGS, task_spec
 from workbench.errors import InputError
-from workbench.experiments.metrics import aggregate, extract_label, extract_number, meteor, score_example, word_tokens
+from workbench.experiments.metrics import (
+    aggregate,
+    area_match,
+    area_prefix,
+    extract_label,
+    extract_number,
+    meteor,
+    score_example,
+    word_tokens,
+)
 
 
 @pytest.mark.parametrize(
@@ -103,3 +112,39 @@ def test_style_match_is_reported_when_styles_are_known() -> None:
     assert [row["style"] for row in rows] == [1.0, 0.0]
     assert aggregate(spec, rows)["style_match"] == 0.5
     assert "style_match" not in aggregate(spec, [score_example(spec, "x", "y")])
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("net/http: fix a leak", {"net/http"}),
+        (" gopls/internal/golang: add x\nsecond line: y", {"gopls/internal/golang"}),
+        ("go/types, types2: report errors", {"go/types", "types2"}),
+        ("go/types,types2: time: as lists", {"go/types", "types2"}),  # only the first ": " counts
+        ("cmd/{guru,godoc}: x", {"cmd/{guru", "godoc}"}),
+        ("all: use any", {"all"}),
+        ("Fix the bug: really", None),  # a space: prose, not a path
+        ("net/http fix a leak", None),  # no ": "
+        ("https://go.dev/x: y", None),  # a URL: ":" is not a path character
+        ("2024: a year", None),  # no letter
+        ("", None),
+    ],
+)
+def test_area_prefix_by_hand(text: str, expected: set[str] | None) -> None:
+    assert area_prefix(text) == (None if expected is None else frozenset(expected))
+
+
+@pytest.mark.parametrize(
+    "prediction, gold, expected",
+    [
+        ("net/http: add a test", "net/http: fix a leak", 1.0),
+        ("types2, go/types: y", "go/types, types2: x", 1.0),  # order does not matter
+        ("go/types: y", "go/types, types2: x", 0.0),  # a subset is not a match
+        ("Net/http: y", "net/http: x", 0.0),  # case-sensitive
+        ("net: y", "net/http: x", 0.0),  # a parent package is another area
+        ("fix the leak", "net/http: x", 0.0),  # no prefix predicted
+        ("net/http: y", "Fix the leak", None),  # the gold has no areas: undefined
+    ],
+)
+def test_area_match_by_hand(prediction: str, gold: str, expected: float | None) -> None:
+    assert area_match(prediction, gold) == expected

@@ -14,6 +14,9 @@
   an untrained `PunktSentenceTokenizer` plus `NLTKWordTokenizer`, an approximation that differs
   only in abbreviation handling.
 - `style`: 1 when the output follows the user's recorded style (bundled demo set).
+- `area_match` (commit subjects, `area: summary`): 1 when the prediction names the same areas
+  before its first ": " as the gold (see `area_prefix`); undefined for a gold without areas. Not
+  part of `score_example` yet.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from workbench.errors import InputError
 
 Scores = dict[str, float]
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+AREA = re.compile(r"[A-Za-z0-9_.*+{}/-]*[A-Za-z][A-Za-z0-9_.*+{}/-]*")  # a package path or glob, one letter at least
 
 
 def extract_label(text: str, labels: Sequence[str]) -> str | None:
@@ -67,6 +71,30 @@ def extract_number(text: str, gold: float, low: float = 1.0, high: float = 5.0) 
     if match:
         return float(match.group())
     return low if abs(low - gold) > abs(high - gold) else high
+
+
+def area_prefix(text: str) -> frozenset[str] | None:
+    """The areas a commit subject names before its first ": " ("go/types, gopls: fix x" ->
+    {"go/types", "gopls"}), or None when there is no ": " or the text before it is not a
+    comma-separated list of path-like words (letters, digits and `_ . * + { } / -`, no spaces).
+
+    Case-sensitive (package paths are), order-insensitive; only the first line of `text` counts.
+    """
+    lines = text.strip().splitlines()
+    head, found, _ = (lines[0] if lines else "").partition(": ")
+    if not found:
+        return None
+    areas = [area.strip() for area in head.split(",")]
+    return frozenset(areas) if all(AREA.fullmatch(area) for area in areas) else None
+
+
+def area_match(prediction: str, gold: str) -> float | None:
+    """1.0 when `prediction` names exactly the gold's areas (`area_prefix`), else 0.0; None when
+    the gold names none (the habit is undefined there, so such examples stay out of the mean)."""
+    gold_areas = area_prefix(gold)
+    if gold_areas is None:
+        return None
+    return float(area_prefix(prediction) == gold_areas)
 
 
 @cache
