@@ -56,7 +56,7 @@ def evaluation(folder, method, scores):
 def demo_run(root):
     """The layout `workbench demo` writes today."""
     (root / "figures").mkdir(parents=True)
-    (root / "demo-config.json").write_text(json.dumps({"top_k": 5, "task": "LaMP-4"}))  # a fallback: the head sets have 3
+    (root / "run-config.json").write_text(json.dumps({"top_k": 5, "task": "LaMP-4"}))  # a fallback: the head sets have 3
     discovery(root / "discover-profile-contrast", 2, variant="profile-contrast")
     discovery(root / "discover-standard", 1)
     summary = pd.concat(

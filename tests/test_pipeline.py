@@ -17,14 +17,14 @@ import torch
 from typer.testing import CliRunner
 
 import workbench.commands.evaluate as evaluate_command
-import workbench.pipeline.demo as pipeline
 import workbench.pipeline.plan as plan
+import workbench.pipeline.run as pipeline
 from workbench.cli import app
 from workbench.engine.models import tiny_model
 from workbench.errors import InputError
-from workbench.pipeline.demo import run_demo
-from workbench.pipeline.plan import VARIANTS, DemoConfig, demo_config
+from workbench.pipeline.plan import VARIANTS, RunConfig, run_config
 from workbench.pipeline.report import fmt
+from workbench.pipeline.run import run_pipeline
 from workbench.scores import PCSResult
 
 pytestmark = pytest.mark.integration  # whole jobs end to end
@@ -41,8 +41,8 @@ def lens():
 @pytest.fixture(scope="module")
 def small_run(lens, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    config = demo_config("default", **SMALL)
-    comparison = run_demo(lens, config, out, progress=False, say=lambda _: None)
+    config = run_config("default", **SMALL)
+    comparison = run_pipeline(lens, config, out, progress=False, say=lambda _: None)
     return config, out, comparison
 
 
@@ -133,19 +133,19 @@ def test_a_changed_option_never_reuses_the_old_stages(lens, small_run):
     the same folder must not keep the old heads under the new configuration."""
     _, out, _ = small_run
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    changed = demo_config("default", **{**SMALL, "top_k": 4, "method": "exact"})
+    changed = run_config("default", **{**SMALL, "top_k": 4, "method": "exact"})
     with pytest.raises(InputError, match=r"other options \(top_k 2 -> 4; method 'attribution' -> 'exact'.*delete"):
-        run_demo(lens, changed, out, progress=False, say=lambda _: None)
+        run_pipeline(lens, changed, out, progress=False, say=lambda _: None)
     # without the run-level record, the first stage made otherwise stops the run, naming its option
-    record = (out / "demo-config.json").read_bytes()
-    (out / "demo-config.json").unlink()
+    record = (out / "run-config.json").read_bytes()
+    (out / "run-config.json").unlink()
     try:
         with pytest.raises(
             InputError, match=r"discover-standard was made with other arguments \(method 'attribution' -> 'exact'"
         ):
-            run_demo(lens, changed, out, progress=False, say=lambda _: None)
+            run_pipeline(lens, changed, out, progress=False, say=lambda _: None)
     finally:
-        (out / "demo-config.json").write_bytes(record)
+        (out / "run-config.json").write_bytes(record)
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing was touched
 
 
@@ -174,11 +174,11 @@ def test_an_interrupted_run_resumed_at_another_thread_count_gives_the_same_table
     monkeypatch.setattr(pipeline, "run_evaluation", interrupted)
     torch.set_num_threads(2)
     with pytest.raises(KeyboardInterrupt):
-        run_demo(lens, config, tmp_path, progress=False, say=lambda _: None)
+        run_pipeline(lens, config, tmp_path, progress=False, say=lambda _: None)
     torch.set_num_threads(1)
     finished = {name: (tmp_path / "eval" / name / "metrics.json").stat().st_mtime_ns for name in calls[:2]}
     monkeypatch.setattr(pipeline, "run_evaluation", real)
-    resumed = run_demo(lens, config, tmp_path, progress=False, say=lambda _: None)
+    resumed = run_pipeline(lens, config, tmp_path, progress=False, say=lambda _: None)
     assert {name: (tmp_path / "eval" / name / "metrics.json").stat().st_mtime_ns for name in calls[:2]} == finished  # reused
     columns = ["metric", "baseline_value", "value", "difference", "low", "high", "p_value"]
     pd.testing.assert_frame_equal(resumed[columns], comparison[columns])
@@ -264,17 +264,17 @@ def test_routed_dps_of_the_demo_equals_the_evaluate_command_by_hand(lens, small_
 def test_a_changed_cluster_option_stops_with_one_line_naming_it(lens, small_run, option, value, run_level, stage_level):
     _, out, _ = small_run
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    changed = demo_config("default", **{**SMALL, option: value})
+    changed = run_config("default", **{**SMALL, option: value})
     with pytest.raises(InputError, match=re.escape(run_level)) as refused:
-        run_demo(lens, changed, out, progress=False, say=lambda _: None)
+        run_pipeline(lens, changed, out, progress=False, say=lambda _: None)
     assert "\n" not in str(refused.value)
-    record = (out / "demo-config.json").read_bytes()
-    (out / "demo-config.json").unlink()
+    record = (out / "run-config.json").read_bytes()
+    (out / "run-config.json").unlink()
     try:
         with pytest.raises(InputError, match=stage_level):
-            run_demo(lens, changed, out, progress=False, say=lambda _: None)
+            run_pipeline(lens, changed, out, progress=False, say=lambda _: None)
     finally:
-        (out / "demo-config.json").write_bytes(record)
+        (out / "run-config.json").write_bytes(record)
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
@@ -293,17 +293,17 @@ def test_a_changed_cluster_option_stops_with_one_line_naming_it(lens, small_run,
 )
 def test_bad_demo_settings_fail_before_any_work(options, message):
     with pytest.raises(InputError, match=message):
-        DemoConfig(**options)
+        RunConfig(**options)
 
 
 def test_presets_and_too_many_examples_are_checked_before_the_model():
-    with pytest.raises(InputError, match="unknown demo preset 'huge'"):
-        demo_config("huge")
-    assert demo_config("full").n_dev > demo_config("default").n_dev
-    with pytest.raises(InputError, match=re.escape("dev split of LaMP-4 has 33 examples, not 99")):
-        plan.DemoData.load(demo_config("default", n_dev=99))
+    with pytest.raises(InputError, match="unknown preset 'huge'"):
+        run_config("huge")
+    assert run_config("full").n_dev > run_config("default").n_dev
+    with pytest.raises(InputError, match=re.escape("the dev examples of LaMP-4 are 33, not 99 (lower --n-dev)")):
+        plan.RunData.load(run_config("default", n_dev=99))
     with pytest.raises(InputError, match=re.escape("cannot make 2 clusters of the 1 users of the first 2 train examples")):
-        plan.DemoData.load(demo_config("default", n_train=2))
+        plan.RunData.load(run_config("default", n_train=2))
 
 
 def test_figures_have_clean_names_and_a_png_change_reuses_every_stage(lens, small_run):
@@ -328,6 +328,6 @@ def test_figures_have_clean_names_and_a_png_change_reuses_every_stage(lens, smal
     assert sum("cluster" in label for label in labels) == config.n_clusters
     assert not list((out / "figures").glob("*.png"))
     stages = {path: path.stat().st_mtime_ns for path in out.rglob("fingerprint.json")}
-    run_demo(lens, dataclasses.replace(config, figures_png=True), out, progress=False, say=lambda _: None)
+    run_pipeline(lens, dataclasses.replace(config, figures_png=True), out, progress=False, say=lambda _: None)
     assert {path.stem for path in (out / "figures").glob("*.png")} == stems
     assert {path: path.stat().st_mtime_ns for path in out.rglob("fingerprint.json")} == stages  # every stage reused

@@ -29,7 +29,8 @@ def main() -> None:
 # One-line summaries for the command list of `workbench --help`, for commands whose module does
 # not declare its own `short_help` (click would otherwise cut the docstring mid-sentence).
 SUMMARIES = {
-    "demo": "Run the whole method on the bundled demo set and summarise it.",
+    "demo": "`run` on the bundled demo set (the same as `run` without --data).",
+    "run": "The whole method on a data set, from scores to report.",
     "discover": "Score every head (PCS) and select the preference heads.",
     "evaluate": "Generate on a split, score, and write a resumable run folder.",
     "steer": "Continue a prompt three ways: greedy, heads suppressed, DPS.",
@@ -39,6 +40,7 @@ for module_info in sorted(pkgutil.iter_modules(workbench.commands.__path__), key
     if module_info.name.startswith("_"):
         continue
     importlib.import_module(f"workbench.commands.{module_info.name}").register(app)
+app.registered_commands.sort(key=lambda command: command.name or "")  # `workbench --help` lists them A to Z
 for command in app.registered_commands:
     if command.short_help is None:
         command.short_help = SUMMARIES.get(command.name or "")

@@ -56,6 +56,11 @@ class PromptConfig:
         None, description="Prompt token cap (default: the model context less the answer)."
     )
     answer_tokens: PositiveInt | None = Field(None, description="Room kept for the answer (default: the task's).")
+    profile: Literal["own", "swapped"] = Field(
+        "own",
+        description="Whose profile a decoding prompt shows: the user's own, or another user's of similar size (seeded; "
+        "the same format and length class, so that it separates the person from the prompt's form).",
+    )
 
     name = "prompt"
 
@@ -129,7 +134,9 @@ def build_prompt(
     profile: Sequence[Item] | None = None,
     answer_room: int | None = None,
 ) -> list[int]:
-    """Token ids of the prompt of `example` (with its own profile, `profile`, or none)."""
+    """Token ids of the prompt of `example` (with its own profile, `profile`, or none). A config
+    asking for a swapped profile is resolved by the caller, who knows the partners
+    (`decoding_prompt`)."""
     spec = task_spec(example.task)
     room = answer_room if answer_room is not None else (config.answer_tokens or spec.max_new_tokens)
     budget = tokenizer.n_ctx - room
@@ -177,6 +184,26 @@ def _fit_shots(tokenizer: PromptTokenizer, spec: TaskSpec, items: Sequence[Item]
     return shots
 
 
+def decoding_prompt(
+    tokenizer: PromptTokenizer,
+    example: Example,
+    config: PromptConfig,
+    partners: Sequence[Example],
+    *,
+    answer_room: int | None = None,
+) -> list[int]:
+    """The prompt a decoding run gives `example`: with its own profile, or (`config.profile ==
+    "swapped"`) with the profile of its `swap_partner` among `partners`."""
+    if config.profile == "own":
+        return build_prompt(tokenizer, example, config, answer_room=answer_room)
+    partner = swap_partner(example, partners, config.seed)
+    if partner is None:
+        raise InputError(
+            f"example {example.example_id!r}: a swapped profile needs another user among the examples; there is none"
+        )
+    return build_prompt(tokenizer, example, config, profile=partner.profile, answer_room=answer_room)
+
+
 def swap_partner(example: Example, examples: Sequence[Example], seed: int) -> Example | None:
     """Another user's example whose profile is of similar size (characters): seeded draw among the
     `SWAP_CANDIDATES` nearest. None when every example belongs to the same user."""
@@ -200,6 +227,8 @@ def tokenized_examples(
     carrying another user's profile (`swap_partner`, drawn among `partners`, default `examples`)
     as controls. Every prompt plus the target fits the model context. Only `examples` are
     tokenized: partners lend their profiles."""
+    if config.profile != "own":
+        raise InputError("scoring prompts carry the user's own profile (the swapped one is built beside it as a control)")
     tokenized = []
     pool = examples if partners is None else partners
     for example in tqdm(examples, desc="tokenizing", unit="example", disable=not progress):

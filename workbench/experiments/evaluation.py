@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from tqdm.auto import tqdm
@@ -37,7 +37,7 @@ from workbench import io
 from workbench.checkpoint import digest
 from workbench.data.examples import Example
 from workbench.data.files import read_json
-from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prompt
+from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prompt, decoding_prompt
 from workbench.data.tasks import TaskSpec, task_spec
 from workbench.decoding import generate
 from workbench.decoding.base import Decoder
@@ -48,7 +48,7 @@ from workbench.decoding.routed import Routed, generate_routed
 from workbench.engine.numerics import mixed_threads_note, numerics_record
 from workbench.engine.workers import LocalWorkers, Workers
 from workbench.errors import InputError
-from workbench.experiments.metrics import aggregate, metric_statistic, score_example
+from workbench.experiments.metrics import HABITS, aggregate, metric_statistic, score_example
 from workbench.heads import HeadWeights
 from workbench.presets import preset_values
 from workbench.stats import Interval, bootstrap_interval
@@ -69,7 +69,8 @@ class EvalConfig:
     without heads: a decoder that suppresses heads gets them from the file `heads` at run time, so
     the run records where they came from. `data` names the data source (a path, or "demo");
     `preset` the preset the options came from (recorded only). With `routing`, a decoder that
-    suppresses heads gets each user's routed mix of per-cluster heads instead of `heads`."""
+    suppresses heads gets each user's routed mix of per-cluster heads instead of `heads`.
+    `habits`: the users' writing habits to score where the data has them (`workbench.experiments.metrics.HABITS`)."""
 
     task: str
     split: str
@@ -85,6 +86,7 @@ class EvalConfig:
     resamples: PositiveInt = 1000
     preset: str | None = None
     routing: RoutingConfig | None = None
+    habits: tuple[Literal[HABITS], ...] = ()  # type: ignore[valid-type]
 
     name = "evaluation"
 
@@ -132,6 +134,7 @@ class EvalConfig:
         own = {name: getattr(self, name) for name in self.__pydantic_fields__ if name not in nested}  # type: ignore[attr-defined]
         return {
             **own,
+            "habits": list(self.habits),  # as JSON stores it, so that a resume compares like with like
             "method": self.method,
             "decoder": self.decoder.options(),
             "prompt": flat_values(self.prompt),
@@ -261,7 +264,8 @@ def evaluate(
         routes = None
     if routes is not None:  # every user's routed decoder, checked before anything is written
         Routed(decoder, list(routes.weights.values())).check(lens)
-    prompts = {e.example_id: build_prompt(lens, e, config.prompt, answer_room=config.new_tokens) for e in examples}
+    partners = examples if profiles is None else profiles
+    prompts = {e.example_id: decoding_prompt(lens, e, config.prompt, partners, answer_room=config.new_tokens) for e in examples}
     contrasts = {}
     if decoder.contrast_prompts:
         contrasts = {
@@ -316,7 +320,7 @@ def evaluate(
                     "stop_reason": generation.stop_reason,
                     "seconds": seconds,
                     "threads": decoded_at,
-                    "scores": score_example(spec, prediction, example.output, example.style),  # type: ignore[arg-type]
+                    "scores": score_example(spec, prediction, example.output, example.style, config.habits),  # type: ignore[arg-type]
                 }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                 done[example.example_id] = line

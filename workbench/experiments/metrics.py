@@ -14,9 +14,10 @@
   an untrained `PunktSentenceTokenizer` plus `NLTKWordTokenizer`, an approximation that differs
   only in abbreviation handling.
 - `style`: 1 when the output follows the user's recorded style (bundled demo set).
-- `area_match` (commit subjects, `area: summary`): 1 when the prediction names the same areas
-  before its first ": " as the gold (see `area_prefix`); undefined for a gold without areas. Not
-  part of `score_example` yet.
+- Habits (`HABITS`, asked for per run): a user's own writing habit where the data has one.
+  `area` (commit subjects, `area: summary`): `area_match` is 1 when the prediction names the same
+  areas before its first ": " as the gold (see `area_prefix`); undefined for a gold without areas,
+  whose examples stay out of its mean. `detected_habits` says which habits a data set's golds show.
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def area_prefix(text: str) -> frozenset[str] | None:
     return frozenset(areas) if all(AREA.fullmatch(area) for area in areas) else None
 
 
+HABITS: tuple[str, ...] = ("area",)
+HABIT_SHARE = 0.8  # a habit is the data's when at least this share of its golds show it
+
+
+def detected_habits(golds: Sequence[str]) -> tuple[str, ...]:
+    """The habits at least `HABIT_SHARE` of `golds` show (commit subjects: `area`; news headlines
+    rarely start with a path-like word and a colon)."""
+    if not golds:
+        return ()
+    share = sum(area_prefix(gold) is not None for gold in golds) / len(golds)
+    return ("area",) if share >= HABIT_SHARE else ()
+
+
 def area_match(prediction: str, gold: str) -> float | None:
     """1.0 when `prediction` names exactly the gold's areas (`area_prefix`), else 0.0; None when
     the gold names none (the habit is undefined there, so such examples stay out of the mean)."""
@@ -126,8 +140,9 @@ def meteor(prediction: str, gold: str) -> float:
         raise InputError("METEOR needs WordNet: run scripts/setup.sh (python -m workbench.setup_wordnet)") from None
 
 
-def score_example(spec: TaskSpec, prediction: str, gold: str, style: str | None = None) -> Scores:
-    """Per-example scores; `aggregate` turns a list of them into the task's metrics."""
+def score_example(spec: TaskSpec, prediction: str, gold: str, style: str | None = None, habits: Sequence[str] = ()) -> Scores:
+    """Per-example scores; `aggregate` turns a list of them into the task's metrics. `habits`
+    (`HABITS`) adds the user's habit scores where the gold defines them."""
     if spec.kind == "classification":
         label = extract_label(prediction, spec.labels)
         gold_label = extract_label(gold, spec.labels)
@@ -155,6 +170,10 @@ def score_example(spec: TaskSpec, prediction: str, gold: str, style: str | None 
         }
     if style is not None:
         scores["style"] = float(matches_style(style, prediction))
+    if "area" in habits:
+        matched = area_match(prediction, gold)
+        if matched is not None:
+            scores["area_match"] = matched
     return scores
 
 
@@ -179,6 +198,9 @@ def aggregate(spec: TaskSpec, rows: Sequence[Scores]) -> Scores:
         metrics = {key: mean(key) for key in ("rouge-1", "rouge-L", "meteor")}
     if all("style" in row for row in rows):
         metrics["style_match"] = mean("style")
+    defined = [row["area_match"] for row in rows if "area_match" in row]
+    if defined:
+        metrics["area_match"] = float(np.mean(defined))
     return metrics
 
 

@@ -18,7 +18,7 @@ pipeline follows to get its figures:
 | `sweep_gamma.csv` / `.parquet` | `gamma, value, low, high` (+ optional `group`, `metric`) | `sweep-gamma` |
 | `efficiency.csv` / `.parquet` | `method, seconds_per_example` (+ optional `metric, value, low, high`) | `efficiency` |
 | `fingerprint.json` beside a validation table | `options.k`: K of that study when its table has no `n_heads` column | `validation-<label>` subtitle |
-| `demo-config.json` / `fingerprint.json` | a `top_k` entry: K of the validation study when nothing else says it | |
+| `run-config.json` / `fingerprint.json` | a `top_k` entry: K of the validation study when nothing else says it | |
 | `colours.json` (at the top of the run) | one colour per run (`workbench.figures.colours`); written by `draw_figures` | every figure that shows runs |
 
 A PCS result is a cluster's when its metadata or its head file's `extra` has `cluster` (or
@@ -57,7 +57,7 @@ PCS_FILE, HEADS_FILE = "pcs.parquet", "heads.json"
 VALIDATION_FILE, VALIDATION_SUMMARY_FILE = "validation.parquet", "validation_summary.csv"
 METRICS_FILE, PREDICTIONS_FILE, COMPARISON_FILE = "metrics.json", "predictions.jsonl", "comparison.parquet"
 FINGERPRINT_FILE = "fingerprint.json"
-CLUSTERS_FILE, RECORD_FILES = "clusters.json", (FINGERPRINT_FILE, "demo-config.json")
+CLUSTERS_FILE, RECORD_FILES = "clusters.json", (FINGERPRINT_FILE, "run-config.json")
 SWEEPS = {"k": ("sweep_k", "number of heads K"), "gamma": ("sweep_gamma", "γ (contrast strength)")}
 SWEEP_STEMS = {stem: parameter for parameter, (stem, _) in SWEEPS.items()}
 EFFICIENCY_STEM = "efficiency"

@@ -1,4 +1,4 @@
-"""The demo's `report.md`: what was run, every table with its intervals, and a reading of them.
+"""A run's `report.md`: what was run, every table with its intervals, and a reading of them.
 
 Every number in the report is formatted from the table file it names (`fmt`, three decimals);
 the reading is written from those numbers by fixed rules (an interval that excludes 0, a p-value
@@ -21,7 +21,7 @@ from workbench.data.tasks import task_spec
 from workbench.engine.lens import Lens
 from workbench.figures.overlap import jaccard
 from workbench.heads import HeadWeights
-from workbench.pipeline.plan import CLUSTER_VARIANT, ROUTED, ROUTING_COMPARISON, DemoConfig, Plan, report_options
+from workbench.pipeline.plan import CLUSTER_VARIANT, ROUTED, ROUTING_COMPARISON, Plan, RunConfig, report_options
 from workbench.pipeline.stage import model_identity
 from workbench.scores import PCSResult
 from workbench.stats import bootstrap_mean_ci
@@ -93,11 +93,11 @@ def comparison_rows(table: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def write_report(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> None:
+def write_report(out: Path, config: RunConfig, lens: Lens, plan: Plan) -> None:
     io.write_text(out / "report.md", report_markdown(out, config, lens, plan))
 
 
-def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> str:
+def report_markdown(out: Path, config: RunConfig, lens: Lens, plan: Plan) -> str:
 
     seed = config.seed
     model = model_identity(lens)
@@ -110,7 +110,7 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
         key=lambda count: (count is None, count or 0),
     )
     lines = [
-        f"# Demo run: preference heads on the {config.task} demo set",
+        f"# Run: preference heads on {'the bundled demo set' if config.data is None else f'`{config.data}`'} ({config.task})",
         "",
         "Every number below is read from the table file named above it; intervals are 95 % bootstrap intervals over",
         "examples (seeded), p-values are permutation p-values. Heads are discovered on **train** users and validated and",
@@ -123,17 +123,21 @@ def report_markdown(out: Path, config: DemoConfig, lens: Lens, plan: Plan) -> st
         f"{', '.join('GPU' if count is None else str(count) for count in decoded_at)} torch thread(s)"
         + ("" if len(decoded_at) < 2 else " (decoding steps are not bit-equal across thread counts)")
         + " (docs/numerics.md)",
-        f"- data: the bundled demo set, {config.task}; train examples: {config.n_train} (content hash "
-        f"`{plan.discovery['standard'].data}`), dev examples: {config.n_dev} (content hash of the dev split `{plan.profile_effect.data}`)",
+        f"- data: {'the bundled demo set' if config.data is None else f'`{config.data}`'}, {config.task}; train examples: "
+        f"{config.n_train} of split `{plan.discovery['standard'].options['split']}` (content hash `{plan.discovery['standard'].data}`), "
+        f"dev examples: {config.n_dev} of split `{plan.validation.options['split']}` (content hash of the dev split "
+        f"`{plan.profile_effect.data}`)" + (f"; {plan.split_note}" if plan.split_note else ""),
         f"- preset `{config.preset}`; every option: "
         + ", ".join(f"`{name}={value}`" for name, value in json.loads(json.dumps(report_options(config), default=list)).items()),
-        f"- prompt: the plain few-shot format, {config.profile_k} BM25-retrieved profile items (none for `greedy-no-profile`); "
+        f"- prompt: the plain few-shot format, {config.profile_k} BM25-retrieved profile items (none for `greedy-no-profile`, "
+        "another dev user's of similar size for `greedy-swapped-profile`, seeded); "
         f"answers up to {config.max_new_tokens or 'the task default of'} new tokens"
         + ("" if config.max_new_tokens else f" {task_spec(config.task).max_new_tokens}")
         + "; discovery and validation use zero ablation at",
         "  `hook_z`; PCS method `"
         + config.method
         + "` (hybrid: attribution for every head, then exact PCS for 3 x K candidates)",
+        f"- users' habits scored in decoding: {', '.join(f'`{h}` (`{h}_match`)' for h in plan.habits) if plan.habits else 'none (the dev golds show none)'}",
         "",
         "| stage | folder | fingerprint |",
         "|---|---|---|",
@@ -247,7 +251,7 @@ def routing_table(plan: Plan) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def clusters_section(out: Path, config: DemoConfig, plan: Plan, routing: pd.DataFrame) -> list[str]:
+def clusters_section(out: Path, config: RunConfig, plan: Plan, routing: pd.DataFrame) -> list[str]:
 
     clusters = ClusterFile.load(plan.clusters.folder / "clusters.json")
     recipe = clusters.profile_text
@@ -303,7 +307,7 @@ def routing_reading(routing: pd.DataFrame, out: Path, plan: Plan) -> list[str]:
 
 
 def reading(
-    effect: pd.DataFrame, summary: pd.DataFrame, comparison: pd.DataFrame, control: pd.DataFrame | None, config: DemoConfig
+    effect: pd.DataFrame, summary: pd.DataFrame, comparison: pd.DataFrame, control: pd.DataFrame | None, config: RunConfig
 ) -> list[str]:
     """What the tables show, by fixed rules (see the module docstring)."""
     said = []
@@ -334,6 +338,7 @@ def reading(
                and specific["mean_delta_nll"] > 0 else
                "not distinguishable from 0 or negative: these heads are needed by every output, not by the profile.")
         )  # fmt: skip
+    said += profile_control_reading(comparison)
     significant = comparison[
         (comparison["p_value"] < ALPHA) & comparison.apply(lambda r: excludes_zero(r["low"], r["high"]), axis=1)
     ]
@@ -355,6 +360,26 @@ def reading(
     said.append(
         f"- What would change this: differences smaller than about {fmt(widest)} (the widest interval's half-width) cannot be "
         f"seen with {config.n_dev} dev examples; DPS gains here are a lead, not a result, until they hold on more users "
-        "(`workbench demo --preset full`), other seeds and other models."
+        "(`--preset full`), other seeds and other models."
     )
     return said
+
+
+def profile_control_reading(comparison: pd.DataFrame) -> list[str]:
+    """What the person's own profile adds in decoding: greedy with it against greedy with no profile
+    (which also loses the prompt's examples of the answer's form) and with another user's profile
+    (the same form, someone else's content), per metric."""
+    runs = {Path(run).name: part for run, part in comparison.groupby("run", sort=False)}
+    controls = [name for name in ("greedy-no-profile", "greedy-swapped-profile") if name in runs]
+    if not controls:
+        return []
+    lines = []
+    for name in controls:
+        rows = runs[name]
+        shown = "; ".join(f"{r['metric']} {interval(-r['difference'], -r['high'], -r['low'])}" for _, r in rows.iterrows())
+        lines.append(f"- Own profile minus {name.removeprefix('greedy-').replace('-', ' ')} (greedy decoding): {shown}.")
+    lines.append(
+        "  No profile also removes the prompt's examples of the answer's form, so it measures the format as much as the "
+        "person; another user's profile keeps the form, so own minus swapped is what *this* user's profile adds."
+    )
+    return lines

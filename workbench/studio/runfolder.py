@@ -5,7 +5,7 @@ A run folder is whatever `workbench discover` or `workbench demo` wrote (and, la
 per pipeline stage with a `fingerprint.json`). The reader does not depend on the layout: it finds
 every `pcs.parquet` and `heads.json` below the root (recursively, checkpoints skipped) and reads
 the task, data, split and prompt format from the first place that records them: a
-`fingerprint.json`, a `demo-config.json`, the PCS files' metadata or the head files' `extra`.
+`fingerprint.json`, a `run-config.json`, the PCS files' metadata or the head files' `extra`.
 What is not recorded falls back to the bundled demo set's defaults.
 
 Files are addressed by their path relative to the root, and only files the scan found can be
@@ -27,7 +27,7 @@ from workbench.scores.results import PCSResult
 
 SCORE_FILE = "pcs.parquet"
 HEADS_FILE = "heads.json"
-RECORD_FILES = ("fingerprint.json", "demo-config.json")
+RECORD_FILES = ("fingerprint.json", "run-config.json")
 SKIPPED_FOLDERS = {"checkpoint", ".git", "__pycache__"}
 MAX_FILES = 200  # a run folder with more score files than this is not a run folder
 DEFAULT_TASK = "LaMP-4"

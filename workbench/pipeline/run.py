@@ -1,4 +1,5 @@
-"""The main job: the whole method on the bundled demo set, with its controls, in one run.
+"""The main job: the whole method, with its controls, in one run, on the bundled demo set
+(`workbench demo`) or on the researcher's own data (`workbench run --data DIR`; `workbench.pipeline.plan`).
 
 Stages, each in its own folder of the run with a fingerprint (`workbench.pipeline.stage`), in order:
 
@@ -11,10 +12,12 @@ Stages, each in its own folder of the run with a fingerprint (`workbench.pipelin
    per-example scores of `discover-standard` (a cluster's PCS is the mean over its members).
 4. `validation`: both head sets ablated on dev users against random head sets and retrieval /
    induction heads, with and without the profile; a sweep over the number of heads K.
-5. `eval/<run>`: decoding on dev users: greedy with and without the profile, CAD, DPS with each
+5. `eval/<run>`: decoding on dev users: greedy with the profile, without it and with another
+   user's profile (a seeded swap of the same format and length class), CAD, DPS with each
    head set (and other γ), DPS with random heads of the same budget, and DPS with each dev user
    routed to the clusters' heads (hard and soft; dev users were never clustered: they are
    embedded and routed on the fly), with the routing diagnostics in its folder.
+   The users' habit (`area_match` for commit subjects) is scored where the dev golds show one.
 6. `comparison`: every run paired against greedy (bootstrap intervals, permutation p-values);
    `comparison/routing/` holds the rows of the routing comparison (global, hard, soft, random).
 7. `figures`, 8. `report.md`: the paper's figures and a report that reads only from the tables.
@@ -58,9 +61,9 @@ from workbench.pipeline.plan import (
     ROUTING_COMPARISON,
     ROUTING_RUNS,
     VARIANTS,
-    DemoConfig,
-    DemoData,
     Plan,
+    RunConfig,
+    RunData,
     config_record,
     evaluation_runs,
     report_options,
@@ -72,31 +75,31 @@ from workbench.users.profiles import ProfileText
 from workbench.users.routing import DEFAULT_TEMPERATURE, RoutingConfig
 
 
-def plan_demo(lens: Lens, config: DemoConfig, data: DemoData, out: Path) -> Plan:
+def plan_run(lens: Lens, config: RunConfig, data: RunData, out: Path) -> Plan:
     """The fingerprints of every stage (pure functions of the options, the model and the data)."""
     prompt = config.prompt
     model = model_identity(lens)
     dev_hash = data_digest(data.dev)
-    profile_effect = Stage("profile-effect", out / "profile-effect", {"task": config.task, "split": "dev", **asdict(prompt)},
+    profile_effect = Stage("profile-effect", out / "profile-effect", {"task": config.task, "split": data.dev_label, **asdict(prompt)},
                            outputs=("profile_effect.parquet",), model=model, data=dev_hash)  # fmt: skip
     settings, discovery = {}, {}
     for variant in VARIANTS:
         settings[variant] = DiscoverSettings(prompt=prompt, method=config.method, variant=variant, top_k=config.top_k)
         discovery[variant] = discovery_stage(
-            lens, out / f"discover-{variant}", settings[variant], data="demo", data_hash=data_digest(data.train),
-            task=config.task, split="train", seed=config.seed,
+            lens, out / f"discover-{variant}", settings[variant], data=config.data_label, data_hash=data_digest(data.train),
+            task=config.task, split=data.train_label, seed=config.seed,
         )  # fmt: skip
-    clusters = clusters_stage(out / "clusters", task=config.task, split="train", data="demo", data_hash=data_digest(data.train),
+    clusters = clusters_stage(out / "clusters", task=config.task, split=data.train_label, data=config.data_label, data_hash=data_digest(data.train),
                               k=config.n_clusters, seed=config.seed, recipe=ProfileText(),
                               temperature=config.routing_temperature)  # fmt: skip
     cluster_discovery = cluster_discovery_stage(
-        lens, out / "discover-clusters", settings[CLUSTER_VARIANT], clusters, data="demo", data_hash=data_digest(data.train),
-        task=config.task, split="train", seed=config.seed,
+        lens, out / "discover-clusters", settings[CLUSTER_VARIANT], clusters, data=config.data_label, data_hash=data_digest(data.train),
+        task=config.task, split=data.train_label, seed=config.seed,
     )  # fmt: skip
     validation = Stage(
         "validate", out / "validation",
         {"k": config.top_k, "n_random": config.n_random, "match_layers": False, "pattern_heads": True, "ablation": "zero",
-         "seed": config.seed, "sweep": list(config.sweep_k), "data": "demo", "task": config.task, "split": "dev",
+         "seed": config.seed, "sweep": list(config.sweep_k), "data": config.data_label, "task": config.task, "split": data.dev_label,
          **asdict(prompt)},
         outputs=("validation.parquet", "validation_summary.csv", "sweep_k.csv"), model=model, data=dev_hash,
         inputs=dict(discovery),
@@ -111,9 +114,9 @@ def plan_demo(lens: Lens, config: DemoConfig, data: DemoData, out: Path) -> Plan
             routing = RoutingConfig(clusters=str(clusters.folder / "clusters.json"), cluster_heads=str(cluster_discovery.folder),
                                     mode=ROUTED[name], temperature=config.routing_temperature if soft else DEFAULT_TEMPERATURE)  # fmt: skip
         eval_config = EvalConfig(
-            task=config.task, split="dev", model=lens.name, decoder=make_decoder(method, **decoder_options), heads=heads,
-            prompt=dataclasses.replace(prompt, **prompt_options), seed=config.seed, limit=config.n_dev,
-            max_new_tokens=config.max_new_tokens, routing=routing,
+            task=config.task, split=data.dev_label, model=lens.name, decoder=make_decoder(method, **decoder_options), heads=heads,
+            data=config.data_label, prompt=dataclasses.replace(prompt, **prompt_options), seed=config.seed, limit=config.n_dev,
+            max_new_tokens=config.max_new_tokens, routing=routing, habits=data.habits,
         )  # fmt: skip
         heads_from = None if variant is None else cluster_discovery if routed else discovery[variant]
         stage = evaluation_stage(lens, out / "eval" / name, eval_config, data.dev_split, heads_from=heads_from)
@@ -130,10 +133,10 @@ def plan_demo(lens: Lens, config: DemoConfig, data: DemoData, out: Path) -> Plan
         "report", out, {"config": report_options(config)}, outputs=("report.md",), inputs={**every, "figures": figures}
     )
     return Plan(out, profile_effect, discovery, clusters, cluster_discovery, validation, evaluations, comparison, figures, report,
-                settings)  # fmt: skip
+                settings, data.split_note, data.habits)  # fmt: skip
 
 
-def check_plan(plan: Plan, config: DemoConfig) -> None:
+def check_plan(plan: Plan, config: RunConfig) -> None:
     """Refuse, in one line, a run folder made with other options (before any model work)."""
     path = plan.out / CONFIG_FILE
     if path.is_file():
@@ -143,26 +146,26 @@ def check_plan(plan: Plan, config: DemoConfig) -> None:
         if changed:
             shown = "; ".join(f"{key} {stored.get(key)!r} -> {wanted[key]!r}" for key in changed)
             raise InputError(
-                f"{plan.out} holds a demo run made with other options ({shown}); "
+                f"{plan.out} holds a run made with other options ({shown}); "
                 f"use another --out, or delete {plan.out} to start afresh"
             )
     for stage in plan.stages:
         stage.check()
 
 
-def run_demo(
+def run_pipeline(
     lens: Lens,
-    config: DemoConfig,
+    config: RunConfig,
     out: str | Path,
     *,
-    data: DemoData | None = None,
+    data: RunData | None = None,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Run (or resume) every stage into `out`; returns the paired comparison table."""
     out = Path(out)
-    data = data or DemoData.load(config)
-    plan = plan_demo(lens, config, data, out)
+    data = data or RunData.load(config)
+    plan = plan_run(lens, config, data, out)
     check_plan(plan, config)
     out.mkdir(parents=True, exist_ok=True)
     io.write_json(out / CONFIG_FILE, {**config_record(config), "model": model_identity(lens),
@@ -219,13 +222,13 @@ def run_demo(
     return comparison
 
 
-def _profile_effect(lens: Lens, data: DemoData, prompt: PromptConfig, folder: Path, progress: bool) -> pd.DataFrame:
+def _profile_effect(lens: Lens, data: RunData, prompt: PromptConfig, folder: Path, progress: bool) -> pd.DataFrame:
     table = profile_nll(lens, data.dev, prompt, progress=progress)
     io.write_parquet(folder / "profile_effect.parquet", table)
     return table
 
 
-def _compare(plan: Plan, config: DemoConfig) -> pd.DataFrame:
+def _compare(plan: Plan, config: RunConfig) -> pd.DataFrame:
     """Every run against greedy (`comparison.parquet`), the DPS runs against the random-heads
     control (`vs-random-heads/comparison.parquet`) and, with more than one γ, the γ sweep of DPS
     with the profile-contrast heads (`sweep_gamma.csv`: each run's metrics with their intervals)."""

@@ -1,4 +1,5 @@
-"""`workbench demo`: the main job — the whole method on the demo set, stage by stage (`workbench.pipeline.demo`)."""
+"""`workbench run` (and `workbench demo`, the same on the bundled demo set): the main job, the whole
+method stage by stage on one data set (`workbench.pipeline.run`)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,29 @@ from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOptio
 
 
 @friendly_errors
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (resumes what it finds there).")] = Path("runs/demo"),
+def run(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="A LaMP folder, a LongLaMP export or a generic JSONL (default: the bundled demo set)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (resumes what it finds there; default runs/<data name>).")
+    ] = None,
     preset: Annotated[
         str, typer.Option("--preset", help="default (a few minutes on 2 CPU cores) or full (the paper-sized run).")
     ] = "default",
     model: ModelOption = None,
-    task: Annotated[str | None, typer.Option("--task", help="Demo task: LaMP-4 (headlines) or LaMP-7 (paraphrases).")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="The data's task, e.g. LaMP-4 (the demo set has LaMP-4 and LaMP-7).")
+    ] = None,
+    train_split: Annotated[str | None, typer.Option("--train-split", help="The data's split to find heads on.")] = None,
+    dev_split: Annotated[
+        str | None, typer.Option("--dev-split", help="The data's split of other users, for validation and decoding.")
+    ] = None,
+    dev_share: Annotated[
+        float | None,
+        typer.Option("--dev-share", help="With one split only: the share of its users cut (seeded) into dev."),
+    ] = None,
     n_train: Annotated[int | None, typer.Option("--n-train", help="Train examples for head discovery.")] = None,
     n_dev: Annotated[int | None, typer.Option("--n-dev", help="Held-out dev examples for validation and decoding.")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Preference heads to select.")] = None,
@@ -39,19 +56,25 @@ def demo(
     device_map: DeviceMapOption = None,
     dtype: DtypeOption = None,
 ) -> None:
-    """Run the whole method on the bundled demo set (embedded model by default) and write report.md.
+    """Run the whole method on one data set (the bundled demo set by default; embedded model by
+    default) and write report.md: profile effect, discovery, clusters, validation, decoding with
+    its controls, paired comparisons, figures.
 
     Every stage writes its own folder with a fingerprint of what made it; re-running resumes, and
     a folder made with other options is refused with one line."""
-    from workbench.pipeline.demo import run_demo
-    from workbench.pipeline.plan import DemoData, demo_config
+    from workbench.pipeline.plan import RunData, run_config
+    from workbench.pipeline.run import run_pipeline
 
-    config = demo_config(preset, task=task, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method, n_random=n_random,
-                         gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,
-                         figures_png=png)  # fmt: skip
-    data = DemoData.load(config)  # bad data fails here, before the model loads
+    config = run_config(preset, data=None if data is None else str(data), task=task, train_split=train_split,
+                        dev_split=dev_split, dev_share=dev_share, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method,
+                        n_random=n_random, gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,
+                        figures_png=png)  # fmt: skip
+    loaded = RunData.load(config)  # bad data fails here, before the model loads
+    if loaded.split_note:
+        print(f"note: {loaded.split_note}")
+    out = out if out is not None else Path("runs") / ("demo" if data is None else data.resolve().name)
     lens = load_lens(model, device, dtype, device_map)
-    comparison = run_demo(lens, config, out, data=data)
+    comparison = run_pipeline(lens, config, out, data=loaded)
     shown = comparison.assign(run=comparison["run"].map(lambda folder: Path(folder).name))
     columns = ["run", "metric", "value", "difference", "low", "high", "p_value"]
     print(shown[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -59,4 +82,5 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
+    app.command("run")(run)
+    app.command("demo", help="The main job on the bundled demo set: `workbench run` without --data.")(run)
