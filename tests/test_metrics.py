@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 from rouge_score.rouge_scorer import RougeScorer
 
 from workbench.data.tasks import LAMP2_TAGS, task_spec
@@ -15,6 +17,7 @@ from workbench.experiments.metrics import (
     area_prefix,
     extract_label,
     extract_number,
+    macro_f1,
     meteor,
     score_example,
     word_tokens,
@@ -67,6 +70,17 @@ def test_classification_accuracy_and_macro_f1_by_hand() -> None:
     assert metrics["f1"] == pytest.approx((0.5 + 0.0) / 2)
     with pytest.raises(InputError, match="not one of the LaMP-1 labels"):
         score_example(spec, "[1]", "[3]")
+
+
+def test_macro_f1_equals_scikit_learns_over_every_label() -> None:
+    """Against scikit-learn's implementation (the one LaMP's scripts call), on random draws with
+    labels nobody has, misses (-1) and one-example sets."""
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 40):
+        golds = rng.integers(0, 6, n).tolist()
+        predicted = rng.integers(-1, 6, n).tolist()
+        expected = f1_score(golds, predicted, labels=range(9), average="macro", zero_division=0)
+        assert macro_f1(golds, predicted, 9) == pytest.approx(expected, abs=1e-12)
 
 
 def test_lamp3_mae_rmse_and_worst_case_fallback() -> None:

@@ -186,12 +186,10 @@ def aggregate(spec: TaskSpec, rows: Sequence[Scores]) -> Scores:
         return float(np.mean([row[key] for row in rows]))
 
     if spec.kind == "classification":
-        from sklearn.metrics import f1_score
-
         predicted = [int(row["predicted_index"]) for row in rows]
         golds = [int(row["gold_index"]) for row in rows]
-        f1 = f1_score(golds, predicted, labels=range(len(spec.labels)), average="macro", zero_division=0)
-        metrics = {"accuracy": mean("correct"), "f1": float(f1), "exact_accuracy": mean("exact")}
+        f1 = macro_f1(golds, predicted, len(spec.labels))
+        metrics = {"accuracy": mean("correct"), "f1": f1, "exact_accuracy": mean("exact")}
     elif spec.kind == "regression":
         metrics = {"mae": mean("abs_error"), "rmse": math.sqrt(mean("squared_error"))}
     else:
@@ -202,6 +200,20 @@ def aggregate(spec: TaskSpec, rows: Sequence[Scores]) -> Scores:
     if defined:
         metrics["area_match"] = float(np.mean(defined))
     return metrics
+
+
+def macro_f1(golds: Sequence[int], predicted: Sequence[int], n_labels: int) -> float:
+    """Macro-averaged F1 over every one of the task's `n_labels` labels, a label with no gold and
+    no prediction counting 0 (scikit-learn's `f1_score(labels=..., average="macro",
+    zero_division=0)`, which LaMP's scripts use); a prediction of -1 (no label) is a miss. Counted
+    with numpy: the bootstrap and the permutation test recompute it thousands of times."""
+    labels = np.arange(n_labels)
+    gold_is = np.asarray(golds)[:, None] == labels
+    predicted_is = np.asarray(predicted)[:, None] == labels
+    true_positives = (gold_is & predicted_is).sum(axis=0)
+    denominator = gold_is.sum(axis=0) + predicted_is.sum(axis=0)  # 2·TP + FP + FN
+    f1 = np.divide(2 * true_positives, denominator, out=np.zeros(n_labels), where=denominator > 0)
+    return float(f1.mean())
 
 
 def metric_statistic(spec: TaskSpec, rows: Sequence[dict[str, float]], name: str):
