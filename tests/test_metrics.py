@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
 from rouge_score.rouge_scorer import RougeScorer
+from sklearn.metrics import f1_score
 
 from workbench.data.tasks import LAMP2_TAGS, task_spec
 from workbench.errors import InputError
