@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -29,13 +30,14 @@ from torch import Tensor
 
 Head = tuple[int, int]
 ScaleGrid = Float[Tensor, "layer head"]
+CausalLM = Any  # a Hugging Face causal LM, reached by attribute (model.model.layers, config): duck-typed
 
 
-def _layers(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
-    return model.model.layers  # type: ignore[return-value]
+def _layers(model: CausalLM) -> Sequence[Any]:
+    return model.model.layers
 
 
-def target_nll(model: torch.nn.Module, prompt_ids: Sequence[int], target_ids: Sequence[int]) -> float:
+def target_nll(model: CausalLM, prompt_ids: Sequence[int], target_ids: Sequence[int]) -> float:
     """Mean NLL (nats) of the target tokens after the prompt, from one forward of prompt ‖ target."""
     ids = torch.tensor([list(prompt_ids) + list(target_ids)], device=model.device)
     with torch.no_grad():
@@ -45,7 +47,7 @@ def target_nll(model: torch.nn.Module, prompt_ids: Sequence[int], target_ids: Se
 
 
 @contextmanager
-def zeroed_output_slice(model: torch.nn.Module, layer: int, head: int) -> Iterator[None]:
+def zeroed_output_slice(model: CausalLM, layer: int, head: int) -> Iterator[None]:
     """Zero slice `head` (width hidden / n_heads) of layer `layer`'s o_proj output, everywhere."""
     o_proj = _layers(model)[layer].self_attn.o_proj
     width = o_proj.out_features // model.config.num_attention_heads
@@ -63,7 +65,7 @@ def zeroed_output_slice(model: torch.nn.Module, layer: int, head: int) -> Iterat
 
 
 def authors_pcs(
-    model: torch.nn.Module, examples: Sequence[tuple[Sequence[int], Sequence[int]]], heads: Sequence[Head] | None = None
+    model: CausalLM, examples: Sequence[tuple[Sequence[int], Sequence[int]]], heads: Sequence[Head] | None = None
 ) -> Float[Tensor, "example layer head"]:
     """Per-example PCS of `heads` (default all; others stay NaN): ablated minus clean target NLL,
     one example and one head per forward."""
@@ -79,7 +81,7 @@ def authors_pcs(
 
 
 @contextmanager
-def scaled_queries(model: torch.nn.Module, scale: ScaleGrid) -> Iterator[None]:
+def scaled_queries(model: CausalLM, scale: ScaleGrid) -> Iterator[None]:
     """Multiply head h's query in layer l by `scale[l, h]` (a forward hook on each q_proj)."""
     n_heads = model.config.num_attention_heads
     handles = []
@@ -100,7 +102,7 @@ def scaled_queries(model: torch.nn.Module, scale: ScaleGrid) -> Iterator[None]:
 
 
 def authors_dps(
-    model: torch.nn.Module,
+    model: CausalLM,
     prompt_ids: Sequence[int],
     scale: ScaleGrid,
     *,

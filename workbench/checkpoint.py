@@ -61,7 +61,7 @@ class CheckpointStore:
 
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         with io.atomic_path(self._path(key)) as temporary, open(temporary, "wb") as handle:
-            np.savez(handle, __key__=np.array(key), **arrays)
+            np.savez(handle, __key__=np.array(key), **arrays)  # type: ignore[arg-type]  # numpy's stub: **arrays may hit allow_pickle
 
 
 def _change(name: str, stored: dict[str, Any], wanted: dict[str, Any]) -> str:

@@ -112,7 +112,7 @@ class HeadWeights:
         docstring. Exactly one of `top_k` and `top_percent` (a fraction of all heads, at least
         one head). A `PCSResult` supplies the metadata; keyword arguments override it."""
         extra = metadata.pop("extra", {})
-        if hasattr(scores, "per_example"):
+        if not isinstance(scores, torch.Tensor) and hasattr(scores, "per_example"):
             inherited = {k: scores.metadata.get(k) for k in ("model", "task", "method", "ablation", "n_examples", "seed")}
             metadata = {**{k: v for k, v in inherited.items() if v is not None}, **metadata}
             extra = {"variant": scores.metadata.get("variant"), **extra}
@@ -167,7 +167,9 @@ class HeadWeights:
                 raise InputError(
                     f"{path}: head_weights is {grid.shape[0]} x {grid.shape[1]} but the model has {geometry.n_layers} layers x {geometry.n_heads} heads"
                 )
-            params = {k: record[k] for k in ("cluster_id", "top_percent", "pcs_norm", "pcs_min", "pcs_power") if k in record}
+            params: dict[str, Any] = {
+                k: record[k] for k in ("cluster_id", "top_percent", "pcs_norm", "pcs_min", "pcs_power") if k in record
+            }
             return cls(grid, model=model, task=task, method="reference", extra={"source": str(path), **params})
         if "preference_heads" in record:
             heads = [_reference_head(entry, path, "preference_heads") for entry in record["preference_heads"]]

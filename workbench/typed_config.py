@@ -20,18 +20,19 @@ import functools
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar, get_args, get_origin
 
 import annotated_types
 import pydantic
 from pydantic import ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonDict
 
 from workbench.errors import InputError
 
 T = TypeVar("T")
 CONFIG = ConfigDict(arbitrary_types_allowed=True, extra="forbid", allow_inf_nan=False)
-PYTHON_ONLY = {"python_only": True}  # `Field(json_schema_extra=PYTHON_ONLY)`: no command-line form (tensors, objects)
+PYTHON_ONLY: JsonDict = {"python_only": True}  # `Field(json_schema_extra=PYTHON_ONLY)`: no command-line form (tensors, objects)
 
 NonNegative = Annotated[float, annotated_types.Ge(0)]
 Positive = Annotated[float, annotated_types.Gt(0)]
@@ -40,23 +41,24 @@ PositiveInt = Annotated[int, annotated_types.Ge(1)]
 NonNegativeInt = Annotated[int, annotated_types.Ge(0)]
 
 
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(pydantic.Field, dataclasses.field))
 def typed_config(cls: type[T]) -> type[T]:
     """Make `cls` a frozen, type-checked dataclass whose option groups also take flat keywords."""
-    cls = pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)(cls)
-    validated_init = cls.__init__
+    made: Any = pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)(cls)
+    validated_init = made.__init__
 
     @functools.wraps(validated_init)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
-            validated_init(self, *args, **_fold_groups(cls, args, kwargs))
+            validated_init(self, *args, **_fold_groups(made, args, kwargs))
         except ValidationError as error:
-            raise InputError(_one_line(cls, error)) from None
+            raise InputError(_one_line(made, error)) from None
 
-    cls.__init__ = __init__  # type: ignore[method-assign]
-    return cls
+    made.__init__ = __init__
+    return made
 
 
-def is_typed_config(value: Any) -> bool:
+def is_typed_config(value: Any) -> TypeGuard[type]:
     return isinstance(value, type) and hasattr(value, "__pydantic_fields__") and dataclasses.is_dataclass(value)
 
 
@@ -233,7 +235,8 @@ def _fold_groups(cls: type, args: tuple, kwargs: dict[str, Any]) -> dict[str, An
 
 def _leaf(cls: type, loc: tuple[Any, ...]) -> tuple[str, Any] | None:
     """The flat name and annotation of the field an error location points at."""
-    current, found = cls, None
+    current: Any = cls
+    found = None
     for part in loc:
         fields = _fields(current) if is_typed_config(current) else {}
         if part not in fields:

@@ -9,7 +9,7 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,8 +134,9 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
     return wrapper
 
 
-def one_line(error: Exception) -> str:
-    """A click usage or type error as one line, e.g. `--top-k: 'x' is not a valid integer`."""
+def one_line(error: Any) -> str:
+    """A click usage or type error (a `ClickException` of Typer's vendored click) as one line,
+    e.g. `--top-k: 'x' is not a valid integer`."""
     if isinstance(error, click_errors.BadParameter) and not isinstance(error, click_errors.MissingParameter):
         message = error.message
         cause = error.__cause__
@@ -173,13 +174,13 @@ class OneLineErrors(typer.core.TyperGroup):
     instead of a boxed message. (Typer ends a Ctrl-C outside a command with status 130; inside
     one, `friendly_errors` says what was kept.)"""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
-        args = with_optional_values(list(sys.argv[1:] if args is None else args))
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:  # fmt: skip
+        given = with_optional_values(list(sys.argv[1:] if args is None else args))
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return super().main(given, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            result = super().main(given, prog_name, complete_var, False, windows_expand_args, **extra)
         except click_errors.ClickException as error:
             if type(error).__name__ == "NoArgsIsHelpError":  # `workbench` alone: the help text
                 error.show()

@@ -11,7 +11,7 @@ refused in one line. `workbench discover
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,7 +54,7 @@ def cluster(
     if (k is None) == (group_size is None):
         raise InputError("give one of --k and --group-size")
     check_temperature(temperature)
-    given = {"source": profile_text, "items": profile_items, "max_length": embed_tokens}
+    given: dict[str, Any] = {"source": profile_text, "items": profile_items, "max_length": embed_tokens}
     recipe = ProfileText(**{name: value for name, value in given.items() if value is not None})
     examples = load_examples(data, task, split)
     quiet_transformers()

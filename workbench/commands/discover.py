@@ -161,7 +161,7 @@ def discover(
     values = preset_values(preset, "discover", given)
     if values.get("top_percent") is not None and top_k is None:
         values["top_k"] = None  # a fraction (given or the preset's) replaces the default top-k
-    settings = DiscoverSettings(**values, seed=seed)  # the seed of the prompt's draws
+    settings = DiscoverSettings(**values, seed=seed)  # type: ignore[call-arg]  # the prompt group's seed, given flat (typed_config)
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
     where = placement(shard, ray, workers, cpus_per_worker)
     if settings.score != "pcs" and (shard or ray):
@@ -193,7 +193,7 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
     from workbench.pipeline.discovery import discovery_stage, run_discovery
     from workbench.pipeline.stage import data_digest
 
-    task = task or data.stem  # type: ignore[union-attr]
+    task = task or data.stem
     if shard is not None:
         extra = {
             "task": task,

@@ -196,7 +196,7 @@ def validation(
         from workbench.experiments.validation import summarize_validation
 
         table = summarize_validation(per_example)
-    folder = (summary if summary is not None else deltas).parent
+    folder = summary.parent if summary is not None else deltas.parent  # type: ignore[union-attr]  # one is given (above)
     if k is None and "n_heads" not in table.columns:  # tables written before they recorded K
         heads = heads or (folder / HEADS_FILE if (folder / HEADS_FILE).is_file() else None)
         k = recorded_k(folder) or (len(HeadWeights.load_any(heads).heads()) if heads else None)

@@ -71,10 +71,10 @@ def steer(
     if not heads.is_file():
         raise InputError(f"{heads}: file not found")
     dps = DPS(**(decoder_options or {}))  # bad options fail before the model loads
-    config = PromptConfig(
-        format=prompt_format,
+    config = PromptConfig(  # PromptConfig checks the choices
+        format=prompt_format,  # type: ignore[arg-type]
         profile_k=5 if profile_k is None else profile_k,
-        retriever=retriever or "bm25",
+        retriever=retriever or "bm25",  # type: ignore[arg-type]
         seed=seed,
         max_prompt_tokens=max_prompt_tokens,
     )  # fmt: skip  (so does a bad prompt option)
@@ -87,13 +87,14 @@ def steer(
     lens = load_lens(model, device, dtype, device_map)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     dps = DPS(weights, contrast=dps.contrast, generic=dps.generic, prefill=dps.prefill)
+    stops: tuple[str, ...] = ()
     if chosen is None:
         ids = lens.encode_chat(prompt, system) if config.format == "chat" else encode(lens, prompt, config.format)  # type: ignore[arg-type]
-        no_profile, stops = None, ()
+        no_profile = None
     else:
         ids = build_prompt(lens, chosen, config, answer_room=max_new_tokens)
         no_profile = build_prompt(lens, chosen, config, with_profile=False, answer_room=max_new_tokens)
-        stops = answer_stop_strings(prompt_format, task_spec(task))
+        stops = answer_stop_strings(config.format, task_spec(task))
     columns = {
         "greedy, with profile" if chosen else "greedy": (Greedy(), ids),
         "heads suppressed": (Suppressed(weights, generic=dps.generic), ids),

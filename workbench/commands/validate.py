@@ -77,8 +77,12 @@ def validate(
     from workbench.pipeline.validation import run_validation, validation_stage
     from workbench.typed_config import flat_values
 
-    prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
-                          retriever=retriever or "bm25", seed=seed)  # fmt: skip
+    prompt = PromptConfig(  # PromptConfig checks the choices
+        format=prompt_format or "plain",  # type: ignore[arg-type]
+        profile_k=5 if profile_k is None else profile_k,
+        retriever=retriever or "bm25",  # type: ignore[arg-type]
+        seed=seed,
+    )
     where = placement(shard, ray, workers, cpus_per_worker)
     task = check_source(data, task)
     HeadWeights.load_any(heads)  # a malformed head file fails before the model loads

@@ -86,9 +86,9 @@ def tokenize_pair(
     example = TokenizedExample(
         example_id=example_id,
         user_id=user_id,
-        prompt_ids=encode_prompt(tokenizer, prompt),
-        target_ids=tokenizer.encode(target),
-        **{name: None if text is None else encode_prompt(tokenizer, text) for name, text in controls.items()},
+        prompt_ids=tuple(encode_prompt(tokenizer, prompt)),
+        target_ids=tuple(tokenizer.encode(target)),
+        **{name: None if text is None else tuple(encode_prompt(tokenizer, text)) for name, text in controls.items()},
     )
     example.check_fits(tokenizer.n_ctx)
     return example

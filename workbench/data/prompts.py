@@ -45,19 +45,20 @@ class PromptConfig:
     """How an example becomes a prompt (see the module docstring)."""
 
     format: Format = Field(
-        "plain", description="plain (few-shot completion), chat (chat template) or history (the authors' detection prompt)."
+        default="plain",
+        description="plain (few-shot completion), chat (chat template) or history (the authors' detection prompt).",
     )
-    profile_k: NonNegativeInt = Field(5, description="Profile items retrieved into each prompt.")
+    profile_k: NonNegativeInt = Field(default=5, description="Profile items retrieved into each prompt.")
     retriever: Retriever = Field(
-        "bm25", description="How profile items are chosen: bm25 (the official), first or random (seeded)."
+        default="bm25", description="How profile items are chosen: bm25 (the official), first or random (seeded)."
     )
-    seed: NonNegativeInt = Field(0, description="Seed of random retrieval and swap-partner draws.")
+    seed: NonNegativeInt = Field(default=0, description="Seed of random retrieval and swap-partner draws.")
     max_prompt_tokens: PositiveInt | None = Field(
-        None, description="Prompt token cap (default: the model context less the answer)."
+        default=None, description="Prompt token cap (default: the model context less the answer)."
     )
-    answer_tokens: PositiveInt | None = Field(None, description="Room kept for the answer (default: the task's).")
+    answer_tokens: PositiveInt | None = Field(default=None, description="Room kept for the answer (default: the task's).")
     profile: Literal["own", "swapped"] = Field(
-        "own",
+        default="own",
         description="Whose profile a decoding prompt shows: the user's own, or another user's of similar size (seeded; "
         "the same format and length class, so that it separates the person from the prompt's form).",
     )
@@ -167,20 +168,22 @@ def _fit_shots(tokenizer: PromptTokenizer, spec: TaskSpec, items: Sequence[Item]
     def cost(text: str) -> int:
         return len(tokenizer.encode(text + separator))
 
-    shots = []
+    shots: list[str] = []
     for position, item in enumerate(items):
         share = room // (len(items) - position)
-        shot = shot_text(spec, item, form, position + 1)
-        if shot is None:
+        whole = shot_text(spec, item, form, position + 1)
+        if whole is None:
             continue
-        if cost(shot) > share:
-            allowed = share - cost(shot_text(spec, item, form, position + 1, cut_to=""))  # type: ignore[arg-type]
+        shot: str | None = whole
+        if cost(whole) > share:
+            allowed = share - cost(shot_text(spec, item, form, position + 1, cut_to="") or "")
             if allowed <= 0:
                 continue
             text = str(item[long_field(spec, item, form)]).strip()
             shot = shot_text(spec, item, form, position + 1, cut_to=tokenizer.decode(tokenizer.encode(text)[:allowed]).strip())
-        shots.append(shot)  # type: ignore[arg-type]
-        room -= cost(shot)  # type: ignore[arg-type]
+        assert shot is not None  # an item with text stays one when its text is cut
+        shots.append(shot)
+        room -= cost(shot)
     return shots
 
 
@@ -243,10 +246,12 @@ def tokenized_examples(
             TokenizedExample(
                 example_id=example.example_id,
                 user_id=example.user_id,
-                prompt_ids=build_prompt(tokenizer, example, config, answer_room=len(target)),
-                target_ids=target,
-                no_profile_prompt_ids=build_prompt(tokenizer, example, config, with_profile=False, answer_room=len(target)),
-                swapped_prompt_ids=swapped,
+                prompt_ids=tuple(build_prompt(tokenizer, example, config, answer_room=len(target))),
+                target_ids=tuple(target),
+                no_profile_prompt_ids=tuple(
+                    build_prompt(tokenizer, example, config, with_profile=False, answer_room=len(target))
+                ),
+                swapped_prompt_ids=None if swapped is None else tuple(swapped),
             )
         )
     return tokenized

@@ -36,7 +36,7 @@ def check_source(data: Path | None, task: str | None) -> str | None:
         return DEMO_TASK
     if task is not None:
         return task_spec(task).name
-    if data.is_dir() or data.suffix != ".jsonl":
+    if data is None or data.is_dir() or data.suffix != ".jsonl":
         raise InputError("--task is needed unless --data is a JSONL of {id, user_id, prompt, target} records")
     return None
 

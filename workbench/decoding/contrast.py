@@ -45,16 +45,16 @@ class Contrast:
     """`(1 + γ)·full − γ·weak` with a fixed or entropy γ (see the module docstring)."""
 
     gamma: Gamma = Field(
-        1.0, description="Contrast strength γ (CAD's and DeCoRe's α), or 'entropy' (of the full model, per step)."
+        default=1.0, description="Contrast strength γ (CAD's and DeCoRe's α), or 'entropy' (of the full model, per step)."
     )
-    gamma_cap: NonNegative | None = Field(None, description="Upper bound on γ (with 'entropy').")
+    gamma_cap: NonNegative | None = Field(default=None, description="Upper bound on γ (with 'entropy').")
     entropy_scale: Literal["nats", "ln-vocab"] = Field(
-        "nats", description="Entropy γ in nats, or divided by ln|V| (then in [0, 1])."
+        default="nats", description="Entropy γ in nats, or divided by ln|V| (then in [0, 1])."
     )
     combine: Literal["logits", "logprobs"] = Field(
-        "logits", description="Contrast raw logits (the paper, CAD) or log-probabilities (the authors' code, DeCoRe)."
+        default="logits", description="Contrast raw logits (the paper, CAD) or log-probabilities (the authors' code, DeCoRe)."
     )
-    plausibility: Fraction | None = Field(None, description="Keep only tokens with p >= β·max p of the full model.")
+    plausibility: Fraction | None = Field(default=None, description="Keep only tokens with p >= β·max p of the full model.")
 
     def gammas(self, full: StepLogits) -> RowValues:
         """γ of every row at this step."""

@@ -75,9 +75,9 @@ class DoLa(Decoder):
     """DoLa: the final layer contrasted with the most divergent premature layer."""
 
     candidate_layers: Candidates = Field(
-        "low", description="Premature layer candidates: 'low', 'high' or block indices such as 0,2,4."
+        default="low", description="Premature layer candidates: 'low', 'high' or block indices such as 0,2,4."
     )
-    plausibility: Fraction = Field(0.1, description="Keep only tokens with p >= β·max p of the final layer.")
+    plausibility: Fraction = Field(default=0.1, description="Keep only tokens with p >= β·max p of the final layer.")
 
     name = "dola"
 

@@ -68,13 +68,16 @@ class Suppression:
     """How the generic pass suppresses the heads (see the module docstring)."""
 
     suppression: Literal["weighted", "zero", "mean"] = Field(
-        "weighted", description="weighted: scale each head by 1 - w; zero / mean: replace heads with w > 0 by 0 / their mean."
+        default="weighted",
+        description="weighted: scale each head by 1 - w; zero / mean: replace heads with w > 0 by 0 / their mean.",
     )
     site: Literal["head-output", "query-scale"] = Field(
-        "head-output", description="Where: the head's output (the paper), or its query (the authors' code)."
+        default="head-output", description="Where: the head's output (the paper), or its query (the authors' code)."
     )
     z_ref: torch.Tensor | None = Field(
-        None, json_schema_extra=PYTHON_ONLY, description="Reference activation [layer, head, d_head] (mean suppression's)."
+        default=None,
+        json_schema_extra=PYTHON_ONLY,
+        description="Reference activation [layer, head, d_head] (mean suppression's).",
     )
 
     def __post_init__(self) -> None:
@@ -109,11 +112,11 @@ class Suppression:
 class DPS(Decoder):
     """Differential Preference Steering: the full model contrasted with its preference heads suppressed."""
 
-    heads: Heads = Field(None, description=HEADS_HELP)
+    heads: Heads = Field(default=None, description=HEADS_HELP)
     contrast: Contrast = Field(default_factory=Contrast)
     generic: Suppression = Field(default_factory=Suppression)
     prefill: Literal["masked", "shared"] = Field(
-        "masked",
+        default="masked",
         description="masked: the generic pass is masked over the whole prompt; shared: it reuses the unmasked prompt cache (the authors').",
     )
 
@@ -156,9 +159,9 @@ class RandomHeads(DPS):
     (weight 1 on as many random heads)."""
 
     control: Literal["random-heads", "shuffled", "random-mask"] = Field(
-        "random-heads", description="Which control head set replaces the given heads (same budget)."
+        default="random-heads", description="Which control head set replaces the given heads (same budget)."
     )
-    control_seed: NonNegativeInt = Field(0, description="Seed of the control's random draw.")
+    control_seed: NonNegativeInt = Field(default=0, description="Seed of the control's random draw.")
 
     name = "random-heads"
 
@@ -180,7 +183,7 @@ class Suppressed(Decoder):
     """Decode with the heads suppressed and no contrast: DPS's generic pass on its own (the
     authors' "masked heads" baselines)."""
 
-    heads: Heads = Field(None, description=HEADS_HELP)
+    heads: Heads = Field(default=None, description=HEADS_HELP)
     generic: Suppression = Field(default_factory=Suppression)
 
     name = "suppressed"

@@ -18,10 +18,7 @@ from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.typed_config import Option, options
 
-DECODERS: dict[str, type[Decoder]] = {
-    cls.name: cls
-    for cls in (Greedy, DPS, RandomHeads, Suppressed, CAD, DoLa, DeCoRe)  # type: ignore[type-abstract]
-}
+DECODERS: dict[str, type[Decoder]] = {cls.name: cls for cls in (Greedy, DPS, RandomHeads, Suppressed, CAD, DoLa, DeCoRe)}
 
 
 def decoder_class(method: str) -> type[Decoder]:

@@ -45,7 +45,7 @@ class Routed(Decoder):
     def check(self, lens: Lens) -> None:
         if not hasattr(self.decoder, "heads"):
             raise InputError(f"{self.decoder.name}: suppresses no heads, so it cannot be routed")
-        if self.decoder.heads is not None:  # type: ignore[attr-defined]
+        if self.decoder.heads is not None:
             raise InputError(f"{self.decoder.name}: a routed decoder takes its head weights from the routes, not heads=...")
         for weights in self.routes:
             dataclasses.replace(self.decoder, heads=weights).check(lens)  # type: ignore[type-var]

@@ -60,9 +60,10 @@ AllowedKeys = Bool[Tensor, "rows 1 new keys"]
 NewLogits = Float[Tensor, "batch out vocab"]
 
 
-def unwrapped(module: nn.Module, memo: dict[int, nn.Module] | None = None) -> nn.Module:
+def unwrapped(module: Any, memo: dict[int, Any] | None = None) -> Any:
     """A twin of a bridged Hugging Face module tree: every module shallow-copied (parameters and
-    buffers shared, no hooks), every bridge wrapper replaced by the twin of what it wraps."""
+    buffers shared, no hooks), every bridge wrapper replaced by the twin of what it wraps. Typed
+    `Any`: Hugging Face modules are reached by attribute (`model.model.layers`), duck-typed."""
     memo = {} if memo is None else memo
     if id(module) in memo:
         return memo[id(module)]
@@ -149,10 +150,10 @@ class FastPath:
     the final-logit soft-cap, not the lens; its attention implementation is registered with
     Transformers when the first one is built."""
 
-    def __init__(self, original: nn.Module, adapter: ModelAdapter, geometry: HeadGeometry, softcap: float | None):
+    def __init__(self, original: Any, adapter: ModelAdapter, geometry: HeadGeometry, softcap: float | None):
         AttentionInterface.register(ATTENTION, grouped_attention)
         self.adapter, self.geometry, self.softcap = adapter, geometry, softcap
-        self.model = unwrapped(original)
+        self.model: Any = unwrapped(original)
         fast_config = copy.copy(original.config)
         fast_config._attn_implementation_internal = ATTENTION
         for module in self.model.modules():

@@ -70,7 +70,7 @@ class Lens:
         self.adapter = adapter_for(bridge.original_model) if adapter is None else adapter
         self.adapter.check_hooks(list(bridge.hook_dict))
         self.adapter.prepare_tokenizer(tokenizer)
-        config = bridge.original_model.config
+        config: Any = bridge.original_model.config  # a Transformers config: its fields differ per family
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         n_heads = text_config.num_attention_heads
         d_model = text_config.hidden_size
@@ -167,12 +167,14 @@ class Lens:
         """The chat-template text of one user turn, ending where the assistant's reply begins."""
         if not self.has_chat_template:
             raise InputError(f"model {self.name!r} has no chat template; use a plain (few-shot) prompt format")
-        return self.tokenizer.apply_chat_template(
+        text = self.tokenizer.apply_chat_template(
             self.adapter.chat_messages(user, system),
             tokenize=False,
             add_generation_prompt=True,
             **dict(self.adapter.chat_template_kwargs),
         )
+        assert isinstance(text, str)  # tokenize=False gives the text
+        return text
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
         """Token ids of `text`. Chat-template text already carries its own special tokens, so
@@ -188,7 +190,7 @@ class Lens:
         return self.encode(self.chat_text(user, system))
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def pad_left(self, sequences: Sequence[Sequence[int]]) -> tuple[TokenIds, AttentionMask]:
         """Left-pad token id lists into a batch with its attention mask (generation needs left)."""
@@ -271,6 +273,8 @@ class Lens:
                 logits = run_tail(self.bridge, self.adapter, start, every, positions=positions, softcap=self.final_logit_softcap,
                                   site_changes_pattern=changes_pattern)  # fmt: skip
                 return Forward(logits, None, recording.store)
+            if tokens is None:
+                raise ValueError("a run needs tokens unless it restarts from a layer (start=...)")
             tokens = self.as_batch(tokens)
             if mask is not None and mask.rows not in (1, tokens.shape[0]):
                 raise InputError(f"head mask has {mask.rows} rows but the batch has {tokens.shape[0]}")

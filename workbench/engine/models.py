@@ -84,7 +84,7 @@ def _check_device_exists(device: torch.device, what: str) -> None:
         return
     backend = getattr(torch, device.type, None)
     available = bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
-    count = backend.device_count() if available and hasattr(backend, "device_count") else 0
+    count = backend.device_count() if backend is not None and available and hasattr(backend, "device_count") else 0
     if not available:
         raise ModelLoadError(f"{what} but this machine has no {device.type.upper()} device; use 'cpu' or 'auto'")
     if device.index is not None and device.index >= count:
@@ -221,13 +221,13 @@ def load_model(
         hf_model, tokenizer = _load_folder(embedded_folder(embedded), target_dtype, device_map)
         label = embedded.label
     elif str(name).endswith(".gguf"):
-        path = Path(name)
+        path = Path(str(name))
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         gguf_adapter(path)
         hf_model, tokenizer = _load_gguf(path.parent, path.name, target_dtype, device_map)
         label = path.stem
-    elif Path(name).is_file():
+    elif Path(str(name)).is_file():
         raise ModelLoadError(
             f"{name} is a file but not a GGUF file (.gguf); give a model folder (with config.json), "
             "a .gguf file or a Hugging Face model name"
@@ -325,7 +325,7 @@ def _load_gguf(folder: Path, file: str, dtype: torch.dtype, device_map: DeviceMa
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
     hf_model = _from_pretrained(folder, dtype, device_map, gguf_file=file)
     # The weights are already dequantized; the leftover quantizer blocks save_pretrained.
-    hf_model.hf_quantizer = None
+    hf_model.hf_quantizer = None  # type: ignore[assignment]  # Transformers types it as a module, None clears it
     if hasattr(hf_model.config, "quantization_config"):
         del hf_model.config.quantization_config
     return hf_model, tokenizer
@@ -463,7 +463,7 @@ def _tiny_tokenizer_folder(family: str = "llama") -> str:
         unk_token="<unk>",
         additional_special_tokens=[token for token in chat.specials if token not in (chat.bos, chat.eos)],
     )
-    tokenizer.add_bos_token = chat.add_bos
+    tokenizer.add_bos_token = chat.add_bos  # type: ignore[misc]  # a read-only property in the stubs, settable here
     tokenizer.chat_template = chat.template
     folder = tempfile.mkdtemp(prefix=f"workbench-tiny-tokenizer-{family}-")
     tokenizer.save_pretrained(folder)
@@ -569,4 +569,5 @@ def tiny_model(*, device: str | torch.device = "cpu", **shape) -> Lens:
     hf_model, tokenizer = tiny_hf_model(**shape)
     geometry = f"{hf_model.config.num_hidden_layers}x{hf_model.config.num_attention_heads}"
     family = shape.get("family", "llama")
-    return Lens.from_hf(hf_model.to(resolve_device(device)), tokenizer, name=f"tiny-{family}-{geometry}")
+    moved = hf_model.to(resolve_device(device))  # type: ignore[arg-type]  # the stubs' `to` misreads a device
+    return Lens.from_hf(moved, tokenizer, name=f"tiny-{family}-{geometry}")

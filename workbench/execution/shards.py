@@ -252,7 +252,8 @@ def _save_estimates(path: Path, examples: Sequence[TokenizedExample], estimates:
     """The attribution of `examples` (the groups' `estimates` one after another)."""
     joined = {name: torch.cat([part[name] for part in estimates]) for name in estimates[0]}
     with io.atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, example_ids=np.array([e.example_id for e in examples]), **{k: v.numpy() for k, v in joined.items()})
+        arrays = {k: v.numpy() for k, v in joined.items()}
+        np.savez(handle, example_ids=np.array([e.example_id for e in examples]), **arrays)  # type: ignore[arg-type]  # numpy's stub: **arrays may hit allow_pickle
 
 
 def _all_estimates(run_dir: str | Path, shard: Shard) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:

@@ -13,7 +13,7 @@ from pydantic import Field
 from workbench.data.prompts import PromptConfig
 from workbench.errors import InputError
 from workbench.heads import NORMS, HeadWeights
-from workbench.scores import ABLATIONS, METHODS, VARIANTS, PCSResult, ScanOptions, score_heads
+from workbench.scores import AblationKind, Method, PCSResult, ScanOptions, Variant, score_heads
 from workbench.typed_config import Fraction, PositiveInt, typed_config
 
 if TYPE_CHECKING:
@@ -29,9 +29,9 @@ class DiscoverSettings:
     score: Literal["pcs", "retrieval", "induction"] = "pcs"
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     sample: PositiveInt | None = None
-    method: Literal[METHODS] = "hybrid"  # type: ignore[valid-type]
-    variant: Literal[tuple(VARIANTS)] = "standard"  # type: ignore[misc]
-    ablation: Literal[ABLATIONS] = "zero"  # type: ignore[valid-type]
+    method: Method = "hybrid"
+    variant: Variant = "standard"
+    ablation: AblationKind = "zero"
     top_k: PositiveInt | None = 10
     top_percent: Fraction | None = None
     norm: Literal[NORMS] = "max"  # type: ignore[valid-type]

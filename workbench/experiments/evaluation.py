@@ -188,7 +188,8 @@ def discovery_warning(config: EvalConfig, heads: HeadWeights | None) -> str | No
     same_split = extra.get("split") == config.split
     same_data = extra.get("data") in (None, config.data) or _same_path(extra.get("data"), config.data)
     if same_split and same_data:
-        return (f"heads in {config.heads or config.routing.cluster_heads} were discovered on the {config.split!r} split of the data being evaluated; "
+        source = config.heads or (config.routing.cluster_heads if config.routing is not None else None)
+        return (f"heads in {source} were discovered on the {config.split!r} split of the data being evaluated; "
                 "scores on it are optimistic (evaluate on another split)")  # fmt: skip
     return None
 
@@ -388,8 +389,8 @@ def generate_batch(
     where the run routes users, the decoding seconds per prompt and the torch thread count it was
     decoded at (None on a GPU): the unit of work a worker runs."""
 
-    options = dict(contrast_prompts=contrast_prompts, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
-                   batch_size=batch_size)  # fmt: skip
+    options: dict[str, Any] = dict(contrast_prompts=contrast_prompts, max_new_tokens=max_new_tokens,
+                                   stop_strings=stop_strings, batch_size=batch_size)  # fmt: skip
     started = time.perf_counter()
     if route_weights is None:
         generations = generate(lens, prompts, decoder=decoder, **options)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from workbench.data.tokenized import TokenizedExample
-from workbench.decoding import Greedy, Suppressed, generate
+from workbench.decoding import Greedy, Suppressed, Suppression, generate
 from workbench.engine.interventions import Hook
 from workbench.engine.lens import Lens
 from workbench.engine.masks import Head, HeadMask
@@ -107,6 +107,7 @@ class AblationStudy:
             grid = torch.zeros(self.lens.n_layers, self.lens.n_heads)
             for layer, head in heads:
                 grid[self.lens.geometry.check_head(layer, head)] = 1.0
-            decoder = Suppressed(HeadWeights(grid), z_ref=self.z_ref, suppression="mean" if self.z_ref is not None else "zero")
+            how = Suppression(suppression="mean" if self.z_ref is not None else "zero", z_ref=self.z_ref)
+            decoder = Suppressed(HeadWeights(grid), generic=how)
             texts[name] = generate(self.lens, prompt, decoder, max_new_tokens=max_new_tokens, hooks=self.hooks)[0].text
         return pd.DataFrame({"set": list(texts), "continuation": list(texts.values())})

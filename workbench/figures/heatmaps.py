@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,10 +123,10 @@ def pcs_side_by_side(
 
 
 def cluster_heatmaps(
-    results: Mapping[int | str, PCSResult],
+    results: Mapping[Any, PCSResult],
     *,
-    sizes: Mapping[int | str, int] | None = None,
-    highlights: Mapping[int | str, Sequence[Head]] | None = None,
+    sizes: Mapping[Any, int] | None = None,
+    highlights: Mapping[Any, Sequence[Head]] | None = None,
     columns: int | None = None,
     title: str | None = None,
 ) -> go.Figure:

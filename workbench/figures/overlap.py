@@ -39,7 +39,7 @@ def overlap_heatmap(head_sets: Mapping[str, Sequence[Head]], *, title: str) -> g
     names = list(head_sets)
     if len(names) < 2:
         raise InputError("an overlap figure needs at least two head sets")
-    sets = [set(map(tuple, head_sets[name])) for name in names]
+    sets = [{(int(layer), int(head)) for layer, head in head_sets[name]} for name in names]
     labels = [f"{name}<br>({len(heads)} head{'s' if len(heads) != 1 else ''})" for name, heads in zip(names, sets)]
     matrix = np.array([[jaccard(a, b) for b in sets] for a in sets])
     shared = [[len(a & b) for b in sets] for a in sets]

@@ -286,7 +286,7 @@ def draw_run(run: RunContents) -> Drawn:
     figures: dict[str, go.Figure] = {}
     notes = list(run.notes)
     plain = [d for d in run.discoveries if d.cluster is None]
-    clustered = sorted((d for d in run.discoveries if d.cluster is not None), key=lambda d: d.cluster)
+    clustered = sorted(((d.cluster, d) for d in run.discoveries if d.cluster is not None), key=lambda pair: pair[0])
     for discovery in plain:
         with noted(notes, f"pcs-{slug(discovery.label)}"):
             figures[f"pcs-{slug(discovery.label)}"] = pcs_heatmap(discovery.result, highlight=discovery.selected)
@@ -301,9 +301,9 @@ def draw_run(run: RunContents) -> Drawn:
     with noted(notes, "pcs-clusters"):
         if clustered:
             figures["pcs-clusters"] = cluster_heatmaps(
-                {d.cluster: d.result for d in clustered},
+                {cluster: d.result for cluster, d in clustered},
                 sizes=run.cluster_sizes or None,
-                highlights={d.cluster: d.selected for d in clustered},
+                highlights={cluster: d.selected for cluster, d in clustered},
             )
 
     head_sets = _labelled_head_sets(run)

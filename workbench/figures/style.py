@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from workbench.figures.colours import series_colours
 
 TEMPLATE = "plotly_white"
-FONT = {"family": "DejaVu Sans, Arial, sans-serif", "size": 13}
+FONT_SIZE = 13
+FONT = {"family": "DejaVu Sans, Arial, sans-serif", "size": FONT_SIZE}
 DIVERGING = "RdBu_r"  # blue below zero, red above, white at zero
 SET_COLOURS = {"preference": "#c0392b", "random": "#7f7f7f", "retrieval": "#2471a3", "induction": "#7d3c98"}
 CAUTION_COLOUR = "#a93226"  # the caution line of a subtitle (too few examples)
@@ -29,7 +30,7 @@ def head_set_colours(names: Sequence[str]) -> dict[str, str]:
     return series_colours(names, {name: SET_COLOURS[name] for name in names if name in SET_COLOURS})
 
 
-def text_width(texts: Sequence[str], size: float = FONT["size"]) -> int:
+def text_width(texts: Sequence[str], size: float = FONT_SIZE) -> int:
     """About the width in pixels of the widest of `texts` at font `size`, for the room that must hold them."""
     return int(CHAR_EM * size * max((len(text) for text in texts), default=0)) + 1
 

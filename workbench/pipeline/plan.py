@@ -16,7 +16,7 @@ import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workbench.data.examples import Example
 from workbench.data.prompts import PromptConfig
@@ -26,15 +26,15 @@ from workbench.experiments.discovery import DiscoverSettings
 from workbench.experiments.evaluation import EvalConfig
 from workbench.experiments.metrics import detected_habits
 from workbench.pipeline.stage import Stage
-from workbench.scores import METHODS
+from workbench.scores import METHODS, Method, Variant
 from workbench.users.routing import DEFAULT_TEMPERATURE, check_temperature
 
-VARIANTS = ("standard", "profile-contrast")
+VARIANTS: tuple[Variant, ...] = ("standard", "profile-contrast")
 CONFIG_FILE = "run-config.json"
 COMPARISON, CONTROL_COMPARISON = "comparison.parquet", "vs-random-heads/comparison.parquet"
 ROUTING_COMPARISON = "routing/comparison.parquet"
 CLUSTER_VARIANT = "standard"  # the paper's PCS: what per-cluster discovery and routing use
-ROUTED = {"dps-routed-hard": "hard", "dps-routed-soft": "soft"}
+ROUTED: dict[str, Literal["hard", "soft"]] = {"dps-routed-hard": "hard", "dps-routed-soft": "soft"}
 ROUTING_RUNS = (f"dps-{CLUSTER_VARIANT}", *ROUTED, "random-heads")  # the routing comparison: global, hard, soft, random
 GAMMA_SWEEP = "sweep_gamma.csv"
 
@@ -52,7 +52,7 @@ class RunConfig:
     n_train: int = 8
     n_dev: int = 12
     top_k: int = 5
-    method: str = "hybrid"
+    method: Method = "hybrid"
     n_random: int = 20
     gamma: float = 1.0
     gammas: tuple[float, ...] = ()  # further γ for DPS with the profile-contrast heads (the γ sweep)

@@ -82,11 +82,12 @@ def plan_run(lens: Lens, config: RunConfig, data: RunData, out: Path) -> Plan:
     dev_hash = data_digest(data.dev)
     profile_effect = Stage("profile-effect", out / "profile-effect", {"task": config.task, "split": data.dev_label, **asdict(prompt)},
                            outputs=("profile_effect.parquet",), model=model, data=dev_hash)  # fmt: skip
-    settings, discovery = {}, {}
-    for variant in VARIANTS:
-        settings[variant] = DiscoverSettings(prompt=prompt, method=config.method, variant=variant, top_k=config.top_k)
-        discovery[variant] = discovery_stage(
-            lens, out / f"discover-{variant}", settings[variant], data=config.data_label, data_hash=data_digest(data.train),
+    settings: dict[str, DiscoverSettings] = {}
+    discovery: dict[str, Stage] = {}
+    for scan in VARIANTS:
+        settings[scan] = DiscoverSettings(prompt=prompt, method=config.method, variant=scan, top_k=config.top_k)
+        discovery[scan] = discovery_stage(
+            lens, out / f"discover-{scan}", settings[scan], data=config.data_label, data_hash=data_digest(data.train),
             task=config.task, split=data.train_label, seed=config.seed,
         )  # fmt: skip
     clusters = clusters_stage(out / "clusters", task=config.task, split=data.train_label, data=config.data_label, data_hash=data_digest(data.train),
@@ -255,7 +256,12 @@ def _compare(plan: Plan, config: RunConfig) -> pd.DataFrame:
 def _figures(run: Path, out: Path, png: bool, say: Callable[[str], None]) -> None:
     """The figures stage (`workbench figures all`), and `index.md`: what was drawn, what skipped."""
     notes: list[str] = []
-    written = draw_figures(run, out, png=png, say=lambda note: (notes.append(note), say(f"  {note}")))
+
+    def note(text: str) -> None:
+        notes.append(text)
+        say(f"  {text}")
+
+    written = draw_figures(run, out, png=png, say=note)
     lines = [f"- `{path.stem}`" for path in written if path.suffix == ".html"] + [f"- {note}" for note in notes]
     io.write_text(out / "index.md", "# Figures of this run\n\n" + "\n".join(lines) + "\n")
 

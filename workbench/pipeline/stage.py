@@ -32,6 +32,7 @@ from workbench.errors import InputError
 
 if TYPE_CHECKING:
     from workbench.data.examples import Example
+    from workbench.data.tokenized import TokenizedExample
     from workbench.engine.lens import Lens
 
 FINGERPRINT = "fingerprint.json"
@@ -63,8 +64,8 @@ def model_identity(lens: Lens) -> dict[str, str]:
     return {"name": lens.name, "weights": weights_digest(lens)}
 
 
-def data_digest(examples: Sequence[Example]) -> str:
-    """A content hash of examples: every field (input, profile, output, style) of each, in order."""
+def data_digest(examples: Sequence[Example] | Sequence[TokenizedExample]) -> str:
+    """A content hash of examples: every field (input, profile, output, style; or token ids) of each, in order."""
     return digest([dataclasses.asdict(example) for example in examples])
 
 

@@ -72,7 +72,7 @@ def run_validation(
 
         grids = {}
         if options.get("pattern_heads", True):
-            scorers = {"retrieval": retrieval_scores, "induction": induction_scores}
+            scorers: dict[str, Callable[..., torch.Tensor]] = {"retrieval": retrieval_scores, "induction": induction_scores}
             for name in tqdm(scorers, desc="retrieval and induction heads", unit="score", disable=not progress):
                 grids[name] = scorers[name](lens, seed=options["seed"])
         studies: dict[str, HeadSets] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from workbench.checkpoint import digest
 from workbench.engine.lens import Lens
@@ -18,7 +19,8 @@ from workbench.engine.masks import Head, HeadMask, Site
 from workbench.errors import InputError
 from workbench.tensor_types import HeadReference
 
-ABLATIONS: tuple[str, ...] = ("zero", "mean", "resid-slice")
+AblationKind = Literal["zero", "mean", "resid-slice"]
+ABLATIONS: tuple[str, ...] = get_args(AblationKind)
 
 
 @dataclass(frozen=True)

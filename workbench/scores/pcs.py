@@ -33,7 +33,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from tqdm.auto import tqdm
@@ -45,7 +45,7 @@ from workbench.engine.lens import Lens
 from workbench.engine.masks import Head
 from workbench.engine.workers import LocalWorkers, Workers
 from workbench.errors import InputError
-from workbench.scores.ablation import ABLATIONS, Ablation, make_ablation
+from workbench.scores.ablation import Ablation, AblationKind, make_ablation
 from workbench.scores.attribution import attribution_terms
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence, reference_sequences
@@ -54,10 +54,12 @@ from workbench.scores.results import PCSResult
 from workbench.tensor_types import HeadGrid
 from workbench.typed_config import PositiveInt, typed_config
 
-METHODS: tuple[str, ...] = ("exact", "attribution", "hybrid")
+Method = Literal["exact", "attribution", "hybrid"]
+METHODS: tuple[str, ...] = get_args(Method)
 SCREEN = "estimate+magnitude"
 HeadGrids = dict[str, torch.Tensor]  # per example, grids by name (`pcs`, `magnitude`)
-VARIANTS: dict[str, str | None] = {
+Variant = Literal["standard", "profile-contrast", "swap-contrast"]
+VARIANTS: dict[str, str | None] = {  # each variant's control prompt (a `TokenizedExample` field), in `Variant`'s order
     "standard": None,
     "profile-contrast": "no_profile_prompt_ids",
     "swap-contrast": "swapped_prompt_ids",
@@ -71,9 +73,9 @@ class ScanOptions:
     hybrid makes `top_m` candidates (default 3·top_k, `default_top_m`); `seed` seeds the result's
     bootstrap intervals (the scores themselves are deterministic); `task` is recorded only."""
 
-    method: Literal[METHODS] = "exact"  # type: ignore[valid-type]
-    variant: Literal[tuple(VARIANTS)] = "standard"  # type: ignore[misc]
-    ablation: Literal[ABLATIONS] = "zero"  # type: ignore[valid-type]
+    method: Method = "exact"
+    variant: Variant = "standard"
+    ablation: AblationKind = "zero"
     top_k: PositiveInt | None = None
     top_m: PositiveInt | None = None
     max_rows: PositiveInt = 64

@@ -84,7 +84,9 @@ def clustered_routing(clustering: Clustering, temperatures: Sequence[float]) -> 
     """How the clustered users are routed: hard, and soft at each temperature (columns above)."""
     labels = clustering.users["cluster"].to_numpy()
     rows = []
-    routes = [("hard", None, route(clustering.embeddings, clustering.file.centroids, mode="hard"))]
+    routes: list[tuple[str, float | None, np.ndarray]] = [
+        ("hard", None, route(clustering.embeddings, clustering.file.centroids, mode="hard"))
+    ]
     for t in temperatures:
         routes.append(("soft", t, route(clustering.embeddings, clustering.file.centroids, mode="soft", temperature=t)))
     for mode, temperature, weights in routes:

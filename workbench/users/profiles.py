@@ -41,12 +41,12 @@ class ProfileText:
     """How a user's profile becomes the text that is embedded (see the module docstring)."""
 
     source: Literal["shots", "authors"] = Field(
-        "shots",
+        default="shots",
         description="shots: past inputs and the user's outputs as prompts show them; authors: the DPS authors' text fields.",
     )
-    items: PositiveInt = Field(5, description="Profile items read (the first ones).")
+    items: PositiveInt = Field(default=5, description="Profile items read (the first ones).")
     max_length: Annotated[int, annotated_types.Ge(1), annotated_types.Le(512)] = Field(
-        256, description="Tokens of the profile text the embedder reads."
+        default=256, description="Tokens of the profile text the embedder reads."
     )
 
     name = "profile text"

@@ -126,8 +126,8 @@ class RoutingConfig:
 
     clusters: str = Field(description="The clusters file (`workbench cluster`).")
     cluster_heads: str = Field(description="The folder of per-cluster heads (`workbench discover --clusters`).")
-    mode: Mode = Field("soft", description="hard: the most similar cluster; soft: softmax of cosine similarity / T.")
-    temperature: Positive = Field(DEFAULT_TEMPERATURE, description="Soft routing's temperature T on cosine similarities.")
+    mode: Mode = Field(default="soft", description="hard: the most similar cluster; soft: softmax of cosine similarity / T.")
+    temperature: Positive = Field(default=DEFAULT_TEMPERATURE, description="Soft routing's temperature T on cosine similarities.")
 
     name = "routing"
 
@@ -152,7 +152,7 @@ def routing_config(
         raise InputError("give --clusters and --cluster-heads together")
     if mode == "hard" and temperature is not None:
         raise InputError("--temperature applies to soft routing only")
-    given = {"mode": mode, "temperature": temperature}
+    given: dict[str, Any] = {"mode": mode, "temperature": temperature}
     config = RoutingConfig(
         clusters=str(clusters), cluster_heads=str(cluster_heads), **{k: v for k, v in given.items() if v is not None}
     )

@@ -36,7 +36,7 @@ def is_dropped_trailer(line: str) -> bool:
     """A line to drop anywhere in a message: a known people/review trailer, or any `Key: value`
     line whose value holds an e-mail address."""
     match = TRAILER.match(line)
-    return bool(match) and (match.group(1).lower() in DROPPED_TRAILERS or bool(EMAIL.search(match.group(2))))
+    return match is not None and (match.group(1).lower() in DROPPED_TRAILERS or bool(EMAIL.search(match.group(2))))
 
 
 def names_in(text: str) -> set[str]:
