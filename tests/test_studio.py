@@ -30,7 +30,7 @@ from workbench.errors import InputError
 from workbench.experiments.study import AblationStudy
 from workbench.heads import HeadWeights
 from workbench.scores import score_heads
-from workbench.studio.app import APPEND_COMPARISONS, MAX_HISTORY_ROWS
+from workbench.studio.cards.results import APPEND_COMPARISONS, MAX_HISTORY_ROWS
 from workbench.studio.examples import OFF, ProfileState
 from workbench.studio.jobs import FairLock, JobBoard
 from workbench.studio.pagedriver import CHROMIUM, CHROMIUM_ARGS, click_head
