@@ -78,7 +78,8 @@ def _layout(state: StudioState) -> html.Div:
         children=[
             html.H2("workbench studio: head ablations", style={"margin": "0 0 4px 0"}),
             html.Div(
-                f"{lens!r} · run: {where} · task {source.task}, {source.prompt_format} prompts, k={source.k}",
+                f"{lens!r} · run: {where} · data: {source.data or 'the bundled demo set'} · "
+                f"task {source.task}, {source.prompt_format} prompts, k={source.k}",
                 id="run-info",
                 style={"color": "#555", "marginBottom": "6px"},
             ),

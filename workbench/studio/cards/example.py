@@ -58,8 +58,10 @@ def layout(state: StudioState) -> html.Div:
                         maxLength=MAX_TEXT_CHARS,
                         style={"width": "100%", "height": "40px"},
                     ),
-                    dcc.Checklist(
-                        id="typed-chat", options=[{"label": " wrap in the chat template", "value": "chat"}], value=["chat"]
+                    dcc.Checklist(  # plain few-shot text by default: in the chat template the model ignores the profile
+                        id="typed-chat",
+                        options=[{"label": " wrap in the chat template (instruct models)", "value": "chat"}],
+                        value=[],
                     ),
                     html.Button("use this example", id="typed-use"),
                     html.Div(id="typed-message", style={"color": "#b00020", "marginTop": "4px"}),
