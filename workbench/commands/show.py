@@ -88,4 +88,4 @@ def show(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("show", short_help="An example's prompt as the model sees it, or the list of example ids.")(show)
+    app.command("show", short_help="An example's prompt as the model sees it; --list: the ids.")(show)
