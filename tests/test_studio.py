@@ -412,6 +412,16 @@ def test_run_folder_finds_nested_files_and_reads_their_metadata(run_folder, tmp_
     )
     source = RunFolder(staged).task_source()
     assert (source.task, source.data, source.split, source.prompt_format) == ("LaMP-4", None, "dev", "chat")
+    # `workbench run` on data with one split records the user-cut halves by label: the split is read
+    cut = tmp_path / "cut"
+    (cut / "discover-standard").mkdir(parents=True)
+    (cut / "run-config.json").write_text(json.dumps({"task": "LaMP-7", "data": None, "train_split": "train"}))
+    (cut / "discover-standard" / "fingerprint.json").write_text(
+        json.dumps({"options": {"split": "train (train users)", "data": "demo", "format": "plain"}, "data": "0340abcd"})
+    )
+    source = RunFolder(cut).task_source()
+    assert (source.task, source.data, source.split) == ("LaMP-7", None, "train")
+    assert source.notes == ("the run cut the 'train' split by user; every user of it is listed here",)
     empty = RunFolder(None).task_source()
     assert (empty.task, empty.split, empty.notes) == ("LaMP-4", "dev", ())
 
@@ -530,7 +540,7 @@ def test_dps_with_gamma_zero_equals_greedy(page, lens, train):
     assert ablated != greedy  # the ablation changes what is written, so the DPS check can fail
 
 
-def test_typed_prompt_longer_than_the_context_is_refused(page):
+def test_typed_prompt_longer_than_the_context_is_refused(page, lens):
     page.get_by_label("typed in").check()
     page.locator("#typed-prompt").fill("a" * (N_CTX + 50))
     page.locator("#typed-reference").fill("b")
@@ -543,6 +553,8 @@ def test_typed_prompt_longer_than_the_context_is_refused(page):
     page.wait_for_selector("#example-details >> text=my own title")
     page.wait_for_selector("#nll-table .nll-row-0")
     assert page.inner_text("#typed-message") == ""
+    plain = lens.encode("Write a title.", add_bos=True)  # plain text unless the chat template is ticked
+    assert f"prompt {len(plain)} tokens (own profile)" in page.inner_text("#example-details")
     shot(page, "08-typed")
 
 
