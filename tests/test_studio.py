@@ -553,7 +553,7 @@ def test_typed_prompt_longer_than_the_context_is_refused(page, lens):
     page.wait_for_selector("#example-details >> text=my own title")
     page.wait_for_selector("#nll-table .nll-row-0")
     assert page.inner_text("#typed-message") == ""
-    plain = lens.encode("Write a title.", add_bos=True)  # plain text unless the chat template is ticked
+    plain = lens.encode("Write a title.", add_bos=lens.plain_text_bos)  # plain text unless the chat template is ticked
     assert f"prompt {len(plain)} tokens (own profile)" in page.inner_text("#example-details")
     shot(page, "08-typed")
 
@@ -886,7 +886,7 @@ def test_studio_generations_stop_where_evaluate_stops(lens):
     for prompt in ("Hello", "HHH", "LLL", "MMM", "NNN"):  # a random model: one of these breaks the line (found by trying)
         example = session.typed_example(prompt, "x")
         ids = list(example.prompt_ids(ProfileState("own")))
-        assert ids == lens.encode(prompt, add_bos=True)  # plain text with BOS (as `AblationStudy.from_text`), no chat template
+        assert ids == lens.encode(prompt, add_bos=lens.plain_text_bos)  # as plain prompts are encoded: no chat template
         unstopped = generate(lens, [ids], Greedy(), max_new_tokens=40)[0].text
         if "\n" in unstopped.strip("\n"):
             break

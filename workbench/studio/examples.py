@@ -3,10 +3,12 @@ each *profile state* gives it.
 
 A profile state is `own` (the user's own profile), `off` (the same prompt without any profile) or
 `swap:<user id>` (another user's profile in the same prompt). Task examples build their prompts
-with the library's prompt builder, exactly as `workbench discover` / `validate` do; typed
-examples follow `AblationStudy.from_text`: plain text with BOS by default (a base model's few-shot
-completion; the chat template makes the model ignore the profile, see README), the chat template
-when asked. Every example says where a generated answer ends (`stop_strings`), as `evaluate` does.
+with the library's prompt builder, exactly as `workbench discover` / `validate` do. Typed
+examples are plain text by default, encoded as the plain prompt format encodes its prompts (a
+BOS only where the tokenizer puts one: a few-shot completion; in the chat template the model
+ignores the profile, see README), or a chat-template user turn when asked; records of a prompt
+JSONL are encoded as `discover` encodes them. Every example says where a generated answer ends
+(`stop_strings`), as `evaluate` does.
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from functools import cached_property
 from typing import Literal
 
 from workbench.data.examples import Example
-from workbench.data.prompt_jsonl import read_prompt_records
-from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prompt, shot_text, swap_partner, target_text
+from workbench.data.prompt_jsonl import encode_prompt, read_prompt_records
+from workbench.data.prompts import (
+    PromptConfig,
+    answer_stop_strings,
+    build_prompt,
+    encode,
+    shot_text,
+    swap_partner,
+    target_text,
+)
 from workbench.data.retrieval import retrieve
 from workbench.data.sources import load_examples
 from workbench.data.tasks import task_spec
@@ -173,7 +183,7 @@ class TextExample(StudioExample):
             self._check_fits(self.prompt_ids(state), state)
 
     def _encode(self, text: str) -> list[int]:
-        return self.lens.encode_chat(text) if self.chat else self.lens.encode(text, add_bos=True)
+        return self.lens.encode_chat(text) if self.chat else encode(self.lens, text, "plain")
 
     def _build_prompt(self, state: ProfileState) -> list[int]:
         if state.mode == "swap":
@@ -189,6 +199,14 @@ class TextExample(StudioExample):
             )
 
 
+class RecordExample(TextExample):
+    """A record of a prompt JSONL file: its texts encoded as `discover` encodes them (the chat
+    template where the model has one, else the text with BOS)."""
+
+    def _encode(self, text: str) -> list[int]:
+        return encode_prompt(self.lens, text)
+
+
 def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample]:
     """The examples of one split of the run's data (with references), in file order."""
     config = PromptConfig(
@@ -200,7 +218,7 @@ def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample
     if is_prompt_file(source):
         records = read_prompt_records(source.data)  # type: ignore[arg-type]
         return [
-            TextExample(
+            RecordExample(
                 lens,
                 r["id"],
                 r["user_id"],
