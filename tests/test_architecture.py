@@ -1,7 +1,8 @@
 """The house's shape holds: the layers of `pyproject.toml`'s import-linter contracts (each layer
 imports only from the layers below it, no module of any package in an import cycle with its
 siblings), checked by `lint-imports` itself; and every module imports first in a fresh
-interpreter (no import that only works because another module happened to be loaded before)."""
+interpreter (no import that only works because another module happened to be loaded before);
+and the package's static types check clean (mypy, configured in `pyproject.toml`)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,11 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
     assert {"workbench.engine.lens", "workbench.scores.pcs", "workbench.pipeline.run", "workbench.studio.app"} <= set(modules)
     done = subprocess.run([sys.executable, "-c", IMPORT_EACH, *modules], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_static_types_are_clean():
+    """mypy over workbench/ (libraries without type information count as Any; see pyproject.toml)."""
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(ROOT.parent / ".mypy_cache")],
+                          capture_output=True, text=True, cwd=ROOT.parent, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "Success: no issues found" in done.stdout

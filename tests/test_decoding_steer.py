@@ -1,4 +1,5 @@
-"""`workbench steer`: bad options fail with one line and exit 2; a real run prints three continuations."""
+"""`workbench steer`: bad options fail with one line and exit 2; a real run prints three continuations,
+each ending where `evaluate` ends an answer."""
 
 from __future__ import annotations
 
@@ -91,3 +92,19 @@ def test_steer_labels_each_column_by_what_it_is(tiny_cli):
     assert chat.exit_code == 0, chat.output
     missing = tiny_cli("--example", "nope", "--task", "LaMP-7")
     assert missing.exit_code == 2 and "no example 'nope' in the dev split" in missing.output
+
+
+def test_steer_prompt_stops_where_evaluate_stops(tiny_cli):
+    """`Hello` on the tiny model: its unstopped greedy text breaks the line early (checked by hand
+    once; asserted here), and a plain LaMP-4 answer ends at the first line break, as in `evaluate`."""
+    import workbench.commands.steer as steer_command
+    from workbench.decoding import Greedy, generate
+
+    tiny = steer_command.load_lens()  # the fixture's model
+    unstopped = generate(tiny, [tiny.encode("Hello", add_bos=tiny.plain_text_bos)], Greedy(), max_new_tokens=20)[0].text
+    assert "\n" in unstopped.strip("\n")
+    answer, after = unstopped.split("\n", 1)
+    result = tiny_cli("--prompt", "Hello", "--max-new-tokens", 20)
+    assert result.exit_code == 0, result.output
+    assert answer.strip() in result.output
+    assert after.strip()[:6] not in result.output

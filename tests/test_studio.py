@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -21,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from workbench.cli import app
 from workbench.data.prompts import PromptConfig, tokenized_examples
 from workbench.data.sources import load_examples
 from workbench.decoding import Greedy, Suppressed, generate
@@ -30,7 +33,7 @@ from workbench.errors import InputError
 from workbench.experiments.study import AblationStudy
 from workbench.heads import HeadWeights
 from workbench.scores import score_heads
-from workbench.studio.app import APPEND_COMPARISONS, MAX_HISTORY_ROWS
+from workbench.studio.cards.results import APPEND_COMPARISONS, MAX_HISTORY_ROWS
 from workbench.studio.examples import OFF, ProfileState
 from workbench.studio.jobs import FairLock, JobBoard
 from workbench.studio.pagedriver import CHROMIUM, CHROMIUM_ARGS, click_head
@@ -409,6 +412,16 @@ def test_run_folder_finds_nested_files_and_reads_their_metadata(run_folder, tmp_
     )
     source = RunFolder(staged).task_source()
     assert (source.task, source.data, source.split, source.prompt_format) == ("LaMP-4", None, "dev", "chat")
+    # `workbench run` on data with one split records the user-cut halves by label: the split is read
+    cut = tmp_path / "cut"
+    (cut / "discover-standard").mkdir(parents=True)
+    (cut / "run-config.json").write_text(json.dumps({"task": "LaMP-7", "data": None, "train_split": "train"}))
+    (cut / "discover-standard" / "fingerprint.json").write_text(
+        json.dumps({"options": {"split": "train (train users)", "data": "demo", "format": "plain"}, "data": "0340abcd"})
+    )
+    source = RunFolder(cut).task_source()
+    assert (source.task, source.data, source.split) == ("LaMP-7", None, "train")
+    assert source.notes == ("the run cut the 'train' split by user; every user of it is listed here",)
     empty = RunFolder(None).task_source()
     assert (empty.task, empty.split, empty.notes) == ("LaMP-4", "dev", ())
 
@@ -515,19 +528,19 @@ def test_dps_with_gamma_zero_equals_greedy(page, lens, train):
     page.wait_for_selector("#progress-text >> text=done")
     shot(page, "06-generations")
     assert "γ = 0" in page.inner_text("#gen-settings")
-    greedy = generate(lens, [list(example.prompt_ids)], Greedy(), max_new_tokens=12)[0].text
+    stops = ("\n",)  # a plain LaMP-7 answer ends at the line break, as in `evaluate`
+    greedy = generate(lens, [list(example.prompt_ids)], Greedy(), max_new_tokens=12, stop_strings=stops)[0].text
     grid = torch.zeros(3, 4)
     grid[0, 0] = grid[1, 2] = 1.0
-    ablated = generate(lens, [list(example.prompt_ids)], Suppressed(HeadWeights(grid), suppression="zero"), max_new_tokens=12)[
-        0
-    ].text
+    suppressed = Suppressed(HeadWeights(grid), suppression="zero")
+    ablated = generate(lens, [list(example.prompt_ids)], suppressed, max_new_tokens=12, stop_strings=stops)[0].text
     assert page.inner_text("#gen-greedy") == greedy.strip() or page.inner_text("#gen-greedy") == greedy
     assert page.inner_text("#gen-dps") == page.inner_text("#gen-greedy")
     assert page.inner_text("#gen-ablated").strip() == ablated.strip()
     assert ablated != greedy  # the ablation changes what is written, so the DPS check can fail
 
 
-def test_typed_prompt_longer_than_the_context_is_refused(page):
+def test_typed_prompt_longer_than_the_context_is_refused(page, lens):
     page.get_by_label("typed in").check()
     page.locator("#typed-prompt").fill("a" * (N_CTX + 50))
     page.locator("#typed-reference").fill("b")
@@ -540,6 +553,8 @@ def test_typed_prompt_longer_than_the_context_is_refused(page):
     page.wait_for_selector("#example-details >> text=my own title")
     page.wait_for_selector("#nll-table .nll-row-0")
     assert page.inner_text("#typed-message") == ""
+    plain = lens.encode("Write a title.", add_bos=lens.plain_text_bos)  # plain text unless the chat template is ticked
+    assert f"prompt {len(plain)} tokens (own profile)" in page.inner_text("#example-details")
     shot(page, "08-typed")
 
 
@@ -682,6 +697,224 @@ def test_the_browser_cannot_open_files_outside_the_run_folder(studio):
     )
     assert status == 200 and "internal error" in body["sideUpdate"]["error-text"]["children"]
     assert urllib.request.urlopen(url).status == 200
+
+
+# --- the run's own data --------------------------------------------------------------------------
+# A discover run on a LaMP-4 folder written here in the official schema (`{split}_questions.json`
+# with `id`, `input`, `profile` and `user_id`; `{split}_outputs.json` with `task` and `golds`), with
+# ids and users the demo set does not have: the studio shows that folder's examples, never the demo
+# set's under the run's label; `--data` replaces the record; data that has moved is refused with one
+# line; `show` prints the prompt the decoder gets; generations stop where `evaluate` stops.
+
+USERS = ("writer-a", "writer-b", "writer-c")
+TOPICS = ("bridge", "harbour", "library", "orchard", "stadium", "tram line")
+
+
+def write_lamp4(folder: Path, first_id: int) -> dict[str, list[str]]:
+    """A LaMP-4 folder (train and dev) in the official schema; returns the example ids per split."""
+    ids: dict[str, list[str]] = {}
+    number = first_id
+    for split in ("train", "dev"):
+        questions, golds = [], []
+        for index, user in enumerate(USERS):
+            topic = TOPICS[(index + len(ids)) % len(TOPICS)]
+            example_id = str(number)
+            number += 1
+            profile = [
+                {
+                    "id": f"{example_id}-{k}",
+                    "text": f"{user} wrote about the {t} for the weekly paper.",
+                    "title": f"{t} news by {user}",
+                }
+                for k, t in enumerate(TOPICS[index : index + 2])
+            ]
+            questions.append(
+                {
+                    "id": example_id,
+                    "user_id": user,
+                    "input": f"Generate a headline for the following article: The {topic} reopened on {split} day {index}.",
+                    "profile": profile,
+                }
+            )
+            golds.append({"id": example_id, "output": f"{topic.title()} reopens"})
+        (folder / split).mkdir(parents=True)
+        (folder / split / f"{split}_questions.json").write_text(json.dumps(questions))
+        (folder / split / f"{split}_outputs.json").write_text(json.dumps({"task": "LaMP_4", "golds": golds}))
+        ids[split] = [q["id"] for q in questions]
+    return ids
+
+
+def cli(*args) -> object:
+    return CliRunner(env={"COLUMNS": "240"}).invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def own_run(tiny_folder, tmp_path_factory):
+    """`workbench discover` on a LaMP-4 folder given by a relative path, from another folder."""
+    place = tmp_path_factory.mktemp("own-data")
+    ids = write_lamp4(place / "lamp4", first_id=9100)
+    here = Path.cwd()
+    try:
+        import os
+
+        os.chdir(place)
+        result = cli("discover", "--data", "lamp4", "--task", "LaMP-4", "--split", "train", "--method", "attribution",
+                     "--top-k", 2, "--profile-k", 2, "--out", "run", "--model", tiny_folder)  # fmt: skip
+    finally:
+        os.chdir(here)
+    assert result.exit_code == 0, result.output
+    return place, ids
+
+
+def test_a_discover_run_shows_its_own_examples(own_run, lens, tmp_path, monkeypatch):
+    place, ids = own_run
+    monkeypatch.chdir(tmp_path)  # the studio starts elsewhere: the recorded path must be absolute
+    source = RunFolder(place / "run").task_source()
+    assert (source.task, source.split, source.notes) == ("LaMP-4", "train", ())
+    assert Path(source.data) == (place / "lamp4").resolve()
+    session = StudioSession(lens, RunFolder(place / "run"))
+    examples = session.examples("train")
+    assert [e.key for e in examples] == ids["train"]
+    assert {e.user_id for e in examples} == set(USERS)
+    demo_ids = {e.example_id for e in load_examples(None, "LaMP-4", "train")}
+    assert not demo_ids & {e.key for e in examples}
+    assert [e.key for e in session.examples("dev")] == ids["dev"]
+    # the prompt the page shows carries the user's own profile and the article
+    _, shown = session.prompt(examples[0], ProfileState("own"))
+    assert f"news by {USERS[0]}" in shown and "The bridge reopened on train day 0." in shown
+    assert f"news by {USERS[0]}" not in session.prompt(examples[0], OFF)[1]
+
+
+def test_data_option_replaces_the_record_and_moved_data_is_refused(own_run, tmp_path, tiny_folder, monkeypatch):
+    place, _ = own_run
+    other_ids = write_lamp4(tmp_path / "other", first_id=9500)
+    run = RunFolder(place / "run")
+    source = run.task_source(tmp_path / "other")
+    assert Path(source.data) == (tmp_path / "other").resolve() and source.task == "LaMP-4"
+    assert [e.example_id for e in load_examples(source.data, source.task, source.split)] == other_ids["train"]
+    with pytest.raises(InputError, match="--data .*missing: no such file or folder"):
+        run.task_source(tmp_path / "missing")
+
+    moved = tmp_path / "moved"
+    shutil.copytree(place / "run", moved / "run")  # a copy of the run, its data moved away
+    shutil.move(str(place / "lamp4"), str(tmp_path / "elsewhere"))
+    try:
+        with pytest.raises(InputError) as error:
+            RunFolder(moved / "run").task_source()
+        message = str(error.value)
+        assert "\n" not in message and str((place / "lamp4").resolve()) in message and "--data" in message
+
+        import workbench.commands.studio as studio_command
+
+        monkeypatch.setattr(studio_command, "load_lens", lambda *args: pytest.fail("the model loads before the data check"))
+        refused = cli("studio", "--run", moved / "run", "--model", tiny_folder)
+        assert refused.exit_code == 2 and "is not here" in refused.output and "--data" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+        # the command with --data: the layout names that folder, the model loads after the check
+        from dash import Dash
+
+        from workbench.engine.models import load_model
+
+        served = []
+        monkeypatch.setattr(studio_command, "load_lens", lambda *args: load_model(str(tiny_folder), device="cpu"))
+        monkeypatch.setattr(Dash, "run", lambda self, **options: served.append(self))
+        done = cli("studio", "--run", moved / "run", "--data", tmp_path / "elsewhere", "--model", tiny_folder)
+        assert done.exit_code == 0, done.output
+        assert f"data: {(tmp_path / 'elsewhere').resolve()}" in str(served[0].layout)
+    finally:
+        shutil.move(str(tmp_path / "elsewhere"), str(place / "lamp4"))
+
+
+def test_a_demo_run_finds_the_demo_set_without_a_note():
+    """The bundled tiny demo run (every stage's fingerprint records the data's content hash)."""
+    source = RunFolder(Path(__file__).parent / "fixtures" / "demo-run-tiny").task_source()
+    assert source.data is None and source.task == "LaMP-4"
+    assert not [note for note in source.notes if "data" in note]
+
+
+def test_show_prints_the_prompt_the_decoder_gets(own_run, tiny_folder, tmp_path, monkeypatch):
+    place, ids = own_run
+    data = place / "lamp4"
+    example = load_examples(data, "LaMP-4", "train")[1]
+    options = ("--data", data, "--task", "LaMP-4", "--split", "train", "--model", tiny_folder, "--profile-k", 2)
+    shown = cli("show", "--example", example.example_id, *options)
+    assert shown.exit_code == 0, shown.output
+    header, rest = shown.output.split("\n", 1)
+    prompt = rest.split("--- the prompt as the model sees it (special tokens shown) ---\n", 1)[1].split("\n--- reference ---\n")[
+        0
+    ]
+    # structure: the user's two profile items as past shots, then the article, ending at the output label
+    for item in example.profile:
+        assert f"Article: {item['text']}\nHeadline: {item['title']}" in prompt
+    article = example.input.split("article: ", 1)[1]
+    assert article == "The harbour reopened on train day 1."
+    assert prompt.index("news by writer-b") < prompt.index(f"Article: {article}\nHeadline:")
+    assert prompt.endswith("Headline:") and example.output in rest
+
+    import workbench.experiments.evaluation as evaluation
+
+    received = []
+    real = evaluation.generate
+
+    def spy(model, prompts, **options):
+        received.extend(prompts)
+        return real(model, prompts, **options)
+
+    monkeypatch.setattr(evaluation, "generate", spy)
+    evaluated = cli("evaluate", "--out", tmp_path / "eval", *options, "--limit", 2, "--max-new-tokens", 2)
+    assert evaluated.exit_code == 0, evaluated.output
+    decoder_input = received[1]
+    assert f"· {len(decoder_input)} prompt tokens (" in header
+    # what the decoder got, decoded independently of `show`
+    from workbench.engine.models import load_model
+
+    assert load_model(str(tiny_folder), device="cpu").decode(decoder_input, skip_special_tokens=False) == prompt
+
+    listed = cli("show", "--list", *options)
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split("\t") for line in listed.output.strip().splitlines()[1:]]
+    assert [row[0] for row in rows] == ids["train"]
+    assert rows[1] == [example.example_id, f"user {example.user_id}", f"{len(decoder_input)} tokens"]
+    missing = cli("show", "--example", "nope", *options)
+    assert missing.exit_code == 2 and "no example 'nope'" in missing.output and "--list" in missing.output
+
+
+def test_studio_generations_stop_where_evaluate_stops(lens):
+    """A typed plain prompt in the studio (plain is the default now): the greedy continuation ends
+    before the first line break of the unstopped one."""
+    session = StudioSession(lens, RunFolder(None))
+    for prompt in ("Hello", "HHH", "LLL", "MMM", "NNN"):  # a random model: one of these breaks the line (found by trying)
+        example = session.typed_example(prompt, "x")
+        ids = list(example.prompt_ids(ProfileState("own")))
+        assert ids == lens.encode(prompt, add_bos=lens.plain_text_bos)  # as plain prompts are encoded: no chat template
+        unstopped = generate(lens, [ids], Greedy(), max_new_tokens=40)[0].text
+        if "\n" in unstopped.strip("\n"):
+            break
+    else:
+        pytest.fail("no prompt tried gives a line break in 40 tokens")
+    stopped = session.generate(example, ProfileState("own"), Greedy(), max_new_tokens=40)
+    assert stopped.stop_reason == "stop_string" and stopped.text == unstopped.split("\n", 1)[0]
+
+
+def test_the_page_lists_the_datas_users(own_run, lens, browser):
+    place, ids = own_run
+    session = StudioSession(lens, RunFolder(place / "run"))
+    url, server = serve(session)
+    try:
+        page = open_page(browser, url)
+        assert f"data: {(place / 'lamp4').resolve()}" in page.inner_text("#run-info")
+        page.wait_for_selector("#example-details >> text=writer-a")
+        shot(page, "20-own-data")
+        page.locator("#example").click()
+        options = page.locator(".dash-dropdown-option")  # the open list (drawn outside the dropdown's own element)
+        options.first.wait_for()
+        labels = options.all_inner_texts()
+        shot(page, "21-own-data-examples")
+        assert [label.split(" · ")[0] for label in labels] == ids["train"]
+        assert all(label.split(" · ")[1].removeprefix("user ") in USERS for label in labels)
+        page.close()
+    finally:
+        server.shutdown()
 
 
 # --- the default model, end to end ------------------------------------------------------------

@@ -153,6 +153,8 @@ def discover(
 
     if top_k is not None and top_percent is not None:
         raise InputError("give --top-k or --top-percent, not both")
+    if data is not None:
+        data = data.resolve()  # recorded with the heads as an absolute path: `workbench studio --run` finds it from anywhere
     given = {
         "score": score, "format": prompt_format, "retriever": retriever, "profile_k": profile_k, "sample": sample,
         "method": method, "variant": variant, "ablation": ablation, "top_k": top_k, "top_percent": top_percent,

@@ -5,7 +5,8 @@ that what the profile and what the heads change can be read off one table.
 
 The prompt is `--prompt TEXT` (plain text, or a chat-template user turn with `--format chat`)
 or `--example ID` from `--data/--task/--split`, built with the same prompt options as
-`evaluate`. The DPS options are the decoder options of `evaluate`, under the same names.
+`evaluate`; either way each continuation stops where `evaluate` stops an answer (the task's stop
+string in the plain and history formats, the end-of-turn token in chat). The DPS options are the decoder options of `evaluate`, under the same names.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def steer(
         str | None, typer.Option("--example", help="Take the prompt of this example id of --data/--task/--split instead.")
     ] = None,
     data: DataOption = None,
-    task: Annotated[str, typer.Option("--task", help="Task of --example (default LaMP-4).")] = "LaMP-4",
+    task: Annotated[
+        str,
+        typer.Option("--task", help="Task of --example; for --prompt too, it says where an answer ends (as in evaluate)."),
+    ] = "LaMP-4",
     split: Annotated[str, typer.Option("--split", help="Split of --example.")] = "dev",
     prompt_format: Annotated[
         str,
@@ -68,6 +72,7 @@ def steer(
         raise InputError("--prompt is empty")
     if system is not None and (prompt is None or prompt_format != "chat"):
         raise InputError("--system applies to --prompt with --format chat")
+    spec = task_spec(task)  # a bad --task fails before the model loads
     if not heads.is_file():
         raise InputError(f"{heads}: file not found")
     dps = DPS(**(decoder_options or {}))  # bad options fail before the model loads
@@ -87,14 +92,13 @@ def steer(
     lens = load_lens(model, device, dtype, device_map)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     dps = DPS(weights, contrast=dps.contrast, generic=dps.generic, prefill=dps.prefill)
-    stops: tuple[str, ...] = ()
     if chosen is None:
         ids = lens.encode_chat(prompt, system) if config.format == "chat" else encode(lens, prompt, config.format)  # type: ignore[arg-type]
         no_profile = None
     else:
         ids = build_prompt(lens, chosen, config, answer_room=max_new_tokens)
         no_profile = build_prompt(lens, chosen, config, with_profile=False, answer_room=max_new_tokens)
-        stops = answer_stop_strings(config.format, task_spec(task))
+    stops = answer_stop_strings(config.format, spec)  # every continuation ends where `evaluate` ends an answer
     columns = {
         "greedy, with profile" if chosen else "greedy": (Greedy(), ids),
         "heads suppressed": (Suppressed(weights, generic=dps.generic), ids),

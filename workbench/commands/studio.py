@@ -34,6 +34,13 @@ def studio(
         Path | None,
         typer.Option("--run", help="A run folder (discover or demo output): its PCS maps, head sets and task data."),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="The examples to show (a LaMP folder, ...; as discover's --data): replaces the run's record."
+        ),
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="The task of --data (default: the run's).")] = None,
     model: ModelOption = None,
     port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8050,
     host: Annotated[
@@ -47,14 +54,19 @@ def studio(
         from workbench.studio.app import create_app
     except ImportError as error:
         raise InputError(f"the studio needs Dash ({error.name} is missing): pip install 'workbench[studio]'") from None
+    from workbench.data.tasks import task_spec
+    from workbench.studio.examples import is_prompt_file, task_examples
     from workbench.studio.runfolder import RunFolder
     from workbench.studio.session import StudioSession
 
     if not 1 <= port <= 65535:
         raise InputError(f"--port must lie in 1..65535, got {port}")
-    folder = RunFolder(run)  # fails on a bad --run before the model loads
+    folder = RunFolder(run)  # fails on a bad --run, --data or --task before the model loads
+    source = folder.task_source(data, None if task is None else task_spec(task).name)
+    if not is_prompt_file(source):
+        task_examples(source, source.split)
     lens = load_lens(model, device, dtype)
-    app = create_app(StudioSession(lens, folder))
+    app = create_app(StudioSession(lens, folder, source))
     if not is_loopback(host):
         print(
             f"warning: serving on {host}: anyone who can reach port {port} can use the model and read this run's files",

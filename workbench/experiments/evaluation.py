@@ -39,6 +39,7 @@ from workbench.data.examples import Example
 from workbench.data.files import read_json
 from workbench.data.prompts import PromptConfig, answer_stop_strings, build_prompt, decoding_prompt
 from workbench.data.tasks import TaskSpec, task_spec
+from workbench.data.tokenizer import PromptTokenizer
 from workbench.decoding import generate
 from workbench.decoding.base import Decoder
 from workbench.decoding.greedy import Greedy
@@ -265,8 +266,7 @@ def evaluate(
         routes = None
     if routes is not None:  # every user's routed decoder, checked before anything is written
         Routed(decoder, list(routes.weights.values())).check(lens)
-    partners = examples if profiles is None else profiles
-    prompts = {e.example_id: decoding_prompt(lens, e, config.prompt, partners, answer_room=config.new_tokens) for e in examples}
+    prompts = decoding_prompts(lens, examples, config, examples if profiles is None else profiles)
     contrasts = {}
     if decoder.contrast_prompts:
         contrasts = {
@@ -360,6 +360,15 @@ def evaluate(
     }
     io.write_json(out / METRICS, result)
     return result
+
+
+def decoding_prompts(
+    tokenizer: PromptTokenizer, examples: Sequence[Example], config: EvalConfig, partners: Sequence[Example]
+) -> dict[str, list[int]]:
+    """The prompt token ids the decoder receives for each example (by id): its own profile or a
+    partner's (`config.prompt.profile`), with room for `config.new_tokens` answer tokens
+    (`workbench show` prints them)."""
+    return {e.example_id: decoding_prompt(tokenizer, e, config.prompt, partners, answer_room=config.new_tokens) for e in examples}
 
 
 def decoding_threads(lines: Sequence[dict[str, Any]]) -> list[int | None]:

@@ -3,8 +3,12 @@ each *profile state* gives it.
 
 A profile state is `own` (the user's own profile), `off` (the same prompt without any profile) or
 `swap:<user id>` (another user's profile in the same prompt). Task examples build their prompts
-with the library's prompt builder, exactly as `workbench discover` / `validate` do; typed
-examples follow `AblationStudy.from_text` (chat template, or raw text with BOS).
+with the library's prompt builder, exactly as `workbench discover` / `validate` do. Typed
+examples are plain text by default, encoded as the plain prompt format encodes its prompts (a
+BOS only where the tokenizer puts one: a few-shot completion; in the chat template the model
+ignores the profile, see README), or a chat-template user turn when asked; records of a prompt
+JSONL are encoded as `discover` encodes them. Every example says where a generated answer ends
+(`stop_strings`), as `evaluate` does.
 """
 
 from __future__ import annotations
@@ -16,8 +20,16 @@ from functools import cached_property
 from typing import Literal
 
 from workbench.data.examples import Example
-from workbench.data.prompt_jsonl import read_prompt_records
-from workbench.data.prompts import PromptConfig, build_prompt, shot_text, swap_partner, target_text
+from workbench.data.prompt_jsonl import encode_prompt, read_prompt_records
+from workbench.data.prompts import (
+    PromptConfig,
+    answer_stop_strings,
+    build_prompt,
+    encode,
+    shot_text,
+    swap_partner,
+    target_text,
+)
 from workbench.data.retrieval import retrieve
 from workbench.data.sources import load_examples
 from workbench.data.tasks import task_spec
@@ -64,6 +76,7 @@ class StudioExample(ABC):
     profile_items: tuple[str, ...]
     reference: str
     target_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...]  # where a generated answer ends (`evaluate`'s stop strings)
 
     def __init__(self) -> None:
         self._prompts: dict[str, tuple[int, ...]] = {}
@@ -96,14 +109,16 @@ class TaskExample(StudioExample):
         words = " ".join(example.input.split()[-8:])
         self.label = f"{example.example_id} · user {example.user_id} · …{words}"
         self.target_ids = tuple(lens.encode(target_text(example, config.format)))
+        self.stop_strings = answer_stop_strings(config.format, task_spec(example.task))
 
     @cached_property
     def profile_items(self) -> tuple[str, ...]:  # type: ignore[override]
         spec = task_spec(self.example.task)
-        return tuple(
+        shots = (
             shot_text(spec, item)
             for item in retrieve(self.example, self.config.profile_k, self.config.retriever, seed=self.config.seed)
         )
+        return tuple(shot for shot in shots if shot is not None)
 
     def _partner(self, user_id: str) -> Example:
         for other in self.split:
@@ -128,7 +143,8 @@ class TaskExample(StudioExample):
 
 class TextExample(StudioExample):
     """A prompt given as text: typed in the page, or a record of a prompt JSONL file. `profile`
-    (typed) is put before the prompt; a record gives its prompt without profile itself."""
+    (typed) is put before the prompt; a record gives its prompt without profile itself. `task`
+    (a task name, else `generic`) says where answers end; `chat` wraps the text in the chat template."""
 
     def __init__(
         self,
@@ -140,7 +156,8 @@ class TextExample(StudioExample):
         *,
         profile: str = "",
         no_profile_prompt: str | None = None,
-        chat: bool = True,
+        chat: bool = False,
+        task: str = "generic",
     ):
         super().__init__()
         for name, text in (("prompt", prompt), ("reference", reference), ("profile", profile)):
@@ -161,11 +178,13 @@ class TextExample(StudioExample):
         self._with_profile = PROFILE_SEPARATOR.join([*self.profile_items, prompt]) if no_profile_prompt is None else prompt
         self._without_profile = prompt if no_profile_prompt is None else no_profile_prompt
         self.target_ids = tuple(lens.encode(reference))
+        spec = task_spec(task if _is_task(task) else "generic")
+        self.stop_strings = answer_stop_strings("chat" if chat else "plain", spec)
         for state in (ProfileState("own"), OFF):
             self._check_fits(self.prompt_ids(state), state)
 
     def _encode(self, text: str) -> list[int]:
-        return self.lens.encode_chat(text) if self.chat else self.lens.encode(text, add_bos=True)
+        return self.lens.encode_chat(text) if self.chat else encode(self.lens, text, "plain")
 
     def _build_prompt(self, state: ProfileState) -> list[int]:
         if state.mode == "swap":
@@ -181,6 +200,14 @@ class TextExample(StudioExample):
             )
 
 
+class RecordExample(TextExample):
+    """A record of a prompt JSONL file: its texts encoded as `discover` encodes them (the chat
+    template where the model has one, else the text with BOS)."""
+
+    def _encode(self, text: str) -> list[int]:
+        return encode_prompt(self.lens, text)
+
+
 def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample]:
     """The examples of one split of the run's data (with references), in file order."""
     config = PromptConfig(
@@ -189,10 +216,10 @@ def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample
         seed=source.seed,
         max_prompt_tokens=source.max_prompt_tokens,
     )
-    if source.data is not None and source.data.endswith(".jsonl") and not _is_task(source.task):
-        records = read_prompt_records(source.data)
+    if is_prompt_file(source):
+        records = read_prompt_records(source.data)  # type: ignore[arg-type]
         return [
-            TextExample(
+            RecordExample(
                 lens,
                 r["id"],
                 r["user_id"],
@@ -203,10 +230,22 @@ def load_split(lens: Lens, source: TaskSource, split: str) -> list[StudioExample
             )
             for r in records
         ]
+    examples = task_examples(source, split)
+    return [TaskExample(lens, example, examples, config) for example in examples]
+
+
+def is_prompt_file(source: TaskSource) -> bool:
+    """Whether the run's data is a JSONL of ready prompt records (no task builds its prompts)."""
+    return source.data is not None and source.data.endswith(".jsonl") and not _is_task(source.task)
+
+
+def task_examples(source: TaskSource, split: str) -> list[Example]:
+    """The examples of one split of the run's task data that have a reference output (read, not
+    tokenized: a command checks the data with this before the model loads)."""
     examples = [e for e in load_examples(source.data, source.task, split) if e.output and e.output.strip()]
     if not examples:
         raise InputError(f"split {split!r} of {source.data or 'the demo set'} has no examples with a reference output")
-    return [TaskExample(lens, example, examples, config) for example in examples]
+    return examples
 
 
 def _is_task(name: str) -> bool:

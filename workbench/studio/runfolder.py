@@ -5,7 +5,10 @@ A run folder is whatever `workbench discover` or `workbench demo` wrote (and, la
 per pipeline stage with a `fingerprint.json`). The reader does not depend on the layout: it finds
 every `pcs.parquet` and `heads.json` below the root (recursively, checkpoints skipped) and reads
 the task, data, split and prompt format from the first place that records them: a
-`fingerprint.json`, a `run-config.json`, the PCS files' metadata or the head files' `extra`.
+`fingerprint.json`'s options, a `run-config.json`, the PCS files' metadata or the head files'
+`extra`. A run on the demo set records `demo` (or no data); a run on other data records its path,
+which must still be there (as recorded, or relative to the run folder): a run is never shown with
+another set's examples. `--data` / `--task` (`task_source`'s arguments) override the record.
 What is not recorded falls back to the bundled demo set's defaults.
 
 Files are addressed by their path relative to the root, and only files the scan found can be
@@ -16,6 +19,7 @@ out) is refused, so the browser can read nothing but the run's own files.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +31,13 @@ from workbench.scores.results import PCSResult
 
 SCORE_FILE = "pcs.parquet"
 HEADS_FILE = "heads.json"
-RECORD_FILES = ("fingerprint.json", "run-config.json")
+FINGERPRINT_FILE = "fingerprint.json"
+RECORD_FILES = (FINGERPRINT_FILE, "run-config.json")
 SKIPPED_FOLDERS = {"checkpoint", ".git", "__pycache__"}
 MAX_FILES = 200  # a run folder with more score files than this is not a run folder
 DEFAULT_TASK = "LaMP-4"
+DEMO_DATA = ("demo", "None")  # what runs on the bundled demo set record as their data
+USER_CUT = re.compile(r"^(?P<split>.+) \((train|dev) users\)$")  # `workbench run`'s label of a split cut by user
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,12 @@ class RunFolder:
             record = json.loads(self.resolve(name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return {}
-        return record if isinstance(record, dict) else {}
+        if not isinstance(record, dict):
+            return {}
+        if Path(name).name == FINGERPRINT_FILE:  # the stage's options; its top-level `data` is a content hash
+            options = record.get("options")
+            return options if isinstance(options, dict) else {}
+        return record
 
     def _score_entry(self, name: str) -> ScoreEntry:
         try:
@@ -148,23 +160,31 @@ class RunFolder:
                 continue
             yield {"task": weights.task, "model": weights.model, **weights.extra}
 
-    def task_source(self) -> TaskSource:
-        """The task data of the run, from the first record that names each field."""
+    def task_source(self, data: str | Path | None = None, task: str | None = None) -> TaskSource:
+        """The task data of the run, from the first record that names each field; `data` and
+        `task` (the command's `--data` / `--task`) replace what the run recorded."""
         records: list[dict[str, Any]] = [*self._records, *(entry.metadata for entry in self.scores), *self._head_records()]
         notes = []
-        task = _first(records, ("task",))
+        if task is None:
+            task = _first(records, ("task",))
         if task is None:
             task = DEFAULT_TASK
             if self.root is not None:
                 notes.append(f"the run records no task; showing the demo set's {DEFAULT_TASK}")
-        data = _first(records, ("data",))
-        if data in (None, "demo", "None"):
-            data = None
+        if data is not None:
+            if not Path(data).exists():
+                raise InputError(f"--data {data}: no such file or folder")
+            located: str | None = str(Path(data).resolve())
         else:
-            data = self._locate(str(data), notes)
-        split = _first(records, ("split",))
-        if split is None:
-            split = "dev"
+            recorded = _first(records, ("data",))
+            located = None if recorded is None or str(recorded) in DEMO_DATA else self._locate(str(recorded))
+            if recorded is None and self.root is not None:
+                notes.append("the run records no data; showing the bundled demo set (--data names the run's own)")
+        split = str(_first(records, ("split",)) or "dev")
+        cut = USER_CUT.match(split)
+        if cut:
+            split = cut["split"]
+            notes.append(f"the run cut the {split!r} split by user; every user of it is listed here")
         prompt_format = _first(records, ("prompt_format", "format"))
         if prompt_format not in ("plain", "chat", "history"):
             prompt_format = "plain"
@@ -172,22 +192,25 @@ class RunFolder:
                 notes.append("the run records no prompt format; assuming plain")
         return TaskSource(
             task=str(task),
-            data=data,
-            split=str(split),
+            data=located,
+            split=split,
             prompt_format=prompt_format,
-            k=_as_int(_first(records, ("k", "profile_k")), 5),
-            seed=_as_int(_first(records, ("seed",)), 0),
+            k=_as_int(_first(records, ("k", "profile_k")), 5) or 5,
+            seed=_as_int(_first(records, ("seed",)), 0) or 0,
             max_prompt_tokens=_as_int(_first(records, ("max_prompt_tokens",)), None),
             notes=tuple(notes),
         )
 
-    def _locate(self, data: str, notes: list[str]) -> str | None:
-        """A recorded data path as given (relative to where the run was made) or below the run."""
+    def _locate(self, data: str) -> str:
+        """A recorded data path as given (absolute, or relative to where the run was made) or
+        relative to the run folder; refused when it is in neither place."""
         for candidate in (Path(data), *(() if self.root is None else (self.root / data,))):
             if candidate.exists():
-                return str(candidate)
-        notes.append(f"the run's data {data!r} is not here; showing the demo set")
-        return None
+                return str(candidate.resolve())
+        raise InputError(
+            f"the run's data {data} is not here (looked for it as recorded and below {self.root}); "
+            "pass --data with the folder the run was made on (and --task)"
+        )
 
 
 def _walk(root: Path) -> Iterator[Path]:

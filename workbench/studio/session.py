@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from workbench.data.tokenized import TokenizedExample
-from workbench.decoding import DPS, Decoder, Generation, Greedy, Suppressed, generate
+from workbench.decoding import DPS, Contrast, Decoder, Generation, Greedy, Suppressed, Suppression, generate
 from workbench.engine.lens import Lens
 from workbench.engine.masks import Head
 from workbench.errors import InputError
@@ -46,7 +46,7 @@ from workbench.scores.engine import MaskedNLL
 from workbench.scores.nll import TargetSequence
 from workbench.studio.examples import OFF, ProfileState, StudioExample, TextExample, load_split
 from workbench.studio.jobs import FairLock
-from workbench.studio.runfolder import RunFolder
+from workbench.studio.runfolder import RunFolder, TaskSource
 from workbench.tensor_types import HeadReference
 
 KINDS: tuple[str, ...] = ("zero", "mean", "weighted")
@@ -106,9 +106,10 @@ class NLLReport:
 class StudioSession:
     """The lens, the run folder and its examples, with the computations the page asks for."""
 
-    def __init__(self, lens: Lens, run: RunFolder):
+    def __init__(self, lens: Lens, run: RunFolder, source: TaskSource | None = None):
+        """`source`: where the examples come from (default: what the run records, `RunFolder.task_source`)."""
         self.lens, self.run = lens, run
-        self.source = run.task_source()
+        self.source = run.task_source() if source is None else source
         self.lock = FairLock()
         self._splits: dict[str, list[StudioExample]] = {}
         self._typed: OrderedDict[tuple, TextExample] = OrderedDict()
@@ -130,13 +131,16 @@ class StudioSession:
                 return example
         raise InputError(f"no example {key!r} in split {split!r}")
 
-    def typed_example(self, prompt: str, reference: str, profile: str = "", *, chat: bool = True) -> TextExample:
-        """A typed example (kept, so its clean forwards are reused while it is being looked at)."""
+    def typed_example(self, prompt: str, reference: str, profile: str = "", *, chat: bool = False) -> TextExample:
+        """A typed example (kept, so its clean forwards are reused while it is being looked at):
+        plain text by default, in the chat template with `chat`; answers end as the run's task's do."""
         identity = (prompt, reference, profile, chat)
         if identity not in self._typed:
             key = f"typed-{abs(hash(identity)):x}"
             with self.lock:
-                example = TextExample(self.lens, key, "typed", prompt, reference, profile=profile, chat=chat)
+                example = TextExample(
+                    self.lens, key, "typed", prompt, reference, profile=profile, chat=chat, task=self.source.task
+                )
             _remember(self._typed, identity, example)
         return self._typed[identity]
 
@@ -161,7 +165,7 @@ class StudioSession:
 
     def _suppressed(self, example: StudioExample, weights: HeadWeights, ablation: AblationKind) -> Suppressed:
         z_ref = self._mean_reference(example) if ablation.kind == "mean" else None
-        return Suppressed(weights, suppression=ablation.kind, z_ref=z_ref)  # type: ignore[arg-type]
+        return Suppressed(weights, generic=Suppression(suppression=ablation.kind, z_ref=z_ref))  # type: ignore[arg-type]
 
     def _mean_reference(self, example: StudioExample) -> HeadReference:
         if example.key not in self._z_ref:
@@ -213,7 +217,7 @@ class StudioSession:
             suppressed = self._suppressed(example, weights, ablation)
         if which == "ablated":
             return suppressed
-        return DPS(weights, gamma=gamma, generic=suppressed.generic)
+        return DPS(weights, contrast=Contrast(gamma=gamma), generic=suppressed.generic)
 
     def generate(
         self,
@@ -224,8 +228,9 @@ class StudioSession:
         max_new_tokens: int = 24,
         on_step: Callable[[], None] | None = None,
     ) -> Generation:
-        """One continuation of the state's prompt. `on_step` runs before each new token (progress,
-        cancellation); between tokens, clicks waiting for the model go first."""
+        """One continuation of the state's prompt, ending where `evaluate` ends an answer (the
+        example's stop strings). `on_step` runs before each new token (progress, cancellation);
+        between tokens, clicks waiting for the model go first."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise InputError(f"new tokens must be a whole number in 1..{MAX_NEW_TOKENS}, got {max_new_tokens!r}")
 
@@ -236,7 +241,8 @@ class StudioSession:
 
         with self.lock:
             prompt = list(example.prompt_ids(state))
-            return generate(self.lens, [prompt], _Observed(decoder, step), max_new_tokens=max_new_tokens)[0]
+            observed = _Observed(decoder, step)
+            return generate(self.lens, [prompt], observed, max_new_tokens=max_new_tokens, stop_strings=example.stop_strings)[0]
 
     # --- head maps ---------------------------------------------------------------------------
 
@@ -264,7 +270,8 @@ class _Observed(Decoder):
     """A decoder that calls `on_step` before every token it chooses."""
 
     def __init__(self, inner: Decoder, on_step: Callable[[], None]):
-        self.inner, self.on_step, self.name = inner, on_step, inner.name
+        self.inner, self.on_step = inner, on_step
+        self.name = inner.name  # type: ignore[misc]  # a decoder's name is its class's; this wrapper takes its inner one's
 
     def prepare(self, lens: Lens, prompts: Any, contrast_prompts: Any) -> Any:
         return _ObservedRun(self.inner.prepare(lens, prompts, contrast_prompts), self.on_step)
