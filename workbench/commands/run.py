@@ -65,7 +65,7 @@ def run(
     from workbench.pipeline.plan import RunData, run_config
     from workbench.pipeline.run import run_pipeline
 
-    config = run_config(preset, data=None if data is None else str(data), task=task, train_split=train_split,
+    config = run_config(preset, data=None if data is None else str(data.resolve()), task=task, train_split=train_split,
                         dev_split=dev_split, dev_share=dev_share, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method,
                         n_random=n_random, gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,
                         figures_png=png)  # fmt: skip
