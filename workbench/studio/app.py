@@ -19,7 +19,7 @@ from dash.exceptions import PreventUpdate
 from workbench.engine.masks import Head
 from workbench.errors import InputError
 from workbench.heads import HeadWeights
-from workbench.studio import export, views
+from workbench.studio import export, trace_card, views
 from workbench.studio.examples import MAX_TEXT_CHARS, ProfileState, StudioExample
 from workbench.studio.jobs import Job, JobBoard
 from workbench.studio.session import DECODERS, KINDS, MAX_NEW_TOKENS, AblationKind, NLLReport, StudioSession
@@ -50,6 +50,7 @@ def create_app(session: StudioSession) -> Dash:
     app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.layout = _layout(session)
     _register(app, session, JobBoard())
+    trace_card.register(app, session, EXAMPLE_STATE, _current)
     return app
 
 
@@ -149,6 +150,7 @@ def _layout(session: StudioSession) -> html.Div:
             ),
             _results_card(),
             _generation_card(),
+            trace_card.layout(session),
             _export_card(),
         ],
     )
