@@ -27,9 +27,12 @@ from test_studio import (  # noqa: F401 (fixtures)
 from workbench.data.prompts import answer_stop_strings
 from workbench.data.tasks import task_spec
 from workbench.decoding import DPS, trace_dps
+from workbench.errors import InputError
 from workbench.heads import HeadWeights
 from workbench.scores.results import PCSResult
+from workbench.studio.examples import ProfileState
 from workbench.studio.runfolder import RunFolder
+from workbench.studio.traces import StudioTraces, TraceSettings
 
 
 def expected_trace(lens, run_folder, prompt, gamma, n_heads):
@@ -110,3 +113,22 @@ def test_a_token_click_shows_its_table_and_shares_and_the_sliders_re_decode(page
     png = download.value.path().read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     (ARTEFACTS / "trace-03-export.png").write_bytes(png)
+
+
+def test_traces_stop_like_evaluate_and_refuse_bad_settings(studio):
+    session = studio[1]
+    traces = StudioTraces(session)
+    own = ProfileState("own")
+    example = session.examples(session.source.split)[0]
+    trace, source = traces.trace(example, own, TraceSettings(0.5, 2))
+    assert trace.options["stop_strings"] == ["\n"] and trace.options["max_new_tokens"] == task_spec(TASK).max_new_tokens
+    assert "top 2 of" in source and len(trace.heads) <= 2
+    assert traces.trace(example, own, TraceSettings(0.5, 2))[0] is trace  # kept: a click redraws from it
+    typed = session.typed_example("Write a title.", "a title", chat=True)
+    assert traces.trace(typed, own, TraceSettings("entropy", 2))[0].options["stop_strings"] == []  # chat: end of turn only
+    with pytest.raises(InputError, match="γ must be"):
+        TraceSettings(-1.0, 2)
+    with pytest.raises(InputError, match="whole number >= 1"):
+        TraceSettings(1.0, 0)
+    with pytest.raises(InputError, match="at most 12"):
+        traces.trace(example, own, TraceSettings(1.0, 13))
