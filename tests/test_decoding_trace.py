@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from reference_decoding import contrast, entropy, next_logits, patched, twin
+from reference_decoding import contrast, entropy, head_output_means, next_logits, patched, twin
 
 from workbench.data.prompts import answer_stop_strings
 from workbench.data.tasks import task_spec
@@ -38,7 +38,12 @@ def in_space(logits: torch.Tensor, combine: str) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "options",
-    [dict(gamma=1.5), dict(gamma="entropy", combine="logprobs"), dict(gamma="entropy", entropy_scale="ln-vocab", gamma_cap=0.7)],
+    [
+        dict(gamma=1.5),
+        dict(gamma="entropy", combine="logprobs"),
+        dict(gamma="entropy", entropy_scale="ln-vocab", gamma_cap=0.7),
+        dict(gamma=0.8, suppression="mean"),
+    ],
 )
 def test_trace_equals_hand_computed_passes_and_one_head_masking(tiny, hf, weights, options, tmp_path):
     prompt = tiny.encode_chat("hello there")
@@ -46,12 +51,15 @@ def test_trace_equals_hand_computed_passes_and_one_head_masking(tiny, hf, weight
     assert len(trace.token_ids) == STEPS and trace.stop_reason == "max_new_tokens"
     combine = options.get("combine", "logits")
     w = weights.weights
-    weak = patched(hf, output_scale=1 - w)
+    mean = options.get("suppression") == "mean"
+    scale = (w == 0).float() if mean else 1 - w
+    z_ref = head_output_means(hf, [prompt]) if mean else None  # the loop's mean: over the prompt
+    weak = patched(hf, output_scale=scale, z_ref=z_ref)
     singles = {}
     for layer, head in weights.heads():
-        scale = torch.ones_like(w)
-        scale[layer, head] = 1 - w[layer, head]
-        singles[(layer, head)] = patched(hf, output_scale=scale)
+        alone = torch.ones_like(w)
+        alone[layer, head] = scale[layer, head]
+        singles[(layer, head)] = patched(hf, output_scale=alone, z_ref=z_ref)
     assert list(trace.heads) == weights.heads()
     worst_sum = 0.0
     for step, token in enumerate(trace.token_ids):

@@ -10,6 +10,7 @@ profile state, γ, n), so that a click on a token only redraws from it.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class StudioTraces:
     def __init__(self, session: StudioSession):
         self.session = session
         self._kept: OrderedDict[tuple, DecodingTrace] = OrderedDict()
+        self._kept_lock = threading.Lock()  # callbacks run in several server threads
         self._maps: dict[str, PCSResult] = {}
 
     def head_map(self, example: StudioExample, state: ProfileState) -> tuple[PCSResult, str]:
@@ -78,23 +80,23 @@ class StudioTraces:
         """The trace (decoded now, or kept from before) and where its heads came from."""
         key = (example.key, state.key, settings)
         heads, source = self.heads(example, state, settings.n_heads)
-        if key not in self._kept:
-            form = (
-                ("chat" if example.chat else "plain") if isinstance(example, TextExample) else self.session.source.prompt_format
+        with self._kept_lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+                return kept, source
+        form = ("chat" if example.chat else "plain") if isinstance(example, TextExample) else self.session.source.prompt_format
+        spec = task_spec(self.session.source.task)
+        with self.session.lock:
+            trace = trace_dps(
+                self.session.lens,
+                list(example.prompt_ids(state)),
+                DPS(heads, gamma=settings.gamma),
+                max_new_tokens=spec.max_new_tokens,
+                stop_strings=answer_stop_strings(form, spec),  # type: ignore[arg-type]
             )
-            spec = task_spec(self.session.source.task)
-            decoder = DPS(heads, gamma=settings.gamma)
-            with self.session.lock:
-                prompt = list(example.prompt_ids(state))
-                trace = trace_dps(
-                    self.session.lens,
-                    prompt,
-                    decoder,
-                    max_new_tokens=spec.max_new_tokens,
-                    stop_strings=answer_stop_strings(form, spec),  # type: ignore[arg-type]
-                )
+        with self._kept_lock:
             self._kept[key] = trace
             while len(self._kept) > KEPT_TRACES:
                 self._kept.popitem(last=False)
-        self._kept.move_to_end(key)
-        return self._kept[key], source
+        return trace, source
