@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import torch
-from bench_studio import best, make_run
+from bench_studio import best, serve, studio_setup
 
 # In the page: the mouse release's own time stamp, and when the frame after the token table named
 # a new step was painted (both on the page's clock).
@@ -93,26 +89,11 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    import transformers
-    from werkzeug.serving import make_server
-
-    from workbench.engine.models import load_model
-    from workbench.studio.app import create_app
     from workbench.studio.examples import ProfileState
-    from workbench.studio.runfolder import RunFolder
-    from workbench.studio.session import StudioSession
     from workbench.studio.traces import StudioTraces, TraceSettings
 
-    transformers.utils.logging.disable_progress_bar()
-    load_before = os.getloadavg()
-    lens = load_model(device="cpu")
-    folder = make_run(lens, Path(tempfile.mkdtemp(prefix="bench-trace-")), args.tokens)
-    session = StudioSession(lens, RunFolder(folder))
-    example = session.examples("dev")[0]
+    lens, session, example, ids = studio_setup(args.tokens, "bench-trace-")
     own = ProfileState("own")
-    ids = list(example.prompt_ids(own)) + list(example.target_ids)
-    print(f"example {example.key}: {len(example.prompt_ids(own))} prompt + {len(example.target_ids)} reference tokens; "
-          f"torch threads {torch.get_num_threads()}; load average before {load_before[0]:.2f}")  # fmt: skip
 
     forward = best(lambda: lens.forward(ids), args.repeats, "plain forward")
     results: dict = {"tokens": len(ids), "forward_s": forward}
@@ -126,10 +107,7 @@ def main() -> None:
     results["share_sums"] = [round(float(v), 3) for v in trace.effects.sum(axis=1) / trace.total]  # 1: no interaction
     results["deltas"] = [round(float(v), 3) for v in trace.total]
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server("127.0.0.1", 0, create_app(session).server, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
+    url, server = serve(session)
     clicks, driven, count = token_clicks(url, args.clicks, args.screenshot)
     server.shutdown()
     results.update(click_page_s=clicks, click_driver_s=driven, click_page_median_s=statistics.median(clicks), strip_tokens=count)
