@@ -43,6 +43,7 @@ def in_space(logits: torch.Tensor, combine: str) -> torch.Tensor:
         dict(gamma="entropy", combine="logprobs"),
         dict(gamma="entropy", entropy_scale="ln-vocab", gamma_cap=0.7),
         dict(gamma=0.8, suppression="mean"),
+        dict(gamma=1.0, site="query-scale"),
     ],
 )
 def test_trace_equals_hand_computed_passes_and_one_head_masking(tiny, hf, weights, options, tmp_path):
@@ -54,12 +55,14 @@ def test_trace_equals_hand_computed_passes_and_one_head_masking(tiny, hf, weight
     mean = options.get("suppression") == "mean"
     scale = (w == 0).float() if mean else 1 - w
     z_ref = head_output_means(hf, [prompt]) if mean else None  # the loop's mean: over the prompt
-    weak = patched(hf, output_scale=scale, z_ref=z_ref)
+    query = options.get("site") == "query-scale"
+    suppress = (lambda s: patched(hf, query_scale=s)) if query else (lambda s: patched(hf, output_scale=s, z_ref=z_ref))
+    weak = suppress(scale)
     singles = {}
     for layer, head in weights.heads():
         alone = torch.ones_like(w)
         alone[layer, head] = scale[layer, head]
-        singles[(layer, head)] = patched(hf, output_scale=alone, z_ref=z_ref)
+        singles[(layer, head)] = suppress(alone)
     assert list(trace.heads) == weights.heads()
     worst_sum = 0.0
     for step, token in enumerate(trace.token_ids):

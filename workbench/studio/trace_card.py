@@ -100,6 +100,11 @@ def layout(session: StudioSession) -> html.Div:
                     [
                         html.Div(id="trace-info", style={"color": "#555", "margin": "4px 0"}),
                         html.Div(id="trace-strip", style={"fontFamily": "monospace", "fontSize": "15px", "lineHeight": "1.8"}),
+                        html.Div(
+                            "shade: Δ = the chosen token's score with the full model minus with the heads suppressed "
+                            "(red: the heads supported the token, so DPS raised it; blue: the reverse)",
+                            style={"color": "#666", "fontSize": "12px"},
+                        ),
                     ]
                 ),
                 delay_show=400,
