@@ -9,6 +9,8 @@ block l reruns only its output projection and MLP from the recorded `z`; blocks 
 full, except the last, whose MLP and unembedding run only at the target positions. Masks that
 start at the same layer are the rows of one batch (chunks of `max_rows`); a mask that changes
 nothing is the clean pass itself.
+`masked_logits` is this computation up to the logits (what `sequence_nll` reduces to NLL, and
+what the DPS decoding trace reads its passes from).
 
 `MaskedNLL` is the same computation for one mask after another (the studio's clicks): the clean
 forward runs once, and a mask that differs from the previous one only from layer d up restarts
