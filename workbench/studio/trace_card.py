@@ -23,6 +23,7 @@ from dash.exceptions import PreventUpdate
 
 from workbench.decoding import DecodingTrace
 from workbench.figures import head_heatmap
+from workbench.figures.heatmaps import SELECTED as RINGED_NAME
 from workbench.studio import views
 from workbench.studio.session import StudioSession
 from workbench.studio.traces import StudioTraces, TraceSettings
@@ -205,6 +206,7 @@ def share_map(trace: DecodingTrace, step: int) -> go.Figure:
         value_label="share of Δ (one head suppressed alone)",
         highlight=trace.heads,
     )
+    figure.update_traces(name="suppressed heads (ringed)", selector={"name": RINGED_NAME})
     figure.update_layout(width=None, autosize=True, height=420, margin={"t": 60, "l": 60, "r": 20, "b": 50})
     return figure
 
