@@ -74,6 +74,41 @@ def make_run(lens, folder: Path, tokens: int) -> Path:
     return folder
 
 
+def studio_setup(tokens: int, prefix: str):
+    """The default model, a run folder whose first LaMP-4 dev example is about `tokens` long, the
+    studio session over it, that example and its own-profile prompt ‖ reference ids (printed)."""
+    import transformers
+
+    from workbench.engine.models import load_model
+    from workbench.studio.examples import ProfileState
+    from workbench.studio.runfolder import RunFolder
+    from workbench.studio.session import StudioSession
+
+    transformers.utils.logging.disable_progress_bar()
+    load_before = os.getloadavg()
+    lens = load_model(device="cpu")
+    folder = make_run(lens, Path(tempfile.mkdtemp(prefix=prefix)), tokens)
+    session = StudioSession(lens, RunFolder(folder))
+    example = session.examples("dev")[0]
+    own = ProfileState("own")
+    ids = list(example.prompt_ids(own)) + list(example.target_ids)
+    print(f"example {example.key}: {len(example.prompt_ids(own))} prompt + {len(example.target_ids)} reference tokens; "
+          f"torch threads {torch.get_num_threads()}; load average before {load_before[0]:.2f}")  # fmt: skip
+    return lens, session, example, ids
+
+
+def serve(session):
+    """The studio app on a free loopback port, in a thread: (url, server)."""
+    from werkzeug.serving import make_server
+
+    from workbench.studio.app import create_app
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server("127.0.0.1", 0, create_app(session).server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
 def nll_request(url: str, example: str, heads: list[tuple[int, int]]) -> float:
     """One POST of the NLL callback as the page sends it; returns the seconds it took."""
     dependencies = json.loads(urllib.request.urlopen(f"{url}/_dash-dependencies").read())
@@ -156,27 +191,13 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    import transformers
-    from werkzeug.serving import make_server
-
     from workbench.decoding import DPS, Greedy, generate
-    from workbench.engine.models import load_model
     from workbench.heads import HeadWeights
-    from workbench.studio.app import create_app
     from workbench.studio.examples import ProfileState
-    from workbench.studio.runfolder import RunFolder
-    from workbench.studio.session import AblationKind, StudioSession
+    from workbench.studio.session import AblationKind
 
-    transformers.utils.logging.disable_progress_bar()
-    load_before = os.getloadavg()
-    lens = load_model(device="cpu")
-    folder = make_run(lens, Path(tempfile.mkdtemp(prefix="bench-studio-")), args.tokens)
-    session = StudioSession(lens, RunFolder(folder))
-    example = session.examples("dev")[0]
+    lens, session, example, ids = studio_setup(args.tokens, "bench-studio-")
     own = ProfileState("own")
-    ids = list(example.prompt_ids(own)) + list(example.target_ids)
-    print(f"example {example.key}: {len(example.prompt_ids(own))} prompt + {len(example.target_ids)} reference tokens; "
-          f"torch threads {torch.get_num_threads()}; load average before {load_before[0]:.2f}")  # fmt: skip
 
     forward = best(lambda: lens.forward(ids), args.repeats, "plain forward")
     results = {"tokens": len(ids), "forward_s": forward}
@@ -196,10 +217,7 @@ def main() -> None:
         "no-profile row alone, layer 0",
     )
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = make_server("127.0.0.1", 0, create_app(session).server, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
+    url, server = serve(session)
     requests = [nll_request(url, example.key, [(15, h % lens.n_heads), (22, 4)]) for h in range(args.repeats)]
     results["nll_http_callback_s"] = min(requests)
     print(f"  NLL callback over HTTP: {', '.join(f'{t:.3f}' for t in requests)}", flush=True)

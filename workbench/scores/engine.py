@@ -9,6 +9,8 @@ block l reruns only its output projection and MLP from the recorded `z`; blocks 
 full, except the last, whose MLP and unembedding run only at the target positions. Masks that
 start at the same layer are the rows of one batch (chunks of `max_rows`); a mask that changes
 nothing is the clean pass itself.
+`masked_logits` is this computation up to the logits (what `sequence_nll` reduces to NLL, and
+what the DPS decoding trace reads its passes from).
 
 `MaskedNLL` is the same computation for one mask after another (the studio's clicks): the clean
 forward runs once, and a mask that differs from the previous one only from layer d up restarts
@@ -17,13 +19,13 @@ from the previous run's residual entering block d, so a click costs the layers a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.engine.interventions import Hook, Recording
@@ -61,6 +63,27 @@ def sequence_nll(
     """Clean per-token NLL of `sequence`'s target and the same with each one-row mask applied
     (the masks share a site and reference activation, as `HeadMask.stack` requires). `hooks` act in
     the clean forward and every masked one."""
+    chunks = masked_logits(lens, sequence.ids, sequence.positions, masks, max_rows=max_rows, hooks=hooks)
+    _, clean_logits = next(chunks)
+    clean = token_nll(clean_logits, sequence.targets)[0].cpu()
+    masked = clean.expand(len(masks), -1).clone()
+    for chunk, logits in chunks:
+        masked[chunk] = token_nll(logits, sequence.targets).cpu()
+    return SequenceNLL(clean, masked)
+
+
+def masked_logits(
+    lens: Lens,
+    ids: Sequence[int],
+    positions: Int[Tensor, " kept"],
+    masks: Sequence[HeadMask] = (),
+    *,
+    max_rows: int = 64,
+    hooks: Sequence[Hook] = (),
+) -> Iterator[tuple[list[int], Float[Tensor, "rows kept vocab"]]]:
+    """The logits of `ids` at `positions`: first `([], clean logits)` (one row), then
+    `(indices, logits)` for chunks of the one-row masks, each row restarted at its mask's lowest
+    active layer. A mask that changes nothing is not run (its logits are the clean ones)."""
     if max_rows < 1:
         raise InputError(f"max_rows must be at least 1, got {max_rows}")
     starts = []
@@ -73,10 +96,9 @@ def sequence_nll(
     reuse_z = all(mask.site != "query-scale" for mask in masks)
     record_layers = sorted({start for start in starts if start is not None}) if reuse_z else []
     recording = Recording([lens.hook_name("z", layer) for layer in record_layers])
-    context = lens.tail_context(list(sequence.ids), hooks=[*hooks, *recording.hooks])
-    positions = sequence.positions.to(lens.device)
-    clean = token_nll(context.logits[:, positions], sequence.targets)[0].cpu()
-    masked = clean.expand(len(masks), -1).clone()
+    context = lens.tail_context(list(ids), hooks=[*hooks, *recording.hooks])
+    positions = positions.to(lens.device)
+    yield [], context.logits[:, positions]
     pending = sorted((start, index) for index, start in enumerate(starts) if start is not None)
     for start, group in groupby(pending, key=lambda item: item[0]):
         indices = [index for _, index in group]
@@ -85,9 +107,7 @@ def sequence_nll(
             chunk = indices[begin : begin + max_rows]
             restart = Restart(context, start, rows=len(chunk), head_outputs=head_outputs)
             chunk_mask = HeadMask.stack([masks[index] for index in chunk])
-            logits = lens.run(start=restart, mask=chunk_mask, hooks=hooks, positions=positions).logits
-            masked[chunk] = token_nll(logits, sequence.targets).cpu()
-    return SequenceNLL(clean, masked)
+            yield chunk, lens.run(start=restart, mask=chunk_mask, hooks=hooks, positions=positions).logits
 
 
 class MaskedNLL:

@@ -19,7 +19,7 @@ import dash
 from dash import Dash, Input, Output, dcc, html
 
 from workbench.errors import InputError
-from workbench.studio.cards import example, export, generation, head_map, heads, results
+from workbench.studio.cards import example, export, generation, head_map, heads, results, trace
 from workbench.studio.cards.common import ROW, StudioState
 from workbench.studio.session import StudioSession
 
@@ -28,7 +28,7 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024  # typed texts are capped far below this; la
 # The page's cards, by where they sit: two columns, then full-width cards one below the other.
 LEFT = (example, heads)
 RIGHT = (head_map,)
-BELOW = (results, generation, export)
+BELOW = (results, generation, trace, export)
 
 
 def create_app(session: StudioSession) -> Dash:
