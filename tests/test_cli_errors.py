@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import workbench.commands.evaluate as evaluate_command
 import workbench.commands.validate as validate_command
+import workbench.data.scoring_examples as scoring_examples
 import workbench.experiments.evaluation as evaluation_module
 from workbench.cli import app
 from workbench.heads import HeadWeights
@@ -215,7 +216,7 @@ def test_ctrl_c_in_validate_says_it_resumes(tiny, tmp_path, monkeypatch) -> None
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(validate_command, "load_scoring_examples", interrupt)
+    monkeypatch.setattr(scoring_examples, "load_scoring_examples", interrupt)
     result = invoke("validate", "--task", "LaMP-7", "--heads", tiny_heads(tiny, tmp_path / "h.json"), "--out", tmp_path / "v")
     assert result.exit_code == 130
     assert "re-run the same command to resume" in result.stderr

@@ -4,11 +4,12 @@ of them in this process, or all of them on Ray workers; `workbench merge` joins 
 from __future__ import annotations
 
 import functools
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from workbench.execution.placement import Placement
+if TYPE_CHECKING:
+    from workbench.execution.placement import Placement
 
 ShardOption = Annotated[
     str | None,
@@ -36,6 +37,7 @@ CpusPerWorkerOption = Annotated[
 
 
 def placement(shard: str | None, ray: str | None, workers: int | None, cpus_per_worker: int) -> Placement:
+    from workbench.execution.placement import Placement
     from workbench.execution.shards import Shard
 
     return Placement(Shard.parse(shard) if shard is not None else None, ray, workers, cpus_per_worker)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from workbench.commands._decoder_options import with_decoder_options
+from workbench.commands._decoder_options import surface, with_decoder_options
 from workbench.commands._placement_options import (
     CpusPerWorkerOption,
     RayOption,
@@ -36,7 +36,6 @@ from workbench.commands.discover import (
     SeedOption,
 )
 from workbench.data.tasks import TASKS
-from workbench.decoding.registry import DECODERS
 
 
 @friendly_errors
@@ -50,7 +49,7 @@ def evaluate(
     method: Annotated[
         str | None,
         typer.Option(
-            "--method", help=f"Decoder: {', '.join(DECODERS)} (default greedy; `workbench decoders` lists their options)."
+            "--method", help=f"Decoder: {', '.join(surface())} (default greedy; `workbench decoders` lists their options)."
         ),
     ] = None,
     heads: Annotated[

@@ -34,7 +34,6 @@ from workbench.commands.discover import (
     SeedOption,
     TaskOption,
 )
-from workbench.data.scoring_examples import check_source, load_scoring_examples
 
 
 @friendly_errors
@@ -72,6 +71,7 @@ def validate(
     """Mask the top-k preference heads together vs random, retrieval and induction heads, with
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
     from workbench.data.prompts import PromptConfig
+    from workbench.data.scoring_examples import check_source, load_scoring_examples
     from workbench.heads import HeadWeights
     from workbench.pipeline.stage import data_digest
     from workbench.pipeline.validation import run_validation, validation_stage
