@@ -31,7 +31,7 @@ def help_seconds(tree: Path, command: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     args = [sys.executable, "-m", "workbench.cli", *command.split(), "--help"]
     start = time.perf_counter()
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(args, env=env, cwd=tree, capture_output=True, text=True, check=False)  # `-m` puts the cwd first
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{tree}: `workbench {command} --help` failed: {done.stderr.strip()[-300:]}")

@@ -189,6 +189,7 @@ def discover(
 
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit, shard, runners) -> None:
     from workbench.execution.shards import discover_shard
+    from workbench.experiments.cost import discovery_plan
     from workbench.experiments.discovery import scan_options, selection_options
     from workbench.pipeline.discovery import discovery_stage, run_discovery
     from workbench.pipeline.stage import data_digest
@@ -213,6 +214,9 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
         lens, out, settings, data=str(data) if data else "demo", data_hash=data_digest(examples),
         task=task, split=split, top_m=top_m, max_rows=max_rows, seed=seed, extra={"preset": record["preset"], "limit": limit},
     )  # fmt: skip
+    if not stage.check():
+        for line in discovery_plan(lens, examples, settings, top_m=top_m):
+            print(line)
     result, weights = run_discovery(lens, stage, examples, settings, announce=print, workers=runners)
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "

@@ -72,6 +72,7 @@ def validate(
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
     from workbench.data.prompts import PromptConfig
     from workbench.data.scoring_examples import check_source, load_scoring_examples
+    from workbench.experiments.cost import validation_plan
     from workbench.heads import HeadWeights
     from workbench.pipeline.stage import data_digest
     from workbench.pipeline.validation import run_validation, validation_stage
@@ -108,6 +109,10 @@ def validate(
             "limit": limit, **flat_values(prompt),
         }  # fmt: skip
         stage = validation_stage(lens, out, {label: weights}, options=options, data_hash=data_digest(examples))
+        if not stage.check():
+            n_sets = 1 + n_random + 2 * pattern_heads  # the preference heads, the random draws, retrieval and induction
+            for line in validation_plan(lens, examples, n_sets):
+                print(line)
         summary = run_validation(lens, stage, examples, {label: weights}, announce=print, workers=runners)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {out / 'validation.parquet'} and {out / 'validation_summary.csv'}")
