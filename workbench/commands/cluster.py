@@ -42,9 +42,11 @@ def cluster(
     temperature: Annotated[
         float, typer.Option("--temperature", help="Soft-routing temperature shown in the report (cosine scale).")
     ] = 0.05,
+    limit: Annotated[int | None, typer.Option("--limit", help="Cluster the users of the first N examples only.")] = None,
     seed: SeedOption = 0,
 ) -> None:
     """Embed each user's profile (all-MiniLM-L6-v2, offline, cached) and k-means the users."""
+    from workbench.data.scoring_examples import choose
     from workbench.data.sources import load_examples
     from workbench.pipeline.clusters import clusters_stage, run_clusters
     from workbench.pipeline.stage import data_digest
@@ -56,13 +58,20 @@ def cluster(
     check_temperature(temperature)
     given = {"source": profile_text, "items": profile_items, "max_length": embed_tokens}
     recipe = ProfileText(**{name: value for name, value in given.items() if value is not None})
-    examples = load_examples(data, task, split)
+    examples = choose(load_examples(data, task, split), limit)
+    users = len({example.user_id for example in examples})
+    if limit is not None and k is not None and k > users:
+        raise InputError(f"--k {k} needs at least {k} users; the first {limit} examples (--limit) have {users}: "
+                         "raise --limit or lower --k")  # fmt: skip
     quiet_transformers()
     stage = clusters_stage(out, task=task, split=split, data=str(data) if data else "demo", data_hash=data_digest(examples),
                            k=k, group_size=group_size, seed=seed, recipe=recipe, temperature=temperature)  # fmt: skip
     file = run_clusters(stage, examples, recipe=recipe, announce=typer.echo)
     score = "n/a" if file.silhouette is None else f"{file.silhouette:.3f}"
-    typer.echo(f"{sum(file.sizes())} users in {file.k} clusters of sizes {file.sizes()}; silhouette {score}")
+    typer.echo(
+        f"{sum(file.sizes())} profiles (one per user, from {file.n_examples} examples) in {file.k} clusters "
+        f"of {file.sizes()} profiles; silhouette {score}"
+    )
     typer.echo(f"wrote {out / 'clusters.json'} and the report {out / 'clusters.md'}")
 
 

@@ -84,7 +84,10 @@ AblationOption = Annotated[
         "--ablation", help="zero (default), mean or resid-slice (the authors' residual-slice zeroing; not a head ablation)."
     ),
 ]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
+LimitOption = Annotated[
+    int | None,
+    typer.Option("--limit", help="Use only the first N examples (discover --clusters: N taken in turn from each cluster)."),
+]
 METHOD_HELP = (
     "hybrid (default): attribution for every head, then exact PCS for 3 x --top-k candidates (about 5 s per "
     "128-token example on the default model, 2 idle CPU cores; its candidates held 0.9-1.0 of the exact top heads in "
@@ -233,10 +236,11 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     """PCS per cluster of `clusters_path` on its member examples (the stage `workbench demo` runs);
     the clusters are checked against the data (and embedder) before the model loads. A shard
     (`where.shard`) scores its slice of the examples in cluster order (`workbench.execution.shards.discover_shard`)."""
-    from workbench.data.scoring_examples import load_scoring_examples
+    from workbench.data.prompts import tokenized_examples
+    from workbench.data.scoring_examples import choose
     from workbench.data.sources import load_examples
     from workbench.execution.shards import discover_shard
-    from workbench.experiments.cluster_discovery import cluster_selection
+    from workbench.experiments.cluster_discovery import cluster_selection, clustered_examples
     from workbench.experiments.discovery import scan_options
     from workbench.pipeline.clusters import cluster_discovery_stage, run_cluster_discovery
     from workbench.pipeline.stage import data_digest
@@ -246,9 +250,11 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     clusters.check_embedder(clusters_path)
     task = task or clusters.task
     examples = load_examples(data, task, split)
-    clusters.check_data(examples, task, split, clusters_path)
+    clustered = clustered_examples(examples, clusters)  # all of the split, or the first examples `cluster --limit` took
+    clusters.check_data(clustered, task, split, clusters_path)
+    pool = choose(clustered_examples(clustered, clusters, limit), sample=settings.sample, seed=settings.prompt.seed)
     lens = lens_loader()
-    chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
+    chosen = tokenized_examples(lens, pool, settings.prompt, partners=examples, progress=True)
     with where.open(lens, worker_load) as runners:
         if where.shard is not None:
             # the keys the cluster stage records (`options` names the clusters file)
