@@ -29,7 +29,7 @@ RayOption = Annotated[
 ]
 WorkersOption = Annotated[
     int | None,
-    typer.Option("--workers", help="Ray workers (default: one per GPU of the cluster, else one per --cpus-per-worker cores)."),
+    typer.Option("--workers", help="Ray workers. Default: one per GPU of the cluster, else one per --cpus-per-worker cores."),
 ]
 CpusPerWorkerOption = Annotated[
     int, typer.Option("--cpus-per-worker", help="CPU cores (and torch threads) per Ray worker without GPUs.")

@@ -22,14 +22,14 @@ def select(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Output folder for heads.json; default: top-K beside the scores.", callback=_checked_out_folder
+            "--out", help="Output folder for heads.json. Default: top-K beside the scores.", callback=_checked_out_folder
         ),
     ] = None,
     norm: Annotated[
-        str | None, typer.Option("--norm", help="Weight normalisation: max, sum or none; default: the scan's.")
+        str | None, typer.Option("--norm", help="Weight normalisation: max, sum or none. Default: the scan's.")
     ] = None,
     min_pcs: Annotated[
-        float | None, typer.Option("--min-pcs", help="Selected heads need at least this score; default: the scan's.")
+        float | None, typer.Option("--min-pcs", help="Selected heads need at least this score. Default: the scan's.")
     ] = None,
 ) -> None:
     """Select the top-K heads of an existing scan (pcs.parquet) into a new heads.json."""
@@ -52,4 +52,4 @@ def select(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("select", short_help="Select the top-K heads of an existing scan again, without re-scoring.")(select)
+    app.command("select", short_help="Re-select the top-K heads of a finished scan.")(select)
