@@ -116,17 +116,20 @@ def typical_tokens(examples: Sequence[TokenizedExample]) -> int:
 
 
 def calibrate(lens: Lens, tokens: int, *, steps: int = 8) -> Calibration:
-    """Time one forward of `tokens` tokens (after a warm-up) and `steps` greedy decoding steps."""
+    """Time the forward of a `tokens`-long prompt (a one-token greedy generation: its prefill) and
+    a decoding step (what `steps` more tokens add), after a short warm-up."""
     ids = [lens.tokenizer.bos_token_id or 0] + [(7 * i + 11) % lens.geometry.d_vocab for i in range(tokens - 1)]
     prompt = ids[: max(1, min(tokens, lens.geometry.n_ctx - steps - 1))]
-    lens.forward(prompt[:8])  # warm-up: first-call allocations are not the job's cost
-    start = time.perf_counter()
-    lens.forward(prompt)
-    forward = time.perf_counter() - start
-    start = time.perf_counter()
-    generate(lens, [prompt], Greedy(), max_new_tokens=steps + 1, stop_at_eos=False)
-    step = max(0.0, time.perf_counter() - start - forward) / steps
-    return Calibration(tokens, forward, step)
+
+    def seconds(new_tokens: int, prompt: list[int]) -> float:
+        start = time.perf_counter()
+        generate(lens, [prompt], Greedy(), max_new_tokens=new_tokens, stop_at_eos=False)
+        return time.perf_counter() - start
+
+    seconds(2, prompt[:8])  # warm-up: first-call allocations are not the job's cost
+    forward = seconds(1, prompt)
+    step = max(0.0, seconds(steps + 1, prompt) - forward) / steps
+    return Calibration(len(prompt), forward, step)
 
 
 @dataclass(frozen=True)
