@@ -6,7 +6,8 @@ Passes are counted per example, in *forward equivalents* of a typical prompt:
 - exact PCS: one clean forward, and per head the part of the network above that head's output
   (the ΔNLL engine restarts there): `(L − l) / L` of a forward for a head of layer l, so all heads
   cost `n_heads · (L + 1) / 2` forwards; each sequence of the variant (the control prompt of
-  profile- and swap-contrast is a second one) pays it again;
+  profile- and swap-contrast is a second one) pays it again. A restart computes logits only at
+  the reference's positions, so the exact scan tends to take less than this count says;
 - attribution: one forward and one backward, the backward counted as two forwards;
 - hybrid: attribution, then exact PCS for the `top_m` candidates, at the average head's share;
 - validation: the clean run and every head set ablated together, with and without the profile;
