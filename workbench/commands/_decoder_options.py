@@ -33,7 +33,7 @@ import workbench
 PANEL = "Decoder options (see `workbench decoders`)"
 SNAPSHOT = Path(__file__).with_name("decoder_options.json")
 PACKAGE = Path(workbench.__file__).parent
-SOURCES = ("decoding/*.py", "typed_config.py", "heads.py")  # what the registry's options are made from
+SOURCES = ("decoding/*.py", "typed_config.py")  # what the registry's options are made from
 
 
 def cli_flag(name: str) -> str:
