@@ -287,6 +287,8 @@ BAD_OPTIONS = [
     (["evaluate", "--method", "dps", "--gamma", "-1"], "error: --gamma must be a number >= 0 or 'entropy', got '-1'"),
     (["cluster", "--k", "2", "--temperature", "0"], "error: --temperature must be a finite number > 0, got 0.0"),
     (["run", "--n-train", "0"], "error: --n-train must be at least 1, got 0"),
+    (["run", "--preset", "nosuch"], "error: --preset: unknown preset 'nosuch'; the presets are default, full"),
+    (["run", "--method", "guess"], "error: --method: unknown PCS method 'guess'; choose one of exact, attribution, hybrid"),
     (["steer"], "error: give --prompt TEXT or --example ID (with --data/--task/--split)"),
     (["steer", "--prompt", "hi", "--example", "x"], "error: give --prompt or --example, not both"),
 ]

@@ -137,20 +137,24 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
 
 
 def flag_named(message: str) -> str:
-    """A typed config's `owner: option must ...` line with the option named as the running
-    command's flag, e.g. `discover: top_k must be an integer >= 1 or None, got 0` ->
-    `--top-k must be an integer >= 1, got 0`; other messages as they are."""
+    """A line about one option, named as the running command's flag: a typed config's
+    `discover: top_k must be an integer >= 1 or None, got 0` -> `--top-k must be an integer >= 1,
+    got 0`, and `unknown preset 'x'; ...` -> `--preset: unknown preset 'x'; ...`; other messages
+    as they are."""
     context = click_globals.get_current_context(silent=True)
-    match = re.fullmatch(r"(?:[\w-]+: )?(?:[\w ]+ )?(\w+) (must .*)", message)  # "routing temperature must ..." too
-    if context is None or match is None:
+    must = re.fullmatch(r"(?:[\w-]+: )?(?:[\w ]+ )?(\w+) (must .*)", message)  # "routing temperature must ..." too
+    unknown = re.match(r"unknown (?:[\w ]+ )?(\w+) '", message)
+    if context is None or (must or unknown) is None:
         return message
     flags = {}
     for param in context.command.params:
         if getattr(param, "param_type_name", "") == "option":
             flags[param.name] = flags[param.opts[0].lstrip("-").replace("-", "_")] = param.opts[0]
-    if match.group(1) not in flags:
-        return message
-    return f"{flags[match.group(1)]} {match.group(2).replace(' or None, got', ', got')}"
+    if must is not None and must.group(1) in flags:
+        return f"{flags[must.group(1)]} {must.group(2).replace(' or None, got', ', got')}"
+    if unknown is not None and unknown.group(1) in flags:
+        return f"{flags[unknown.group(1)]}: {message}"
+    return message
 
 
 def one_line(error: Exception) -> str:
