@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 import workbench.commands.evaluate as evaluate_command
 import workbench.commands.validate as validate_command
+import workbench.data.scoring_examples as scoring_examples
 import workbench.experiments.evaluation as evaluation_module
 from workbench.cli import app
 from workbench.heads import HeadWeights
@@ -215,7 +217,7 @@ def test_ctrl_c_in_validate_says_it_resumes(tiny, tmp_path, monkeypatch) -> None
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(validate_command, "load_scoring_examples", interrupt)
+    monkeypatch.setattr(scoring_examples, "load_scoring_examples", interrupt)
     result = invoke("validate", "--task", "LaMP-7", "--heads", tiny_heads(tiny, tmp_path / "h.json"), "--out", tmp_path / "v")
     assert result.exit_code == 130
     assert "re-run the same command to resume" in result.stderr
@@ -254,3 +256,94 @@ def test_a_real_sigint_ends_with_one_line_and_status_130(tmp_path) -> None:
     assert stderr.splitlines()[-1] == f"interrupted; finished examples are saved in {out}; re-run the same command to resume"
     kept = predictions.read_text().splitlines()
     assert 1 <= len(kept) < 30 and not (out / "metrics.json").exists()
+
+
+# --- one style for errors and help (issue 22.6) ------------------------------------------------
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if any command loads a model."""
+    import workbench.engine.models as models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+
+
+@pytest.fixture
+def three_heads(tmp_path) -> Path:
+    weights = torch.zeros(30, 9)
+    weights[3, 1], weights[5, 2], weights[7, 0] = 1.0, 0.5, 0.3
+    HeadWeights(weights, model="default").save(tmp_path / "heads.json")
+    return tmp_path / "heads.json"
+
+
+BAD_OPTIONS = [
+    (["validate", "--top-k", "4"], "error: --top-k must lie in 1..3 (the heads with non-zero weight in {heads}), got 4"),
+    (["validate", "--top-k", "0"], "error: --top-k: '0' is not greater than or equal to 1"),
+    (["validate", "--n-random", "0"], "error: --n-random: '0' is not greater than or equal to 1"),
+    (["discover", "--method", "foo"], "error: --method must be 'exact', 'attribution' or 'hybrid', got 'foo'"),
+    (["discover", "--limit", "0"], "error: --limit: '0' is not greater than or equal to 1"),
+    (["evaluate", "--limit", "0"], "error: --limit must be an integer >= 1, got 0"),
+    (["evaluate", "--method", "dps", "--gamma", "-1"], "error: --gamma must be a number >= 0 or 'entropy', got '-1'"),
+    (["cluster", "--k", "2", "--temperature", "0"], "error: --temperature must be a finite number > 0, got 0.0"),
+    (["run", "--n-train", "0"], "error: --n-train must be at least 1, got 0"),
+    (["run", "--preset", "nosuch"], "error: --preset: unknown preset 'nosuch'; the presets are default, full"),
+    (["run", "--method", "guess"], "error: --method: unknown PCS method 'guess'; choose one of exact, attribution, hybrid"),
+    (["steer"], "error: give --prompt TEXT or --example ID (with --data/--task/--split)"),
+    (["steer", "--prompt", "hi", "--example", "x"], "error: give --prompt or --example, not both"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_a_bad_option_is_one_line_naming_the_flag_before_the_model_loads(arguments, expected, three_heads, tmp_path,
+                                                                         no_model) -> None:  # fmt: skip
+    command, rest = arguments[0], arguments[1:]
+    heads = ["--heads", three_heads] if command in ("validate", "steer") else []
+    out = ["--out", tmp_path / "out"] if command not in ("run", "steer") else []
+    if command == "evaluate" and "dps" in rest:
+        heads = ["--heads", three_heads]
+    assert one_error_line(invoke(command, *heads, *rest, *out)) == expected.format(heads=three_heads)
+
+
+def test_a_lamp_folder_names_its_task_and_a_missing_split_points_to_the_one_there(tmp_path, no_model) -> None:
+    from workbench.data.sources import resolve_task
+
+    folder = tmp_path / "LaMP-3-download"
+    shutil.copytree(FIXTURES / "lamp" / "LaMP-3", folder)
+    assert resolve_task(folder, None) == "LaMP-3"  # its dev_outputs.json says "task": "LaMP_3"
+    line = one_error_line(invoke("discover", "--data", folder, "--out", tmp_path / "d"))  # no --task, split train
+    assert line == f"error: {folder}: no train_questions.json here or in {folder / 'train'}; it has the dev split (--split dev)"
+    (folder / "dev" / "dev_outputs.json").unlink()
+    line = one_error_line(invoke("validate", "--heads", "h.json", "--data", folder, "--out", tmp_path / "v"))
+    assert (
+        line
+        == f'error: --task is needed: {folder} does not name its task (a LaMP folder\'s outputs file does, e.g. "task": "LaMP_4")'
+    )
+
+
+def test_a_cut_short_json_file_says_where_in_one_whole_line(tmp_path, no_model) -> None:
+    folder = tmp_path / "LaMP-3"
+    shutil.copytree(FIXTURES / "lamp" / "LaMP-3", folder)
+    outputs = folder / "dev" / "dev_outputs.json"
+    kept = '{"task": "LaMP_3",\n "golds": [{"id": "120", "output": '
+    outputs.write_text(kept + '"1')  # cut inside a string
+    line = one_error_line(invoke("evaluate", "--data", folder, "--task", "LaMP-3", "--out", tmp_path / "e"))
+    column = len(kept.splitlines()[1]) + 1  # the string's opening quote
+    assert (
+        line
+        == f"error: {outputs}: malformed JSON: unterminated string starting at line 2, column {column} (is the file cut short?)"
+    )
+
+
+def test_every_default_is_shown_one_way() -> None:
+    """A closing "Default: X." sentence; never typer's `[default: X]` or a "(default X)" in the text."""
+    for path, command in LEAVES:
+        options = invoke(*path, "--help").stdout.split("Options:", 1)[1]
+        assert "[default:" not in options and "(default" not in options, path
+        for param in command.params:
+            if getattr(param, "param_type_name", "") != "option" or param.required or param.default is None:
+                continue
+            if param.is_flag and not param.secondary_opts:
+                continue
+            shown = (param.opts[0] if param.default else param.secondary_opts[0]) if param.is_flag else param.default
+            assert param.help.endswith(f"Default: {shown}."), (path, param.name, param.help)

@@ -94,7 +94,8 @@ def test_non_utf8_and_malformed_json_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"dev_questions.json: not UTF-8 text"):
         load_lamp(questions, outputs)
     questions.write_text('[{"id": "130",')
-    with pytest.raises(InputError, match=r"dev_questions.json: malformed JSON at line 1"):
+    message = r"dev_questions.json: malformed JSON: expecting property name enclosed in double quotes at line 1, column 15 \(is"
+    with pytest.raises(InputError, match=message):
         load_lamp(questions, outputs)
 
 

@@ -40,12 +40,12 @@ def one_line_error(result, message: str) -> None:
 
 
 BAD_RUNS = [
-    (["--profile-k", "-1"], "profile_k must be an integer >= 0, got -1"),
+    (["--profile-k", "-1"], "--profile-k must be an integer >= 0, got -1"),
     (["--max-prompt-tokens", "5"], "the task input alone needs"),
     (["--method", "dps", "--heads", "BROKEN"], "not valid JSON"),
     (["--method", "dps", "--heads", "SHAPE"], "head weights are for 2 layers x 4 heads"),
     (["--method", "greedy", "--gamma", "2"], "greedy: unknown option 'gamma'"),
-    (["--method", "dps", "--heads", "GOOD", "--site", "resid-slice"], "dps: site must be 'head-output' or 'query-scale'"),
+    (["--method", "dps", "--heads", "GOOD", "--site", "resid-slice"], "--site must be 'head-output' or 'query-scale'"),
     (["--method", "beam"], "unknown decoder 'beam'"),
 ]
 

@@ -7,62 +7,114 @@ checked by the decoder's typed config (`--gamma 1.5` or `--gamma entropy`; `--co
 gets one line naming the option and its choices).
 The command receives the options that were given as `decoder_options`; a decoder then rejects
 any option it does not have, naming its options.
+
+The decoder classes need torch, which takes longer to import than `--help` may take, so the
+command line reads the registry's options from `decoder_options.json` beside this file: a
+snapshot of `registry_surface()` stamped with a digest of the sources it was made from. When those
+sources differ from the stamp (an edited decoder), the live registry is read instead, so the
+snapshot can only make the command line faster, never wrong. Refresh it with
+`python -m workbench.commands._decoder_options` (a test says when it is stale).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from workbench.decoding.registry import DECODERS, decoder_options
-from workbench.typed_config import Option, strip_annotated, union_members
+import workbench
 
 PANEL = "Decoder options (see `workbench decoders`)"
+SNAPSHOT = Path(__file__).with_name("decoder_options.json")
+PACKAGE = Path(workbench.__file__).parent
+SOURCES = ("decoding/*.py", "typed_config.py")  # what the registry's options are made from
 
 
 def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _cli_type(option: Option) -> Any:
-    """The type typer parses: a plain number, or text that the decoder's typed config parses (a
-    choice too: so a bad value gets the config's one-line message, not a usage screen)."""
-    bases = {strip_annotated(member) for member in union_members(option.annotation) if member is not type(None)}
-    if bases in ({float}, {int}):
-        return bases.pop() | None
-    return str | None
+def sources_digest() -> str:
+    digest = hashlib.sha256()
+    for pattern in SOURCES:
+        for path in sorted(PACKAGE.glob(pattern)):
+            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
-def _help(option: Option, owners: list[tuple[str, Option]]) -> str:
-    """The option's help, what it accepts (unless typer shows the choices) and each decoder's default."""
+def registry_surface() -> dict[str, Any]:
+    """Every decoder's summary, needs and command-line options (JSON-ready), from the registry."""
+    from workbench.decoding.registry import DECODERS, decoder_options, uses_heads
+    from workbench.typed_config import strip_annotated, union_members
+
+    def kind(annotation: Any) -> str:
+        """The type typer parses: a plain number, or text that the decoder's typed config parses
+        (a choice too: so a bad value gets the config's one-line message, not a usage screen)."""
+        bases = {strip_annotated(member) for member in union_members(annotation) if member is not type(None)}
+        return bases.pop().__name__ if bases in ({float}, {int}) else "str"
+
+    def shown(default: Any) -> str:
+        return "none" if default is None else str(list(default) if isinstance(default, tuple) else default)
+
+    return {
+        name: {
+            "summary": " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()),
+            "uses_heads": uses_heads(name),
+            "contrast_prompts": cls.contrast_prompts,
+            "options": [
+                {"name": o.name, "type": kind(o.annotation), "accepts": o.accepts, "default": shown(o.default), "help": o.help}
+                for o in decoder_options(name)
+            ],
+        }
+        for name, cls in DECODERS.items()
+    }
+
+
+@functools.cache
+def surface() -> dict[str, Any]:
+    """`registry_surface()`, from the snapshot while it matches the sources."""
+    if SNAPSHOT.is_file():
+        snapshot = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+        if snapshot.get("sources") == sources_digest():
+            return snapshot["decoders"]
+    return registry_surface()
+
+
+def write_snapshot() -> None:
+    text = json.dumps({"sources": sources_digest(), "decoders": registry_surface()}, indent=1, ensure_ascii=False)
+    SNAPSHOT.write_text(text + "\n", encoding="utf-8")
+
+
+def _help(option: dict[str, Any], owners: list[tuple[str, dict[str, Any]]]) -> str:
+    """The option's help, what it accepts and each decoder's default."""
     by_default: dict[str, list[str]] = {}
     for method, owned in owners:
-        shown = (
-            "none" if owned.default is None else str(list(owned.default) if isinstance(owned.default, tuple) else owned.default)
-        )
-        by_default.setdefault(shown, []).append(method)
+        by_default.setdefault(owned["default"], []).append(method)
     defaults = "; ".join(f"{value} ({', '.join(methods)})" for value, methods in by_default.items())
-    return f"{option.help} Accepts {option.accepts}. Default: {defaults}."
+    return f"{option['help']} Accepts {option['accepts']}. Default: {defaults}."
 
 
 def option_parameters(methods: Sequence[str]) -> list[inspect.Parameter]:
-    union: dict[str, list[tuple[str, Option]]] = {}
+    union: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for method in methods:
-        for option in decoder_options(method):
-            union.setdefault(option.name, []).append((method, option))
+        for option in surface()[method]["options"]:
+            union.setdefault(option["name"], []).append((method, option))
     parameters = []
     for name, owners in union.items():
         option = owners[0][1]
         typer_option = typer.Option(
             cli_flag(name), help=_help(option, owners), rich_help_panel=PANEL, show_default=False, case_sensitive=True
         )
+        parse_as = {"int": int, "float": float}.get(option["type"], str)
         parameters.append(
             inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[_cli_type(option), typer_option]
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[parse_as | None, typer_option]
             )
         )
     return parameters
@@ -71,7 +123,7 @@ def option_parameters(methods: Sequence[str]) -> list[inspect.Parameter]:
 def with_decoder_options(methods: Sequence[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add the options of `methods` (default: every registered decoder) to a command that takes
     `decoder_options: dict[str, Any]`."""
-    extra = option_parameters(list(DECODERS) if methods is None else methods)
+    extra = option_parameters(list(surface()) if methods is None else methods)
     names = [parameter.name for parameter in extra]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,3 +140,8 @@ def with_decoder_options(methods: Sequence[str] | None = None) -> Callable[[Call
         return wrapper
 
     return decorate
+
+
+if __name__ == "__main__":
+    write_snapshot()
+    print(f"wrote {SNAPSHOT}")

@@ -4,11 +4,12 @@ of them in this process, or all of them on Ray workers; `workbench merge` joins 
 from __future__ import annotations
 
 import functools
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from workbench.execution.placement import Placement
+if TYPE_CHECKING:
+    from workbench.execution.placement import Placement
 
 ShardOption = Annotated[
     str | None,
@@ -28,7 +29,7 @@ RayOption = Annotated[
 ]
 WorkersOption = Annotated[
     int | None,
-    typer.Option("--workers", help="Ray workers (default: one per GPU of the cluster, else one per --cpus-per-worker cores)."),
+    typer.Option("--workers", help="Ray workers. Default: one per GPU of the cluster, else one per --cpus-per-worker cores."),
 ]
 CpusPerWorkerOption = Annotated[
     int, typer.Option("--cpus-per-worker", help="CPU cores (and torch threads) per Ray worker without GPUs.")
@@ -36,6 +37,7 @@ CpusPerWorkerOption = Annotated[
 
 
 def placement(shard: str | None, ray: str | None, workers: int | None, cpus_per_worker: int) -> Placement:
+    from workbench.execution.placement import Placement
     from workbench.execution.shards import Shard
 
     return Placement(Shard.parse(shard) if shard is not None else None, ray, workers, cpus_per_worker)

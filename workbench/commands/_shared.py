@@ -8,6 +8,7 @@ import functools
 import importlib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +21,9 @@ from workbench.errors import InputError
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 # a path the user named is missing, is in the way or cannot be written: their input, not a bug
 PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
-# click's exception classes: recent typer releases vendor click, so take them from typer's module
+# click's exception classes and context: recent typer releases vendor click, so take them from typer's modules
 click_errors = importlib.import_module(typer.BadParameter.__module__)
+click_globals = importlib.import_module(typer.BadParameter.__module__.rsplit(".", 1)[0] + ".globals")
 
 
 def _checked_device(value: str) -> str:
@@ -76,7 +78,7 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Hugging Face name, local folder, .gguf file, or the embedded gemma-3-270m; default: the embedded SmolLM2-135M-Instruct.",
+        help="Hugging Face name, local folder, .gguf file, or the embedded gemma-3-270m. Default: the embedded SmolLM2-135M-Instruct.",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", callback=_checked_device)]
@@ -89,7 +91,7 @@ DeviceMapOption = Annotated[
     ),
 ]
 DtypeOption = Annotated[
-    str | None, typer.Option("--dtype", help="float32 (default), float16 or bfloat16.", callback=_checked_dtype)
+    str | None, typer.Option("--dtype", help="float32, float16 or bfloat16. Default: float32.", callback=_checked_dtype)
 ]
 OutOption = Annotated[
     Path,
@@ -121,7 +123,7 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
                 message = f"{error.filename}: {error.strerror}"
             else:
                 message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {flag_named(message)}", file=sys.stderr)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             out = kwargs.get("out")
@@ -132,6 +134,27 @@ def friendly_errors(command: Callable[..., Any] | None = None, *, resumable: boo
             raise typer.Exit(code=INTERRUPTED) from None
 
     return wrapper
+
+
+def flag_named(message: str) -> str:
+    """A line about one option, named as the running command's flag: a typed config's
+    `discover: top_k must be an integer >= 1 or None, got 0` -> `--top-k must be an integer >= 1,
+    got 0`, and `unknown preset 'x'; ...` -> `--preset: unknown preset 'x'; ...`; other messages
+    as they are."""
+    context = click_globals.get_current_context(silent=True)
+    must = re.fullmatch(r"(?:[\w-]+: )?(?:[\w ]+ )?(\w+) (must .*)", message)  # "routing temperature must ..." too
+    unknown = re.match(r"unknown (?:[\w ]+ )?(\w+) '", message)
+    if context is None or (must or unknown) is None:
+        return message
+    flags = {}
+    for param in context.command.params:
+        if getattr(param, "param_type_name", "") == "option":
+            flags[param.name] = flags[param.opts[0].lstrip("-").replace("-", "_")] = param.opts[0]
+    if must is not None and must.group(1) in flags:
+        return f"{flags[must.group(1)]} {must.group(2).replace(' or None, got', ', got')}"
+    if unknown is not None and unknown.group(1) in flags:
+        return f"{flags[unknown.group(1)]}: {message}"
+    return message
 
 
 def one_line(error: Any) -> str:
@@ -174,6 +197,11 @@ class OneLineErrors(typer.core.TyperGroup):
     instead of a boxed message. (Typer ends a Ctrl-C outside a command with status 130; inside
     one, `friendly_errors` says what was kept.)"""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            defaults_in_help(command)
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:  # fmt: skip
         given = with_optional_values(list(sys.argv[1:] if args is None else args))
@@ -191,6 +219,21 @@ class OneLineErrors(typer.core.TyperGroup):
             print("aborted", file=sys.stderr)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def defaults_in_help(command: Any) -> None:
+    """Show every default one way: a closing "Default: X." sentence of the option's help (typer's
+    own `[default: X]` is turned into it; options whose default is None say theirs in their text)."""
+    for sub in getattr(command, "commands", {}).values():
+        defaults_in_help(sub)
+    for param in command.params:
+        if getattr(param, "param_type_name", "") != "option" or param.required or param.name == "help":
+            continue
+        if not param.show_default or param.default is None or (param.is_flag and not param.secondary_opts):
+            continue
+        shown = (param.opts[0] if param.default else param.secondary_opts[0]) if param.is_flag else param.default
+        param.help = f"{(param.help or '').rstrip()} Default: {shown}."
+        param.show_default = False
 
 
 def quiet_transformers() -> None:

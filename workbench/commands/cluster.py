@@ -16,8 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from workbench.commands._shared import OutOption, friendly_errors, quiet_transformers
-from workbench.commands.discover import DataOption, SeedOption
-from workbench.data.tasks import TASKS
+from workbench.commands.discover import DataOption, SeedOption, TaskOption
 from workbench.errors import InputError
 
 
@@ -25,27 +24,33 @@ from workbench.errors import InputError
 def cluster(
     out: OutOption,
     data: DataOption = None,
-    task: Annotated[str, typer.Option("--task", help=f"{', '.join(TASKS)}.")] = "LaMP-4",
+    task: TaskOption = None,
     split: Annotated[str, typer.Option("--split", help="Split whose users are clustered.")] = "train",
-    k: Annotated[int | None, typer.Option("--k", help="Number of clusters.")] = None,
+    k: Annotated[int | None, typer.Option("--k", min=1, help="Number of clusters.")] = None,
     group_size: Annotated[
-        int | None, typer.Option("--group-size", help="Or about one cluster per N users (the DPS authors: 100).")
+        int | None, typer.Option("--group-size", min=1, help="Or about one cluster per N users (the DPS authors: 100).")
     ] = None,
     profile_text: Annotated[
         str | None,
-        typer.Option("--profile-text", help="shots (default): past inputs and the user's outputs; authors: their text fields."),
+        typer.Option(
+            "--profile-text", help="shots: past inputs and the user's outputs; authors: their text fields. Default: shots."
+        ),
     ] = None,
-    profile_items: Annotated[int | None, typer.Option("--profile-items", help="Profile items embedded (default 5).")] = None,
+    profile_items: Annotated[
+        int | None, typer.Option("--profile-items", min=1, help="Profile items embedded. Default: 5.")
+    ] = None,
     embed_tokens: Annotated[
-        int | None, typer.Option("--embed-tokens", help="Tokens of the profile text embedded (default 256, at most 512).")
+        int | None, typer.Option("--embed-tokens", help="Tokens of the profile text embedded (at most 512). Default: 256.")
     ] = None,
     temperature: Annotated[
         float, typer.Option("--temperature", help="Soft-routing temperature shown in the report (cosine scale).")
     ] = 0.05,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Cluster the users of the first N examples only.")] = None,
     seed: SeedOption = 0,
 ) -> None:
     """Embed each user's profile (all-MiniLM-L6-v2, offline, cached) and k-means the users."""
-    from workbench.data.sources import load_examples
+    from workbench.data.scoring_examples import choose
+    from workbench.data.sources import load_examples, resolve_task
     from workbench.pipeline.clusters import clusters_stage, run_clusters
     from workbench.pipeline.stage import data_digest
     from workbench.users import ProfileText
@@ -56,13 +61,21 @@ def cluster(
     check_temperature(temperature)
     given: dict[str, Any] = {"source": profile_text, "items": profile_items, "max_length": embed_tokens}
     recipe = ProfileText(**{name: value for name, value in given.items() if value is not None})
-    examples = load_examples(data, task, split)
+    task = resolve_task(data, task)
+    examples = choose(load_examples(data, task, split), limit)
+    users = len({example.user_id for example in examples})
+    if limit is not None and k is not None and k > users:
+        raise InputError(f"--k {k} needs at least {k} users; the first {limit} examples (--limit) have {users}: "
+                         "raise --limit or lower --k")  # fmt: skip
     quiet_transformers()
     stage = clusters_stage(out, task=task, split=split, data=str(data) if data else "demo", data_hash=data_digest(examples),
                            k=k, group_size=group_size, seed=seed, recipe=recipe, temperature=temperature)  # fmt: skip
     file = run_clusters(stage, examples, recipe=recipe, announce=typer.echo)
     score = "n/a" if file.silhouette is None else f"{file.silhouette:.3f}"
-    typer.echo(f"{sum(file.sizes())} users in {file.k} clusters of sizes {file.sizes()}; silhouette {score}")
+    typer.echo(
+        f"{sum(file.sizes())} profiles (one per user, from {file.n_examples} examples) in {file.k} clusters "
+        f"of {file.sizes()} profiles; silhouette {score}"
+    )
     typer.echo(f"wrote {out / 'clusters.json'} and the report {out / 'clusters.md'}")
 
 

@@ -19,11 +19,12 @@ def compare(
             help="Output folders of `workbench evaluate`; the first is the baseline.", metavar="FOLDER", show_default=False
         ),
     ],
-    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples for the intervals.")] = 1000,
+    resamples: Annotated[int, typer.Option("--resamples", min=1, help="Bootstrap resamples for the intervals.")] = 1000,
     permutations: Annotated[
         int,
         typer.Option(
             "--permutations",
+            min=1,
             help="Permutation-test budget: exact when 2^m swap patterns fit in it (m: examples whose scores differ), "
             "else this many seeded random swaps.",
         ),

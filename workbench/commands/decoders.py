@@ -10,25 +10,24 @@ def decoders() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from workbench.commands._decoder_options import cli_flag
-    from workbench.decoding.registry import DECODERS, decoder_options, uses_heads
+    from workbench.commands._decoder_options import cli_flag, surface
     from workbench.presets import PRESETS
 
     console = Console()
-    for name, cls in DECODERS.items():
+    for name, decoder in surface().items():
         needs = [
             what
-            for what, needed in (("--heads", uses_heads(name)), ("prompts without the profile", cls.contrast_prompts))
+            for what, needed in (("--heads", decoder["uses_heads"]), ("prompts without the profile", decoder["contrast_prompts"]))
             if needed
         ]
-        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        table = Table(title=f"{name}: {summary}" + (f" Needs {' and '.join(needs)}." if needs else ""), title_justify="left")
+        table = Table(
+            title=f"{name}: {decoder['summary']}" + (f" Needs {' and '.join(needs)}." if needs else ""), title_justify="left"
+        )
         for column in ("option", "accepts", "default", "what it does"):
             table.add_column(column, overflow="fold")
-        for option in decoder_options(name):
-            default = "none" if option.default is None else str(option.default)
-            table.add_row(cli_flag(option.name), option.accepts, default, option.help)
-        if not decoder_options(name):
+        for option in decoder["options"]:
+            table.add_row(cli_flag(option["name"]), option["accepts"], option["default"], option["help"])
+        if not decoder["options"]:
             table.add_row("(none)", "", "", "")
         console.print(table)
     for preset in PRESETS.values():

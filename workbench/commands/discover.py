@@ -46,50 +46,58 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         help="A JSONL of {id, user_id, prompt, target} records (no --task), or with --task a LaMP folder, "
-        "a LongLaMP export or a generic JSONL; default: the bundled demo set.",
+        "a LongLaMP export or a generic JSONL. Default: the bundled demo set.",
     ),
 ]
 TaskOption = Annotated[
     str | None,
     typer.Option(
         "--task",
-        help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic; default: LaMP-4 of the demo set when --data is not given either.",
+        help="LaMP-1 ... LaMP-7 (not 6), LongLaMP-2 ... 4, or generic. Default: the task a LaMP folder's outputs file "
+        "names; LaMP-4 of the demo set without --data.",
     ),
 ]
 FormatOption = Annotated[
     str | None,
     typer.Option(
         "--format",
-        help="Prompt format: plain (few-shot; default), chat (chat template) or history (the authors' detection prompt).",
+        help="Prompt format: plain (few-shot), chat (chat template) or history (the authors' detection prompt). Default: plain.",
     ),
 ]
-ProfileKOption = Annotated[int | None, typer.Option("--profile-k", help="Profile items retrieved into each prompt (default 5).")]
+ProfileKOption = Annotated[int | None, typer.Option("--profile-k", help="Profile items retrieved into each prompt. Default: 5.")]
 RetrieverOption = Annotated[
-    str | None, typer.Option("--retriever", help="How profile items are chosen: bm25 (default), first or random (seeded).")
+    str | None, typer.Option("--retriever", help="How profile items are chosen: bm25, first or random (seeded). Default: bm25.")
 ]
 MaxPromptTokensOption = Annotated[
-    int | None, typer.Option("--max-prompt-tokens", help="Prompt token cap (default: the model context less the answer).")
+    int | None, typer.Option("--max-prompt-tokens", help="Prompt token cap. Default: the model context less the answer.")
 ]
 PresetOption = Annotated[
     str | None,
     typer.Option(
         "--preset",
-        help=f"Defaults of a known procedure ({', '.join(PRESETS)}; authors: the DPS authors' code, see `workbench decoders`); explicit options win.",
+        help="Start from a published procedure's option values; options given explicitly win. "
+        + " ".join(f"{preset.name}: {preset.summary}" for preset in PRESETS.values())
+        + " (`workbench decoders` lists the values.)",
     ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of random draws and bootstrap intervals.")]
 AblationOption = Annotated[
     str | None,
     typer.Option(
-        "--ablation", help="zero (default), mean or resid-slice (the authors' residual-slice zeroing; not a head ablation)."
+        "--ablation", help="zero, mean or resid-slice (the authors' residual-slice zeroing; not a head ablation). Default: zero."
     ),
 ]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit", min=1, help="Use only the first N examples (discover --clusters: N taken in turn from each cluster)."
+    ),
+]
 METHOD_HELP = (
-    "hybrid (default): attribution for every head, then exact PCS for 3 x --top-k candidates (about 5 s per "
+    "hybrid: attribution for every head, then exact PCS for 3 x --top-k candidates (about 5 s per "
     "128-token example on the default model, 2 idle CPU cores; its candidates held 0.9-1.0 of the exact top heads in "
     "our checks). attribution: one forward and backward per example (about 1 s; an estimate, Spearman 0.88 against "
-    "exact). exact: every head ablated (about 30 s per example on 2 idle cores, many minutes under load)."
+    "exact). exact: every head ablated (about 30 s per example on 2 idle cores, many minutes under load). Default: hybrid."
 )
 
 
@@ -103,32 +111,33 @@ def discover(
     preset: PresetOption = None,
     score: Annotated[
         str | None,
-        typer.Option("--score", help="pcs (default; needs data), or retrieval / induction heads on synthetic sequences."),
+        typer.Option("--score", help="pcs (needs data), or retrieval / induction heads on synthetic sequences. Default: pcs."),
     ] = None,
     prompt_format: FormatOption = None,
     profile_k: ProfileKOption = None,
     retriever: RetrieverOption = None,
     limit: LimitOption = None,
     sample: Annotated[
-        int | None, typer.Option("--sample", help="Score N examples drawn at random (seeded by --seed) from the first --limit.")
+        int | None,
+        typer.Option("--sample", min=1, help="Score N examples drawn at random (seeded by --seed) from the first --limit."),
     ] = None,
     method: Annotated[str | None, typer.Option("--method", help=METHOD_HELP)] = None,
     variant: Annotated[
-        str | None, typer.Option("--variant", help="standard (default), profile-contrast or swap-contrast.")
+        str | None, typer.Option("--variant", help="standard, profile-contrast or swap-contrast. Default: standard.")
     ] = None,
     ablation: AblationOption = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Number of heads to select (default 10).")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Number of heads to select. Default: 10.")] = None,
     top_percent: Annotated[
         float | None, typer.Option("--top-percent", help="Select this fraction of all heads instead (the authors': 0.04).")
     ] = None,
     top_m: Annotated[
-        int | None, typer.Option("--top-m", help="Hybrid: heads re-scored exactly (default 3 x the selection).")
+        int | None, typer.Option("--top-m", min=1, help="Hybrid: heads re-scored exactly. Default: 3 x the selection.")
     ] = None,
     min_pcs: Annotated[
-        float | None, typer.Option("--min-pcs", help="Selected heads need at least this score (default 0).")
+        float | None, typer.Option("--min-pcs", help="Selected heads need at least this score. Default: 0.")
     ] = None,
-    norm: Annotated[str | None, typer.Option("--norm", help="Weight normalisation: max (default), sum or none.")] = None,
-    max_rows: Annotated[int, typer.Option("--max-rows", help="Ablated heads per batch (memory bound).")] = 64,
+    norm: Annotated[str | None, typer.Option("--norm", help="Weight normalisation: max, sum or none. Default: max.")] = None,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Ablated heads per batch (memory bound).")] = 64,
     clusters: Annotated[
         Path | None,
         typer.Option("--clusters", help="clusters.json (`workbench cluster`): heads per cluster, from its member examples."),
@@ -147,6 +156,7 @@ def discover(
     A --preset fills in the options not given (explicit options win); heads.json records the
     preset and every resulting option."""
     from workbench.data.scoring_examples import check_source, load_scoring_examples
+    from workbench.data.sources import load_examples
     from workbench.experiments.discovery import DiscoverSettings
     from workbench.presets import preset_values
     from workbench.typed_config import flat_values
@@ -177,12 +187,13 @@ def discover(
         _pattern_heads(lens, out, settings, record)
         return
     task = check_source(data, task)
+    loaded = load_examples(data, task, split) if task is not None else None  # bad data fails before the model loads
     lens = load_lens(model, device, dtype, device_map)
     if settings.top_k is not None and settings.top_k > lens.geometry.n_total_heads:
         raise InputError(
             f"--top-k must lie in 1..{lens.geometry.n_total_heads} (the model's number of heads), got {settings.top_k}"
         )
-    examples = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
+    examples = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample, loaded=loaded)
     if settings.sample is not None:
         print(f"scoring {len(examples)} examples drawn at random (seed {seed}; at most {settings.sample})")
     with where.open(lens, worker_loader(model, dtype)) as runners:
@@ -191,6 +202,7 @@ def discover(
 
 def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, max_rows, seed, limit, shard, runners) -> None:
     from workbench.execution.shards import discover_shard
+    from workbench.experiments.cost import discovery_plan
     from workbench.experiments.discovery import scan_options, selection_options
     from workbench.pipeline.discovery import discovery_stage, run_discovery
     from workbench.pipeline.stage import data_digest
@@ -215,6 +227,9 @@ def _pcs_heads(lens, out, examples, settings, record, data, task, split, top_m, 
         lens, out, settings, data=str(data) if data else "demo", data_hash=data_digest(examples),
         task=task, split=split, top_m=top_m, max_rows=max_rows, seed=seed, extra={"preset": record["preset"], "limit": limit},
     )  # fmt: skip
+    if not stage.check():
+        for line in discovery_plan(lens, examples, settings, top_m=top_m):
+            print(line)
     result, weights = run_discovery(lens, stage, examples, settings, announce=print, workers=runners)
     print(
         f"scored {lens.geometry.n_total_heads} heads on {result.n_examples} examples "
@@ -231,10 +246,11 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     """PCS per cluster of `clusters_path` on its member examples (the stage `workbench demo` runs);
     the clusters are checked against the data (and embedder) before the model loads. A shard
     (`where.shard`) scores its slice of the examples in cluster order (`workbench.execution.shards.discover_shard`)."""
-    from workbench.data.scoring_examples import load_scoring_examples
+    from workbench.data.prompts import tokenized_examples
+    from workbench.data.scoring_examples import choose
     from workbench.data.sources import load_examples
     from workbench.execution.shards import discover_shard
-    from workbench.experiments.cluster_discovery import cluster_selection
+    from workbench.experiments.cluster_discovery import cluster_selection, clustered_examples
     from workbench.experiments.discovery import scan_options
     from workbench.pipeline.clusters import cluster_discovery_stage, run_cluster_discovery
     from workbench.pipeline.stage import data_digest
@@ -244,9 +260,11 @@ def _cluster_heads(out, clusters_path, data, task, split, settings, record, limi
     clusters.check_embedder(clusters_path)
     task = task or clusters.task
     examples = load_examples(data, task, split)
-    clusters.check_data(examples, task, split, clusters_path)
+    clustered = clustered_examples(examples, clusters)  # all of the split, or the first examples `cluster --limit` took
+    clusters.check_data(clustered, task, split, clusters_path)
+    pool = choose(clustered_examples(clustered, clusters, limit), sample=settings.sample, seed=settings.prompt.seed)
     lens = lens_loader()
-    chosen = load_scoring_examples(lens, data, task, split, settings.prompt, limit=limit, sample=settings.sample)
+    chosen = tokenized_examples(lens, pool, settings.prompt, partners=examples, progress=True)
     with where.open(lens, worker_load) as runners:
         if where.shard is not None:
             # the keys the cluster stage records (`options` names the clusters file)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from workbench.commands._decoder_options import with_decoder_options
+from workbench.commands._decoder_options import surface, with_decoder_options
 from workbench.commands._placement_options import (
     CpusPerWorkerOption,
     RayOption,
@@ -34,9 +34,8 @@ from workbench.commands.discover import (
     ProfileKOption,
     RetrieverOption,
     SeedOption,
+    TaskOption,
 )
-from workbench.data.tasks import TASKS
-from workbench.decoding.registry import DECODERS
 
 
 @friendly_errors
@@ -45,12 +44,12 @@ def evaluate(
     out: OutOption,
     model: ModelOption = None,
     data: DataOption = None,
-    task: Annotated[str, typer.Option("--task", help=f"{', '.join(TASKS)}.")] = "LaMP-4",
+    task: TaskOption = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate (train or dev).")] = "dev",
     method: Annotated[
         str | None,
         typer.Option(
-            "--method", help=f"Decoder: {', '.join(DECODERS)} (default greedy; `workbench decoders` lists their options)."
+            "--method", help=f"Decoder: {', '.join(surface())}; `workbench decoders` lists their options. Default: greedy."
         ),
     ] = None,
     heads: Annotated[
@@ -70,10 +69,10 @@ def evaluate(
     ] = None,
     routing: Annotated[
         str | None,
-        typer.Option("--routing", help="hard: the most similar cluster's heads; soft (default): a softmax mix of them."),
+        typer.Option("--routing", help="hard: the most similar cluster's heads; soft: a softmax mix of them. Default: soft."),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Soft routing's temperature on cosine similarities (default 0.05).")
+        float | None, typer.Option("--temperature", help="Soft routing's temperature on cosine similarities. Default: 0.05.")
     ] = None,
     preset: PresetOption = None,
     prompt_format: FormatOption = None,
@@ -81,10 +80,10 @@ def evaluate(
     retriever: RetrieverOption = None,
     max_prompt_tokens: MaxPromptTokensOption = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", help="Answer length cap (default: the task's).")
+        int | None, typer.Option("--max-new-tokens", help="Answer length cap. Default: the task's.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N examples.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts decoded together.")] = 8,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     device_map: DeviceMapOption = None,
@@ -101,12 +100,13 @@ def evaluate(
     and every resulting option."""
     import dataclasses
 
-    from workbench.data.sources import load_examples
+    from workbench.data.sources import load_examples, resolve_task
     from workbench.experiments.evaluation import eval_config
     from workbench.heads import HeadWeights
     from workbench.pipeline.evaluation import evaluation_stage, run_evaluation
     from workbench.users.routing import routing_config
 
+    task = resolve_task(data, task)
     prompt_options = {
         "format": prompt_format,
         "profile_k": profile_k,

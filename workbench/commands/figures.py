@@ -17,9 +17,9 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-NameOption = Annotated[str | None, typer.Option("--name", help="File name in OUT without extension; default: the figure's kind.")]
+NameOption = Annotated[str | None, typer.Option("--name", help="File name in OUT without extension. Default: the figure's kind.")]
 PngOption = Annotated[bool, typer.Option("--png/--no-png", help="Also export a PNG (needs chromium).")]
-TitleOption = Annotated[str | None, typer.Option("--title", help="Figure title; default: one describing the data.")]
+TitleOption = Annotated[str | None, typer.Option("--title", help="Figure title. Default: one describing the data.")]
 PcsFiles = Annotated[
     list[Path], typer.Argument(help="pcs.parquet files; a heads.json beside one is ringed.", metavar="PCS", show_default=False)
 ]

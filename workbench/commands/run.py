@@ -15,13 +15,13 @@ from workbench.commands._shared import DeviceMapOption, DeviceOption, DtypeOptio
 def run(
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="A LaMP folder, a LongLaMP export or a generic JSONL (default: the bundled demo set)."),
+        typer.Option("--data", help="A LaMP folder, a LongLaMP export or a generic JSONL. Default: the bundled demo set."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (resumes what it finds there; default runs/<data name>).")
+        Path | None, typer.Option("--out", help="Output folder (resumes what it finds there). Default: runs/<data name>.")
     ] = None,
     preset: Annotated[
-        str, typer.Option("--preset", help="default (a few minutes on 2 CPU cores) or full (the paper-sized run).")
+        str, typer.Option("--preset", help="default: a few minutes on 2 CPU cores; full: the paper-sized run.")
     ] = "default",
     model: ModelOption = None,
     task: Annotated[
@@ -62,9 +62,11 @@ def run(
 
     Every stage writes its own folder with a fingerprint of what made it; re-running resumes, and
     a folder made with other options is refused with one line."""
+    from workbench.data.sources import resolve_task
     from workbench.pipeline.plan import RunData, run_config
     from workbench.pipeline.run import run_pipeline
 
+    task = task if data is None else resolve_task(data, task)  # a LaMP folder names its task
     config = run_config(preset, data=None if data is None else str(data.resolve()), task=task, train_split=train_split,
                         dev_split=dev_split, dev_share=dev_share, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method,
                         n_random=n_random, gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,

@@ -32,7 +32,7 @@ def show(
     example: Annotated[str | None, typer.Option("--example", help="The id of the example whose prompt to print.")] = None,
     list_ids: Annotated[bool, typer.Option("--list", help="List the split's example ids, users and prompt tokens.")] = False,
     data: DataOption = None,
-    task: Annotated[str, typer.Option("--task", help="The data's task (default LaMP-4).")] = "LaMP-4",
+    task: Annotated[str, typer.Option("--task", help="The data's task.")] = "LaMP-4",
     split: Annotated[str, typer.Option("--split", help="The split.")] = "dev",
     preset: PresetOption = None,
     prompt_format: FormatOption = None,
@@ -40,7 +40,7 @@ def show(
     retriever: RetrieverOption = None,
     max_prompt_tokens: MaxPromptTokensOption = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", help="Answer room kept in the context (default: the task's).")
+        int | None, typer.Option("--max-new-tokens", help="Answer room kept in the context. Default: the task's.")
     ] = None,
     seed: SeedOption = 0,
     model: ModelOption = None,

@@ -66,8 +66,12 @@ def steer(
     from workbench.decoding import DPS, Greedy, Suppressed, generate
     from workbench.heads import HeadWeights
 
-    if (prompt is None) == (example is None):
-        raise InputError("give --prompt TEXT or --example ID (with --data/--task/--split), not both")
+    if prompt is None and example is None:
+        raise InputError("give --prompt TEXT or --example ID (with --data/--task/--split)")
+    if prompt is not None and example is not None:
+        raise InputError("give --prompt or --example, not both")
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if prompt is not None and not prompt.strip():
         raise InputError("--prompt is empty")
     if system is not None and (prompt is None or prompt_format != "chat"):

@@ -34,7 +34,7 @@ from workbench.commands.discover import (
     SeedOption,
     TaskOption,
 )
-from workbench.data.scoring_examples import check_source, load_scoring_examples
+from workbench.errors import InputError
 
 
 @friendly_errors
@@ -50,9 +50,9 @@ def validate(
     retriever: RetrieverOption = None,
     limit: LimitOption = None,
     top_k: Annotated[
-        int | None, typer.Option("--top-k", help="Ablate the top-k heads (default: all with non-zero weight).")
+        int | None, typer.Option("--top-k", min=1, help="Ablate the top-k heads. Default: all with non-zero weight.")
     ] = None,
-    n_random: Annotated[int, typer.Option("--n-random", help="Random head sets drawn as the control.")] = 20,
+    n_random: Annotated[int, typer.Option("--n-random", min=1, help="Random head sets drawn as the control.")] = 20,
     match_layers: Annotated[
         bool, typer.Option("--match-layers", help="Random sets take the preference heads' layer distribution.")
     ] = False,
@@ -72,6 +72,9 @@ def validate(
     """Mask the top-k preference heads together vs random, retrieval and induction heads, with
     and without the profile; writes OUT/validation.parquet (per example) and OUT/validation_summary.csv."""
     from workbench.data.prompts import PromptConfig
+    from workbench.data.scoring_examples import check_source, load_scoring_examples
+    from workbench.data.sources import load_examples
+    from workbench.experiments.cost import validation_plan
     from workbench.heads import HeadWeights
     from workbench.pipeline.stage import data_digest
     from workbench.pipeline.validation import run_validation, validation_stage
@@ -85,9 +88,12 @@ def validate(
     )
     where = placement(shard, ray, workers, cpus_per_worker)
     task = check_source(data, task)
-    HeadWeights.load_any(heads)  # a malformed head file fails before the model loads
+    chosen = HeadWeights.load_any(heads)  # a malformed head file fails before the model loads
+    if top_k is not None and top_k > len(chosen.heads()):
+        raise InputError(f"--top-k must lie in 1..{len(chosen.heads())} (the heads with non-zero weight in {heads}), got {top_k}")
+    loaded = load_examples(data, task, split) if task is not None else None  # bad data fails before the model loads
     lens = load_lens(model, device, dtype, device_map)
-    examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)
+    examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit, loaded=loaded)
     weights = HeadWeights.load_any(heads, geometry=lens.geometry)
     with where.open(lens, worker_loader(model, dtype)) as runners:
         if where.shard is not None:
@@ -112,6 +118,10 @@ def validate(
             "limit": limit, **flat_values(prompt),
         }  # fmt: skip
         stage = validation_stage(lens, out, {label: weights}, options=options, data_hash=data_digest(examples))
+        if not stage.check():
+            n_sets = 1 + n_random + 2 * pattern_heads  # the preference heads, the random draws, retrieval and induction
+            for line in validation_plan(lens, examples, n_sets):
+                print(line)
         summary = run_validation(lens, stage, examples, {label: weights}, announce=print, workers=runners)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {out / 'validation.parquet'} and {out / 'validation_summary.csv'}")

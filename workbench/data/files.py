@@ -24,7 +24,15 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as error:
-        raise InputError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        raise InputError(f"{path}: {json_problem(error)}") from None
+
+
+def json_problem(error: json.JSONDecodeError) -> str:
+    """Where and what, whole: json's messages end in "... at" and leave the place to a suffix."""
+    what = error.msg.removesuffix(" at")
+    ends = error.msg.startswith("Unterminated") or error.pos >= len(error.doc.rstrip()) - 1
+    cut = " (is the file cut short?)" if ends else ""
+    return f"malformed JSON: {what[0].lower()}{what[1:]} at line {error.lineno}, column {error.colno}{cut}"
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
@@ -36,4 +44,4 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
         try:
             yield where, json.loads(line)
         except json.JSONDecodeError as error:
-            raise InputError(f"{where}: malformed JSON at column {error.colno}: {error.msg}") from None
+            raise InputError(f"{where}: {json_problem(error)}") from None

@@ -30,7 +30,22 @@ def lamp_files(folder: Path, split: str) -> tuple[Path, Path | None]:
         if questions.is_file():
             outputs = where / f"{split}_outputs.json"
             return questions, outputs if outputs.is_file() else None
-    raise InputError(f"{folder}: no {split}_questions.json here or in {folder / split}")
+    present = sorted({path.name.removesuffix("_questions.json") for path in [*folder.glob("*_questions.json"),
+                                                                              *folder.glob("*/*_questions.json")]})  # fmt: skip
+    hint = (
+        f"; it has the {' and '.join(present)} split{'s' if len(present) > 1 else ''} (--split {present[0]})" if present else ""
+    )
+    raise InputError(f"{folder}: no {split}_questions.json here or in {folder / split}{hint}")
+
+
+def folder_task(folder: Path) -> str | None:
+    """The task an official LaMP folder names in its outputs files (`"task": "LaMP_4"`), if any."""
+    for path in sorted([*folder.glob("*_outputs.json"), *folder.glob("*/*_outputs.json")]):
+        record = read_json(path) if path.is_file() else None
+        task = record.get("task") if isinstance(record, dict) else None
+        if isinstance(task, str) and task.strip():
+            return task
+    return None
 
 
 def read_golds(path: Path) -> tuple[str, dict[str, str]]:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from workbench.data.examples import Example
 from workbench.data.prompt_jsonl import read_prompt_records, tokenize_pair
 from workbench.data.prompts import PromptConfig, tokenized_examples
-from workbench.data.sources import load_examples
-from workbench.data.tasks import task_spec
+from workbench.data.sources import load_examples, resolve_task
 from workbench.data.tokenized import TokenizedExample
 from workbench.data.tokenizer import PromptTokenizer
 from workbench.errors import InputError
@@ -26,17 +26,12 @@ from workbench.errors import InputError
 T = TypeVar("T")
 
 
-DEMO_TASK = "LaMP-4"  # what a command reads when given neither --data nor --task: the demo set's headlines
-
-
 def check_source(data: Path | None, task: str | None) -> str | None:
-    """The task to read (`DEMO_TASK` when neither is given), failing on a bad data / task pair
-    before any model is loaded; None for a JSONL of ready records."""
-    if task is None and data is None:
-        return DEMO_TASK
-    if task is not None:
-        return task_spec(task).name
-    if data is None or data.is_dir() or data.suffix != ".jsonl":
+    """The task to read (`DEMO_TASK` when neither is given, a LaMP folder's own when only it is),
+    failing on a bad data / task pair before any model is loaded; None for a JSONL of ready records."""
+    if task is not None or data is None or data.is_dir():
+        return resolve_task(data, task)
+    if data.suffix != ".jsonl":
         raise InputError("--task is needed unless --data is a JSONL of {id, user_id, prompt, target} records")
     return None
 
@@ -64,9 +59,11 @@ def load_scoring_examples(
     limit: int | None = None,
     sample: int | None = None,
     progress: bool = True,
+    loaded: Sequence[Example] | None = None,
 ) -> list[TokenizedExample]:
     """Tokenized (prompt, reference) pairs with their no-profile and swapped-profile controls
-    (see the module docstring); `sample` draws with `prompt.seed`."""
+    (see the module docstring); `sample` draws with `prompt.seed`. `loaded`: the split's examples,
+    when the caller read them already (before loading a model, so that bad data fails first)."""
     task = check_source(data, task)
     if task is None:
         records = choose(read_prompt_records(data), limit, sample, prompt.seed)  # type: ignore[arg-type]
@@ -78,6 +75,6 @@ def load_scoring_examples(
             ]  # fmt: skip
         except InputError as error:
             raise InputError(f"{data}: {error}") from None
-    examples = load_examples(data, task, split)
+    examples = load_examples(data, task, split) if loaded is None else list(loaded)
     chosen = choose(examples, limit, sample, prompt.seed)
     return tokenized_examples(tokenizer, chosen, prompt, partners=examples, progress=progress)

@@ -11,14 +11,29 @@ from pathlib import Path
 
 from workbench.data.examples import Example
 from workbench.data.generic import load_generic
-from workbench.data.lamp import lamp_files, load_lamp, read_styles
+from workbench.data.lamp import folder_task, lamp_files, load_lamp, read_styles
 from workbench.data.longlamp import load_longlamp
 from workbench.data.tasks import task_spec
 from workbench.errors import InputError
 
 DEMO_FOLDER = Path(__file__).parent / "demo"
 DEMO_TASKS = ("LaMP-4", "LaMP-7")
+DEMO_TASK = "LaMP-4"  # what a command reads when given neither --data nor --task: the demo set's headlines
 STYLES_FILE = "styles.json"
+
+
+def resolve_task(data: str | Path | None, task: str | None) -> str:
+    """The task given; else the one a LaMP folder's outputs file names (`"task": "LaMP_4"`); else,
+    without data, the demo set's `DEMO_TASK`."""
+    if task is not None:
+        return task_spec(task).name
+    if data is None:
+        return DEMO_TASK
+    named = folder_task(Path(data)) if Path(data).is_dir() else None
+    if named is None:
+        raise InputError(f"--task is needed: {data} does not name its task (a LaMP folder's outputs file does, "
+                         'e.g. "task": "LaMP_4")')  # fmt: skip
+    return task_spec(named).name
 
 
 def demo_folder(task: str) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.data.examples import Example
 from workbench.data.tokenized import TokenizedExample
 from workbench.errors import InputError
 from workbench.experiments.discovery import DiscoverSettings, scan_options, selection_options
@@ -71,6 +72,26 @@ def cluster_selection(settings: DiscoverSettings, clusters: ClusterFile, extra: 
     return selection_options(settings, {"clusters_digest": clusters.digest(), **(extra or {})})
 
 
+def clustered_examples(examples: Sequence[Example], clusters: ClusterFile, limit: int | None = None) -> list[Example]:
+    """The examples `clusters` clustered, in data order; with `limit`, at most that many, taken in
+    turn from each cluster (each in data order) so that every cluster keeps members. A limit below
+    the number of clusters is refused, naming `--limit`."""
+    cluster_of = clusters.cluster_of_example()
+    chosen = [e for e in examples if e.example_id in cluster_of]
+    if limit is None:
+        return chosen
+    if limit < clusters.k:
+        raise InputError(f"--limit {limit} leaves a cluster without examples: each of the {clusters.k} clusters needs one "
+                         f"(give --limit {clusters.k} or more)")  # fmt: skip
+    queues = [[e.example_id for e in chosen if cluster_of[e.example_id] == c] for c in range(clusters.k)]
+    picked: set[str] = set()
+    for turn in range(max(map(len, queues))):
+        for queue in queues:
+            if turn < len(queue) and len(picked) < limit:
+                picked.add(queue[turn])
+    return [e for e in chosen if e.example_id in picked]
+
+
 def cluster_members(examples: Sequence[TokenizedExample], clusters: ClusterFile) -> list[list[TokenizedExample]]:
     """Each cluster's member examples among `examples`, in their order; refuses an example of no
     cluster and a cluster with no example."""
@@ -83,7 +104,7 @@ def cluster_members(examples: Sequence[TokenizedExample], clusters: ClusterFile)
     if empty:
         raise InputError(
             f"cluster {empty[0]} has no member examples among the {len(examples)} examples given "
-            f"(its {clusters.sizes()[empty[0]]} users' examples were left out; score all of the clustered examples)"
+            f"(its {clusters.sizes()[empty[0]]} users' examples were left out: raise --sample or leave it out)"
         )
     return members
 

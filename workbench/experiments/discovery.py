@@ -3,6 +3,7 @@ preset's values and then the options given (`workbench.presets`), recorded with 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,3 +84,25 @@ def selection_options(settings: DiscoverSettings, extra: dict[str, Any]) -> dict
     """The keywords of `HeadWeights.from_scores` for `settings` (what `workbench merge` selects with)."""
     return {"top_k": settings.top_k, "top_percent": settings.top_percent, "min_score": settings.min_pcs,
             "norm": settings.norm, "extra": extra}  # fmt: skip
+
+
+def reselect(
+    result: PCSResult, top_k: int, *, norm: str | None = None, min_pcs: float | None = None, source: str = ""
+) -> HeadWeights:
+    """The top `top_k` heads of a finished scan, without scoring again (`workbench select`). Of a
+    hybrid scan only the heads it verified (scored exactly) are eligible: the others hold
+    attribution estimates, ranked on another footing. `norm` and `min_pcs` default to the scan's."""
+    recorded = result.metadata.get("options") or {}
+    verified_only = bool(result.exact.any()) and not bool(result.exact.all())
+    eligible = int(result.exact.sum()) if verified_only else result.exact.numel()
+    what = "heads the hybrid scan scored exactly" if verified_only else "heads scored"
+    if not 1 <= top_k <= eligible:
+        raise InputError(f"--top-k must lie in 1..{eligible} (the {what}), got {top_k}")
+    if verified_only:  # an unverified head can never rank: its mean is -inf
+        result = dataclasses.replace(result, per_example=result.per_example.masked_fill(~result.exact, -math.inf))
+    extra = {key: recorded[key] for key in ("task", "split", "data", "preset") if recorded.get(key) is not None}
+    return HeadWeights.from_scores(
+        result, top_k=top_k, norm=recorded.get("norm", "max") if norm is None else norm,
+        min_score=recorded.get("min_pcs", 0.0) if min_pcs is None else min_pcs,
+        extra={**extra, "selected_from": source, "verified_only": verified_only, "options": recorded},
+    )  # fmt: skip

@@ -40,10 +40,23 @@ import pandas as pd
 from workbench import io
 from workbench.data.files import read_json
 from workbench.data.prompts import PromptConfig, tokenized_examples
+from workbench.data.tasks import task_spec
 from workbench.decoding import make_decoder
 from workbench.engine.lens import Lens
 from workbench.errors import InputError
 from workbench.experiments.comparison import compare_runs
+from workbench.experiments.cost import (
+    PROFILE_EFFECT,
+    Passes,
+    StagePlan,
+    calibrate,
+    cluster_discovery_passes,
+    decoding_passes,
+    discovery_passes,
+    plan_lines,
+    typical_tokens,
+    validation_passes,
+)
 from workbench.experiments.discovery import DiscoverSettings
 from workbench.experiments.evaluation import EvalConfig
 from workbench.experiments.profile_effect import profile_nll
@@ -154,6 +167,39 @@ def check_plan(plan: Plan, config: RunConfig) -> None:
         stage.check()
 
 
+def stage_plans(plan: Plan, config: RunConfig, data: RunData, lens: Lens) -> list[StagePlan]:
+    """Each model stage's examples and passes per example (`workbench.experiments.cost`); a stage
+    whose finished outputs will be reused is marked done and costs nothing."""
+    n_layers, n_heads = lens.geometry.n_layers, lens.geometry.n_heads
+    n_train, n_dev = len(data.train), len(data.dev)
+    rows = [StagePlan("profile effect", n_dev, PROFILE_EFFECT, plan.profile_effect.check())]
+    for variant, stage in plan.discovery.items():
+        passes = discovery_passes(plan.settings[variant], n_layers, n_heads)
+        rows.append(StagePlan(f"discovery, {variant} ({config.method} PCS)", n_train, passes, stage.check()))
+    passes = cluster_discovery_passes(plan.settings[CLUSTER_VARIANT], n_layers, n_heads)
+    rows.append(StagePlan("per-cluster discovery (at most)", n_train, passes, plan.cluster_discovery.check()))
+    sweeps = sum(1 for k in config.sweep_k if k < config.top_k)  # the sweep's k = top_k is the preference set itself
+    n_sets = len(VARIANTS) * (1 + sweeps) + config.n_random + 2  # random and pattern sets are shared by both head sets
+    rows.append(StagePlan(f"validation ({n_sets} head sets)", n_dev, validation_passes(n_sets), plan.validation.check()))
+    tokens = config.max_new_tokens or task_spec(config.task).max_new_tokens
+    pending = [eval_config.decoder.name for stage, eval_config in plan.evaluations.values() if not stage.check()]
+    passes = sum((decoding_passes(method, tokens) for method in pending), Passes())
+    label = f"decoding ({len(pending)} of {len(plan.evaluations)} runs to do, {tokens} new tokens)"
+    rows.append(StagePlan(label, n_dev, passes, not pending))
+    return rows
+
+
+def run_estimate(plan: Plan, config: RunConfig, data: RunData, lens: Lens) -> list[str]:
+    """The run's plan with times from a calibration on `lens` and the cheaper routes."""
+    rows = stage_plans(plan, config, data, lens)
+    if all(row.done for row in rows):
+        return ["plan: every model stage is done; their outputs are reused"]
+    sample = tokenized_examples(lens, data.dev[:8], config.prompt, partners=data.dev_split)
+    hints = [*(["--preset default"] if config.preset != "default" else []),
+             *(["--method attribution"] if config.method != "attribution" else []), "--n-train / --n-dev (fewer examples)"]  # fmt: skip
+    return plan_lines(rows, calibrate(lens, typical_tokens(sample)), hint=", ".join(hints))
+
+
 def run_pipeline(
     lens: Lens,
     config: RunConfig,
@@ -168,6 +214,8 @@ def run_pipeline(
     data = data or RunData.load(config)
     plan = plan_run(lens, config, data, out)
     check_plan(plan, config)
+    for line in run_estimate(plan, config, data, lens):
+        say(line)
     out.mkdir(parents=True, exist_ok=True)
     io.write_json(out / CONFIG_FILE, {**config_record(config), "model": model_identity(lens),
                                       "stages": {str(s.folder.relative_to(out)): s.digest for s in plan.stages}})  # fmt: skip

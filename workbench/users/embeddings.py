@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,14 @@ def embed_texts(
     folder = Path(cache) if cache is not None else default_embedding_cache()
     folder = folder / f"{embedder_identity()['weights_digest']}-{max_length}"
     paths = [_cache_path(folder, text) for text in texts]
-    missing = sorted({text for text, path in zip(texts, paths) if not path.is_file()}, key=lambda text: (len(text), text))
-    if missing:  # embedded in order of length, so that a batch pads little
-        for text, row in zip(missing, _embed(missing, max_length, batch_size, device, progress)):
+    waiting = Counter(text for text, path in zip(texts, paths) if not path.is_file())  # profiles per text not yet cached
+    if waiting:
+        missing = sorted(waiting, key=lambda text: (len(text), text))  # in order of length, so that a batch pads little
+        # the bar counts profiles, as the callers' summaries do: cached ones and repeated texts at once
+        with tqdm(total=len(texts), initial=len(texts) - sum(waiting.values()), desc="embedding profiles", unit="profile",
+                  disable=not progress) as bar:  # fmt: skip
+            embedded = _embed(missing, max_length, batch_size, device, lambda batch: bar.update(sum(waiting[t] for t in batch)))
+        for text, row in zip(missing, embedded):
             with io.atomic_path(_cache_path(folder, text)) as temporary, open(temporary, "wb") as handle:
                 np.save(handle, row)
     return np.stack([np.load(path) for path in paths]).astype(np.float32)
@@ -111,18 +117,19 @@ def _cache_path(folder: Path, text: str) -> Path:
     return folder / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.npy"
 
 
-def _embed(texts: Sequence[str], max_length: int, batch_size: int, device: str, progress: bool) -> Embeddings:
+def _embed(
+    texts: Sequence[str], max_length: int, batch_size: int, device: str, done: Callable[[Sequence[str]], None]
+) -> Embeddings:
+    """The embeddings of `texts`; `done` is called with each batch of texts embedded."""
     tokenizer, model = _embedding_model(device)
     rows = []
-    with tqdm(total=len(texts), desc="embedding profiles", unit="profile", disable=not progress) as bar:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-            ).to(device)
-            with torch.no_grad():
-                hidden = model(**batch).last_hidden_state
-            weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-            rows.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
-            bar.update(len(rows[-1]))
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        batch = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state
+        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        rows.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        done(chunk)
     return np.concatenate(rows).astype(np.float32)
