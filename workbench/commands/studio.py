@@ -40,7 +40,7 @@ def studio(
             "--data", help="The examples to show (a LaMP folder, ...; as discover's --data): replaces the run's record."
         ),
     ] = None,
-    task: Annotated[str | None, typer.Option("--task", help="The task of --data (default: the run's).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="The task of --data. Default: the run's.")] = None,
     model: ModelOption = None,
     port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8050,
     host: Annotated[
