@@ -164,3 +164,18 @@ def test_miss_rate_is_refused_where_it_means_nothing(lens, examples):
     with pytest.raises(InputError, match="miss_rate must lie strictly between 0 and 1, got 1"):
         score_heads(lens, examples, method="hybrid", miss_rate=1.0, progress=False)
     assert math.isfinite(clopper_pearson_upper(0, 3, 0.5))
+
+
+def test_the_figure_and_the_report_state_the_bound(lens, examples):
+    from workbench.figures.heatmaps import describe_scores
+    from workbench.pipeline.report import verification_lines
+
+    result = score_heads(lens, examples, method="hybrid", top_k=2, miss_rate=0.2, racing=True, seed=5, progress=False)
+    certificate, racing = result.metadata["certificate"], result.metadata["racing"]
+    phrase = describe_scores(result)["method"]
+    assert f"certified: ≤ {certificate['bound']:.2f} of the other heads" in phrase and "(95%, 19 sampled)" in phrase
+    assert f"raced: {racing['head_examples']} of {racing['head_examples_without_racing']}" in phrase
+    report = " ".join(verification_lines(result))
+    assert f"at most {certificate['bound']:.3f} of the others" in report and "19 sampled heads" in report
+    plain = score_heads(lens, examples, method="hybrid", top_k=2, progress=False)
+    assert "certified" not in describe_scores(plain)["method"] and verification_lines(plain) == []

@@ -84,7 +84,8 @@ def plan_run(lens: Lens, config: RunConfig, data: RunData, out: Path) -> Plan:
                            outputs=("profile_effect.parquet",), model=model, data=dev_hash)  # fmt: skip
     settings, discovery = {}, {}
     for variant in VARIANTS:
-        settings[variant] = DiscoverSettings(prompt=prompt, method=config.method, variant=variant, top_k=config.top_k)
+        settings[variant] = DiscoverSettings(prompt=prompt, method=config.method, variant=variant, top_k=config.top_k,
+                                             miss_rate=config.miss_rate, racing=config.racing, confidence=config.confidence)  # fmt: skip
         discovery[variant] = discovery_stage(
             lens, out / f"discover-{variant}", settings[variant], data=config.data_label, data_hash=data_digest(data.train),
             task=config.task, split=data.train_label, seed=config.seed,
