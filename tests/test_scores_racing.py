@@ -59,6 +59,10 @@ def test_tied_heads_at_the_boundary_are_never_settled():
     counts = race(tied + low, 20, top_k=1, confidence=0.95, seed=1, score=fake_scores(per_head, asked))
     assert counts[(0, 0)] == counts[(0, 1)] == 20  # which of two equal heads is first is never settled
     assert counts[(1, 0)] == counts[(1, 1)] == 3
+    # constant scores: zero-width intervals that touch
+    constant = {(0, 0): [1.0] * 20, (0, 1): [1.0] * 20, (1, 0): [0.0] * 20}
+    counts = race(list(constant), 20, top_k=1, confidence=0.95, seed=1, score=fake_scores(constant, []))
+    assert counts == {(0, 0): 20, (0, 1): 20, (1, 0): 2}
 
 
 def test_heads_whose_scores_overlap_stay_in_the_race():
