@@ -289,6 +289,9 @@ def test_a_changed_cluster_option_stops_with_one_line_naming_it(lens, small_run,
         ({"method": "magic"}, "unknown PCS method"),
         ({"task": "LaMP-1"}, "demo set has tasks"),
         ({"sweep_k": (0,)}, "sweep_k"),
+        ({"miss_rate": 1.0}, "miss_rate must lie strictly between 0 and 1, got 1.0"),
+        ({"confidence": 0.0}, "confidence must lie strictly between 0 and 1"),
+        ({"method": "exact", "racing": True}, "not the exact method"),
     ],
 )
 def test_bad_demo_settings_fail_before_any_work(options, message):

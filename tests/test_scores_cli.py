@@ -228,3 +228,27 @@ def test_discover_with_the_authors_preset(monkeypatch, tmp_path):
     assert options["sample"] == 3 and options["top_percent"] == 0.04 and options["top_k"] is None and options["method"] == "exact"
     result = PCSResult.load(out / "pcs.parquet")
     assert result.n_examples == 3 and result.metadata["preset"] == "authors"
+
+
+def test_discover_certifies_and_races_records_it_and_resumes_only_with_the_same_options(cli, data, tmp_path):
+    out = tmp_path / "run"
+    arguments = ("discover", "--data", data, "--out", out, "--top-k", 2, "--top-m", 3, "--miss-rate", 0.3, "--racing",
+                 "--confidence", 0.9)  # fmt: skip
+    result = cli(*arguments, "--seed", 1)
+    assert result.exit_code == 0, result.output
+    scores = PCSResult.load(out / "pcs.parquet")
+    certificate = scores.metadata["certificate"]
+    assert certificate["target"] == 0.3 and certificate["bound"] <= 0.3 and certificate["confidence"] == 0.9
+    assert scores.metadata["racing"]["head_examples_without_racing"] == 2 * int(scores.exact.sum())
+    assert HeadWeights.load(out / "heads.json").extra["certificate"] == certificate
+    first = (out / "pcs.parquet").read_bytes()
+    assert cli(*arguments, "--seed", 1).exit_code == 0 and (out / "pcs.parquet").read_bytes() == first
+    for name, changed in (
+        ("miss_rate", ("--miss-rate", 0.2)),
+        ("racing", ("--no-racing",)),
+        ("confidence", ("--confidence", 0.8)),
+    ):
+        refused = cli(*arguments, "--seed", 1, *changed)
+        assert refused.exit_code == 2 and f"other arguments ({name} " in refused.output, refused.output
+    sharded = cli(*arguments, "--out", tmp_path / "sharded", "--shard", "0/2")
+    assert sharded.exit_code == 2 and "do not run in shards" in sharded.output

@@ -115,7 +115,8 @@ class HeadWeights:
         if not isinstance(scores, torch.Tensor) and hasattr(scores, "per_example"):
             inherited = {k: scores.metadata.get(k) for k in ("model", "task", "method", "ablation", "n_examples", "seed")}
             metadata = {**{k: v for k, v in inherited.items() if v is not None}, **metadata}
-            extra = {"variant": scores.metadata.get("variant"), **extra}
+            certified = {"certificate": scores.metadata["certificate"]} if scores.metadata.get("certificate") else {}
+            extra = {"variant": scores.metadata.get("variant"), **certified, **extra}
             scores = scores.mean()
         grid = torch.as_tensor(scores, dtype=torch.float64).detach().cpu()
         if grid.ndim != 2:

@@ -137,6 +137,26 @@ def discover(
         float | None, typer.Option("--min-pcs", help="Selected heads need at least this score. Default: 0.")
     ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="Weight normalisation: max, sum or none. Default: max.")] = None,
+    miss_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--miss-rate",
+            help="Hybrid: also score a seeded sample of the other heads exactly and add candidates "
+            "until the share of non-candidates above the K-th candidate is bounded by this (one-sided "
+            "Clopper-Pearson at --confidence; e.g. 0.05).",
+        ),
+    ] = None,
+    racing: Annotated[
+        bool | None,
+        typer.Option(
+            "--racing/--no-racing",
+            help="Hybrid: score candidates example by example and stop a head once its "
+            "place relative to the top K is settled at --confidence (t intervals).",
+        ),
+    ] = None,
+    confidence: Annotated[
+        float | None, typer.Option("--confidence", help="Confidence of --miss-rate's bound and of --racing. Default: 0.95.")
+    ] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Ablated heads per batch (memory bound).")] = 64,
     clusters: Annotated[
         Path | None,
@@ -168,7 +188,7 @@ def discover(
     given = {
         "score": score, "format": prompt_format, "retriever": retriever, "profile_k": profile_k, "sample": sample,
         "method": method, "variant": variant, "ablation": ablation, "top_k": top_k, "top_percent": top_percent,
-        "norm": norm, "min_pcs": min_pcs,
+        "norm": norm, "min_pcs": min_pcs, "miss_rate": miss_rate, "racing": racing, "confidence": confidence,
     }  # fmt: skip
     values = preset_values(preset, "discover", given)
     if values.get("top_percent") is not None and top_k is None:
@@ -176,6 +196,10 @@ def discover(
     settings = DiscoverSettings(**values, seed=seed)  # type: ignore[call-arg]  # the prompt group's seed, given flat (typed_config)
     record = {"preset": preset, "seed": seed, **flat_values(settings)}
     where = placement(shard, ray, workers, cpus_per_worker)
+    if where.shard is not None:
+        from workbench.execution.shards import check_shardable
+
+        check_shardable(settings)
     if settings.score != "pcs" and (shard or ray):
         raise InputError("--shard and --ray apply to PCS scans (--score pcs)")
     if clusters is not None:

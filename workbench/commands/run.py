@@ -39,6 +39,15 @@ def run(
     n_dev: Annotated[int | None, typer.Option("--n-dev", help="Held-out dev examples for validation and decoding.")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Preference heads to select.")] = None,
     method: Annotated[str | None, typer.Option("--method", help="PCS method: exact, attribution or hybrid.")] = None,
+    miss_rate: Annotated[
+        float | None, typer.Option("--miss-rate", help="Hybrid: certify the candidates to this miss-rate bound (`discover`).")
+    ] = None,
+    racing: Annotated[
+        bool | None, typer.Option("--racing/--no-racing", help="Hybrid: race the exact phase (`discover --racing`).")
+    ] = None,
+    confidence: Annotated[
+        float | None, typer.Option("--confidence", help="Confidence of --miss-rate and --racing. Default: 0.95.")
+    ] = None,
     n_random: Annotated[int | None, typer.Option("--n-random", help="Random head sets in the validation study.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="DPS contrast strength γ (>= 0).")] = None,
     n_clusters: Annotated[
@@ -69,7 +78,7 @@ def run(
     task = task if data is None else resolve_task(data, task)  # a LaMP folder names its task
     config = run_config(preset, data=None if data is None else str(data.resolve()), task=task, train_split=train_split,
                         dev_split=dev_split, dev_share=dev_share, n_train=n_train, n_dev=n_dev, top_k=top_k, method=method,
-                        n_random=n_random, gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,
+                        miss_rate=miss_rate, racing=racing, confidence=confidence, n_random=n_random, gamma=gamma, n_clusters=n_clusters, routing_temperature=temperature, seed=seed,
                         figures_png=png)  # fmt: skip
     loaded = RunData.load(config)  # bad data fails here, before the model loads
     if loaded.split_note:

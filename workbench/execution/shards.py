@@ -184,6 +184,14 @@ def tokenized_digest(examples: Sequence[TokenizedExample]) -> str:
 # --- discover --------------------------------------------------------------------------------
 
 
+def check_shardable(options: Any) -> None:
+    """Refuse scan options (`ScanOptions` or `DiscoverSettings`) a shard cannot run: the certified
+    and the raced hybrid decide which heads to score from every example's exact scores."""
+    if options.miss_rate is not None or options.racing:
+        raise InputError("--miss-rate and --racing need every example's exact scores in one process: they do not run in "
+                         "shards (use --ray or --workers to spread the examples)")  # fmt: skip
+
+
 def discover_shard(
     lens: Lens,
     run_dir: str | Path,
@@ -206,6 +214,7 @@ def discover_shard(
     results, or None (and says so) for a hybrid shard while other shards' attribution is
     missing: run it again when they are done."""
 
+    check_shardable(scan)
     if clusters is None:
         groups = [("", list(examples), metadata)]
     else:

@@ -37,6 +37,9 @@ class DiscoverSettings:
     top_percent: Fraction | None = None
     norm: Literal[NORMS] = "max"  # type: ignore[valid-type]
     min_pcs: float = 0.0
+    miss_rate: Fraction | None = None  # the hybrid's certified candidates (`workbench.scores.certificate`)
+    racing: bool = False  # the hybrid's raced exact phase (`workbench.scores.racing`)
+    confidence: Fraction = 0.95  # of the certificate and the race
 
     name = "discover"
 
@@ -75,9 +78,11 @@ SCAN_OPTIONS = ("top_m", "max_rows", "seed", "task")  # a scan's options that `D
 
 def scan_options(lens: Lens, settings: DiscoverSettings, **values: Any) -> ScanOptions:
     """How `settings` score: their method, variant and ablation, the hybrid's candidates made for
-    their selection size; `values` set the scan's other options (`top_m`, `max_rows`, `seed`, `task`)."""
+    their selection size (certified, raced); `values` set the scan's other options (`top_m`,
+    `max_rows`, `seed`, `task`)."""
     return ScanOptions(method=settings.method, variant=settings.variant, ablation=settings.ablation,
-                       top_k=settings.selection_size(lens.geometry.n_total_heads), **values)  # fmt: skip
+                       top_k=settings.selection_size(lens.geometry.n_total_heads), miss_rate=settings.miss_rate,
+                       racing=settings.racing, confidence=settings.confidence, **values)  # fmt: skip
 
 
 def selection_options(settings: DiscoverSettings, extra: dict[str, Any]) -> dict[str, Any]:

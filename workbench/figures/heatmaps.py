@@ -75,6 +75,12 @@ def describe_scores(result: PCSResult) -> dict[str, str]:
         method_phrase = "attribution PCS (first-order estimates)"
     else:
         method_phrase = f"{method} PCS"
+    certificate, racing = meta.get("certificate"), meta.get("racing")
+    if certificate and certificate["threshold"] is not None:
+        method_phrase += (f"; certified: ≤ {certificate['bound']:.2f} of the other heads above the top-{certificate['top_k']}'s "
+                          f"K-th ({certificate['confidence']:.0%}, {len(certificate['sample'])} sampled)")  # fmt: skip
+    if racing:
+        method_phrase += f"; raced: {racing['head_examples']} of {racing['head_examples_without_racing']} head-examples scored"
     users = len(set(result.user_ids))
     data = " ".join(str(meta[key]) for key in ("task", "split") if meta.get(key))
     described = {

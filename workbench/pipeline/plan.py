@@ -53,6 +53,9 @@ class RunConfig:
     n_dev: int = 12
     top_k: int = 5
     method: Method = "hybrid"
+    miss_rate: float | None = None  # hybrid: certify the candidates to this miss-rate bound (None: not certified)
+    racing: bool = False  # hybrid: race the exact phase
+    confidence: float = 0.95  # of the certificate and the race
     n_random: int = 20
     gamma: float = 1.0
     gammas: tuple[float, ...] = ()  # further γ for DPS with the profile-contrast heads (the γ sweep)
@@ -72,6 +75,12 @@ class RunConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.method not in METHODS:
             raise InputError(f"unknown PCS method {self.method!r}; choose one of {', '.join(METHODS)}")
+        for name in ("miss_rate", "confidence"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise InputError(f"{name} must lie strictly between 0 and 1, got {value}")
+        if self.method != "hybrid" and (self.miss_rate is not None or self.racing):
+            raise InputError(f"miss_rate and racing verify the hybrid method's candidates, not the {self.method} method")
         for gamma in (self.gamma, *self.gammas):
             if not math.isfinite(gamma) or gamma < 0:
                 raise InputError(f"gamma must be a finite number >= 0, got {gamma}")

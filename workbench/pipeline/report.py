@@ -24,6 +24,7 @@ from workbench.heads import HeadWeights
 from workbench.pipeline.plan import CLUSTER_VARIANT, ROUTED, ROUTING_COMPARISON, Plan, RunConfig, report_options
 from workbench.pipeline.stage import model_identity
 from workbench.scores import PCSResult
+from workbench.scores.certificate import Certificate
 from workbench.stats import bootstrap_mean_ci
 from workbench.users.cluster_heads import ClusterHeads
 from workbench.users.clusters import ClusterFile
@@ -84,6 +85,20 @@ def top_heads_table(result: PCSResult, weights: HeadWeights, seed: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def verification_lines(result: PCSResult) -> list[str]:
+    """What a certified or raced hybrid scan guarantees about its candidates (docs/certified_hybrid.md)."""
+    lines = []
+    certificate, racing = result.metadata.get("certificate"), result.metadata.get("racing")
+    if certificate:
+        lines.append(f"Certificate (`--miss-rate {certificate['target']:g}`): {Certificate(**certificate).describe()}; "
+                     f"sampled heads are scored exactly (`exact`), so one above the K-th candidate can be selected.")  # fmt: skip
+    if racing:
+        lines.append(f"Raced exact phase (confidence {result.metadata['confidence']:g}): {racing['head_examples']} of "
+                     f"{racing['head_examples_without_racing']} head-example ablations run; a head settled early has its "
+                     "mean over the examples it was scored on (its interval is too narrow).")  # fmt: skip
+    return [*lines, ""] if lines else []
+
+
 def comparison_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "run": [Path(run).name for run in table["run"]], "baseline": [Path(run).name for run in table["baseline"]],
@@ -136,7 +151,11 @@ def report_markdown(out: Path, config: RunConfig, lens: Lens, plan: Plan) -> str
         + "; discovery and validation use zero ablation at",
         "  `hook_z`; PCS method `"
         + config.method
-        + "` (hybrid: attribution for every head, then exact PCS for 3 x K candidates)",
+        + "` (hybrid: attribution for every head, then exact PCS for 3 x K candidates"
+        + (f"; certified to a miss-rate bound of {config.miss_rate:g}" if config.miss_rate is not None else "")
+        + ("; raced" if config.racing else "")
+        + (f" at confidence {config.confidence:g}" if config.miss_rate is not None or config.racing else "")
+        + ")",
         f"- users' habits scored in decoding: {', '.join(f'`{h}` (`{h}_match`)' for h in plan.habits) if plan.habits else 'none (the dev golds show none)'}",
         "",
         "| stage | folder | fingerprint |",
@@ -164,7 +183,7 @@ def report_markdown(out: Path, config: RunConfig, lens: Lens, plan: Plan) -> str
         lines += [f"### {variant} PCS (`{stage.folder.name}/pcs.parquet`, `heads.json`)", "",
                   f"Top {config.top_k} of {lens.geometry.n_total_heads} heads by mean PCS over {result.n_examples} examples "
                   "(`exact`: scored by ablation, else the attribution estimate):", "",
-                  markdown_table(top_heads_table(result, weights, seed)), ""]  # fmt: skip
+                  markdown_table(top_heads_table(result, weights, seed)), "", *verification_lines(result)]  # fmt: skip
     first, second = (set(sets[v]) for v in plan.discovery)
     jaccard = len(first & second) / len(first | second) if first | second else 1.0
     lines += [f"Overlap of the two head sets: {len(first & second)} shared heads, Jaccard {fmt(jaccard)}.", ""]

@@ -98,7 +98,8 @@ def plan_run(lens: Lens, config: RunConfig, data: RunData, out: Path) -> Plan:
     settings: dict[str, DiscoverSettings] = {}
     discovery: dict[str, Stage] = {}
     for scan in VARIANTS:
-        settings[scan] = DiscoverSettings(prompt=prompt, method=config.method, variant=scan, top_k=config.top_k)
+        settings[scan] = DiscoverSettings(prompt=prompt, method=config.method, variant=scan, top_k=config.top_k,
+                                          miss_rate=config.miss_rate, racing=config.racing, confidence=config.confidence)  # fmt: skip
         discovery[scan] = discovery_stage(
             lens, out / f"discover-{scan}", settings[scan], data=config.data_label, data_hash=data_digest(data.train),
             task=config.task, split=data.train_label, seed=config.seed,

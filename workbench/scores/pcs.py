@@ -16,6 +16,15 @@ up) are the best by mean estimate, the rest the largest by mean attribution magn
 effect is far from linear can get an estimate of the wrong sign, but not a small magnitude
 (benchmarks/RESULTS.md, "Head scores", measures the recall of the exact top-K both ways).
 
+With `miss_rate` the hybrid also scores a seeded random sample of the other heads exactly and grows
+its candidates along the estimate's order until a one-sided Clopper–Pearson bound on the share of
+heads outside them that belong in the top K is at most `miss_rate` (`workbench.scores.certificate`);
+with `racing` its exact phase goes example by example and stops re-scoring a head once its place
+relative to the top K is settled at `confidence` (`workbench.scores.racing`; a head scored on fewer
+examples has its gaps filled with its mean over those it was scored on). The result's metadata
+records the certificate and the examples each head was scored on. Both run per scan (clusters one
+after another) in one process: a shard cannot run them.
+
 `score_scans` runs several scans (per-cluster discovery: one per cluster, each with its own
 hybrid candidates, all with the whole run's mean-ablation reference) together, one fan-out of all
 their examples per phase, so that workers never wait at the end of one cluster for the next.
@@ -47,12 +56,14 @@ from workbench.engine.workers import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.scores.ablation import Ablation, AblationKind, make_ablation
 from workbench.scores.attribution import attribution_terms
+from workbench.scores.certificate import candidate_order, certify
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence, reference_sequences
+from workbench.scores.racing import filled_with_means, race
 from workbench.scores.ranking import REFERENCE_TOP_PERCENT, ranked_heads
 from workbench.scores.results import PCSResult
 from workbench.tensor_types import HeadGrid
-from workbench.typed_config import PositiveInt, typed_config
+from workbench.typed_config import Fraction, PositiveInt, typed_config
 
 Method = Literal["exact", "attribution", "hybrid"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -71,7 +82,9 @@ class ScanOptions:
     """How a head scan scores every head (`score_heads`, `PCSScan`, discovery globally and per
     cluster; shards record it). `top_k`: how many heads the caller will select, for which the
     hybrid makes `top_m` candidates (default 3·top_k, `default_top_m`); `seed` seeds the result's
-    bootstrap intervals (the scores themselves are deterministic); `task` is recorded only."""
+    bootstrap intervals (the scores themselves are deterministic) and the hybrid's certificate
+    sample and race order; `task` is recorded only. `miss_rate`, `racing`, `confidence`: the
+    hybrid's certified candidates and raced exact phase (module docstring)."""
 
     method: Method = "exact"
     variant: Variant = "standard"
@@ -81,14 +94,21 @@ class ScanOptions:
     max_rows: PositiveInt = 64
     seed: int = 0
     task: str = ""
+    miss_rate: Fraction | None = None
+    racing: bool = False
+    confidence: Fraction = 0.95
 
     name = "scan"
 
 
+def selection_size(n_total_heads: int, top_k: int | None = None) -> int:
+    """`top_k`, by default the reference's selection size max(1, ⌊0.04 · heads⌋)."""
+    return max(1, math.floor(REFERENCE_TOP_PERCENT * n_total_heads)) if top_k is None else top_k
+
+
 def default_top_m(n_total_heads: int, top_k: int | None = None) -> int:
-    """Three times the selection size `top_k` (default: the reference's, max(1, ⌊0.04 · heads⌋))."""
-    top_k = max(1, math.floor(REFERENCE_TOP_PERCENT * n_total_heads)) if top_k is None else top_k
-    return min(n_total_heads, 3 * top_k)
+    """Three times the selection size `top_k` (`selection_size`)."""
+    return min(n_total_heads, 3 * selection_size(n_total_heads, top_k))
 
 
 def variant_sequences(example: TokenizedExample, variant: str) -> list[tuple[float, TargetSequence]]:
@@ -135,6 +155,8 @@ def score_scans(scans: Sequence[PCSScan], groups: Sequence[Sequence[TokenizedExa
     if method == "exact":
         return scan_results(scans, groups)
     estimates = scan_estimates(scans, groups)
+    if any(scan.verifies for scan in scans):
+        return [scan.verified_result(examples, e) for scan, examples, e in zip(scans, groups, estimates)]
     candidates = [scan.candidates(e) for scan, e in zip(scans, estimates)] if method == "hybrid" else None
     return scan_results(scans, groups, estimates, candidates)
 
@@ -167,6 +189,11 @@ class PCSScan:
         top_m = default_top_m(n_total, options.top_k) if options.top_m is None else options.top_m
         if options.method == "hybrid" and not 0 < top_m <= n_total:
             raise InputError(f"top_m must lie in 1..{n_total} (the model's number of heads), got {top_m}")
+        if options.method != "hybrid" and (options.miss_rate is not None or options.racing):
+            raise InputError(f"miss_rate and racing verify the hybrid method's candidates, not the {options.method} method")
+        for name in ("miss_rate", "confidence"):
+            if getattr(options, name) == 1:
+                raise InputError(f"{name} must lie strictly between 0 and 1, got 1")
         if ablation is None:
             ablation = make_ablation(lens, options.ablation, reference_sequences(examples) if reference is None else reference)
         elif reference is not None or ablation.name != options.ablation:
@@ -178,6 +205,8 @@ class PCSScan:
         self.ablation = ablation
         self.workers = workers if workers is not None else LocalWorkers(lens)
         hybrid = options.method == "hybrid"
+        self.verifies = hybrid and (options.miss_rate is not None or options.racing)
+        verification = {name: getattr(options, name) for name in ("miss_rate", "racing", "confidence")} if self.verifies else {}
         self.metadata = {
             "model": lens.name,
             "task": options.task,
@@ -188,6 +217,7 @@ class PCSScan:
             "seed": options.seed,
             "top_m": top_m if hybrid else None,
             "screen": SCREEN if hybrid else None,
+            **verification,
         }
         self.store = None
         if checkpoint is not None:
@@ -199,6 +229,7 @@ class PCSScan:
                 "dtype": str(next(lens.bridge.parameters()).dtype),
                 "max_rows": options.max_rows,
                 "reference": ablation.reference_digest,
+                **verification,
             }
             self.store = CheckpointStore(checkpoint, fingerprint)
 
@@ -219,6 +250,51 @@ class PCSScan:
         """The scores of `examples`: exact ones (method `exact`), their `estimates` (attribution),
         or the estimates with `candidates` scored exactly (hybrid)."""
         return scan_results([self], [examples], [estimates], [candidates])[0]
+
+    def verified_result(self, examples: Sequence[TokenizedExample], estimates: dict[str, torch.Tensor]) -> PCSResult:
+        """The hybrid's result with certified candidates (`miss_rate`) and/or a raced exact phase
+        (`racing`), from the attribution `estimates` of `examples`; see the module docstring."""
+        options, geometry = self.options, self.lens.geometry
+        known = torch.full((len(examples), geometry.n_layers, geometry.n_heads), float("nan"), dtype=torch.float64)
+        top_k = selection_size(geometry.n_total_heads, options.top_k)
+
+        def score(indices: Sequence[int], heads: list[Head]) -> torch.Tensor:
+            """Score the `heads` each of the examples at `indices` lacks; the grid of the last one."""
+            lacking = [(index, [head for head in heads if known[index][head].isnan()]) for index in indices]
+            lacking = [(index, missing) for index, missing in lacking if missing]
+            computed = _run_phase("exact", [(self, [examples[index]], missing) for index, missing in lacking])
+            for (index, missing), grids in zip(lacking, computed):
+                layers, positions = [layer for layer, _ in missing], [head for _, head in missing]
+                known[index, layers, positions] = grids["pcs"][0, layers, positions]
+            return known[indices[-1]]
+
+        def exact_means(heads: list[Head]) -> torch.Tensor:
+            if options.racing:
+                race(heads, len(examples), top_k=min(top_k, len(heads)), confidence=options.confidence, seed=options.seed,
+                     score=lambda index, active: score([index], active))  # fmt: skip
+            else:
+                score(range(len(examples)), heads)
+            return known.nanmean(dim=0)
+
+        order = candidate_order(self.candidates(estimates), estimates["pcs"].mean(dim=0))
+        certificate = None
+        if options.miss_rate is None:
+            exact_means(order[: self.top_m])
+        else:
+            certificate = certify(order, top_m=self.top_m, top_k=top_k, target=options.miss_rate,
+                                  confidence=options.confidence, seed=options.seed, exact_means=exact_means)  # fmt: skip
+        scored = ~known.isnan()
+        exact = scored.any(dim=0)
+        per_example = torch.where(exact, filled_with_means(known), estimates["pcs"])
+        counts = scored.sum(dim=0)
+        metadata = {**self.metadata, "n_examples": len(examples), "certificate": certificate and certificate.as_dict()}
+        if options.racing:
+            metadata["racing"] = {
+                "examples_scored": [[layer, head, int(counts[layer, head])] for layer, head in torch.nonzero(exact).tolist()],
+                "head_examples": int(counts.sum()),
+                "head_examples_without_racing": int(exact.sum()) * len(examples),
+            }
+        return PCSResult(per_example, exact, [e.example_id for e in examples], [e.user_id for e in examples], metadata)
 
     def _exact_heads(self, estimates: dict[str, torch.Tensor] | None, candidates: Sequence[Head] | None) -> list[Head]:
         """The heads `result` scores exactly (none for attribution)."""
