@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workbench.checkpoint import digest
-from workbench.engine.lens import Lens
 import torch
 
+from workbench.checkpoint import digest
+from workbench.engine.lens import Lens
 from workbench.engine.masks import Head, HeadMask, Site
 from workbench.errors import InputError
 from workbench.tensor_types import HeadReference, PositionalHeadReference

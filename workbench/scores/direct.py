@@ -44,7 +44,7 @@ def direct_effects(lens: Lens, sequence: TargetSequence) -> HeadGrid:
     final = recording[FINAL_NORM_INPUT][:, positions]  # [1, target, d_model]
     scale = recording[FINAL_NORM_SCALE][:, positions]  # [1, target, 1]
     frozen = [(FINAL_NORM_SCALE, lambda activation, hook: scale.to(activation).expand_as(activation))]
-    n_heads, d_head = geometry.n_heads, geometry.d_head
+    n_heads = geometry.n_heads
     deltas = torch.zeros(geometry.n_layers, n_heads, dtype=torch.float64)
     for layer, name in enumerate(z_names):
         z = recording[name][0, positions.to(recording[name].device)]  # [target, head, d_head]
@@ -53,7 +53,9 @@ def direct_effects(lens: Lens, sequence: TargetSequence) -> HeadGrid:
             alone[head, :, head] = z[:, head]
         projection = lens.bridge.blocks[layer].attn.o
         with torch.no_grad():
-            writes = projection(alone.flatten(-2)) - projection(torch.zeros_like(alone[:1]).flatten(-2))  # [head, target, d_model]
+            writes = projection(alone.flatten(-2)) - projection(
+                torch.zeros_like(alone[:1]).flatten(-2)
+            )  # [head, target, d_model]
             with warnings.catch_warnings(), lens.bridge.hooks(fwd_hooks=frozen):
                 warnings.simplefilter("ignore")  # the bridge warns that an edited scale rebuilds the norm's output
                 ablated = lens.unembed(final.to(writes.device) - writes)
