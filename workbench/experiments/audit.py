@@ -39,7 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench import io
-from workbench.checkpoint import digest
+from workbench.checkpoint import CheckpointStore, digest
 from workbench.data.files import read_json
 from workbench.engine.masks import Head
 from workbench.errors import InputError
@@ -129,6 +129,17 @@ class KindAblations:
         )  # fmt: skip
         self.donor = donors(len(ids), settings.seed) if "resample" in settings.kinds else None
 
+    def key(self, kind: str, index: int) -> str:
+        """What makes `kind`'s scores of sequence `index`: its tokens, the kind and its reference."""
+        reference: Any = None
+        if kind == "mean":
+            reference = self.mean.reference_digest  # type: ignore[union-attr]
+        elif kind == "resample":
+            reference = list(self.sequences[self.donor[index]].ids)  # type: ignore[index]
+        elif kind == "scaled":
+            reference = self.settings.alpha
+        return digest(list(self.sequences[index].ids), kind, reference)
+
     def of(self, kind: str, index: int) -> Ablation:
         if kind == "mean":
             return self.mean  # type: ignore[return-value]
@@ -196,12 +207,26 @@ def audit_ablations(
     examples: Sequence[TokenizedExample],
     settings: AuditSettings = AuditSettings(),
     *,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> AuditResult:
-    """Score `examples` under every kind of `settings` and compare the kinds (module docstring)."""
+    """Score `examples` under every kind of `settings` and compare the kinds (module docstring).
+    With `checkpoint` (a folder), each example's scores under each kind and its direct effects are
+    kept as soon as they are done, keyed by content, so an interrupted audit resumes."""
     geometry = lens.geometry
     check_audit(settings, len(examples), geometry.n_total_heads)
+    store = None if checkpoint is None else CheckpointStore(checkpoint, {"model": lens.name, "audit": "per-head scores"})
+
+    def cached(key: str, compute: Callable[..., Any], *args: Any, **options: Any) -> np.ndarray:
+        """`compute(*args, **options)` as an array, or what the checkpoint holds under `key`."""
+        if store is not None and key in store:
+            return store.load(key)["grid"]
+        grid = compute(*args, **options).numpy()
+        if store is not None:
+            store.save(key, {"grid": grid})
+        return grid
+
     kinds, k, n = settings.kinds, settings.top_k, len(examples)
     sequences = condition_sequences(examples)
     ablations = {condition: KindAblations(lens, settings, sequences[condition]) for condition in CONDITIONS}
@@ -209,8 +234,9 @@ def audit_ablations(
     score_rows = []
     steps = tqdm(list(product(range(n), kinds)), desc="audit: every head under every kind", disable=not progress)
     for index, kind in steps:
-        ablation = ablations["with-profile"].of(kind, index)
-        grid = exact_deltas(lens, sequences["with-profile"][index], ablation, max_rows=settings.max_rows).numpy()
+        with_profile = ablations["with-profile"]
+        grid = cached(with_profile.key(kind, index), exact_deltas, lens, sequences["with-profile"][index],
+                      with_profile.of(kind, index), max_rows=settings.max_rows)  # fmt: skip
         grids[kind][index] = grid
         score_rows += [{"example_id": examples[index].example_id, "kind": kind, "layer": layer, "head": head,
                         "delta": float(grid[layer, head])} for layer, head in geometry.all_heads()]  # fmt: skip
@@ -234,7 +260,7 @@ def audit_ablations(
         for index in tqdm(range(n), desc="audit: direct effects", disable=not progress):
             sequence = sequences["with-profile"][index]
             total = grids["zero"][index] if "zero" in kinds else exact_deltas(lens, sequence, Ablation("zero")).numpy()
-            direct = direct_effects(lens, sequence).numpy()
+            direct = cached(digest(list(sequence.ids), "direct"), direct_effects, lens, sequence)
             repair_rows += [{"example_id": examples[index].example_id, "layer": layer, "head": head,
                              "total": float(total[layer, head]), "direct": float(direct[layer, head])}
                             for layer, head in geometry.all_heads()]  # fmt: skip

@@ -56,7 +56,8 @@ def run_audit(
     folder = stage.folder
 
     def compute() -> AuditResult:
-        result = audit_ablations(lens, examples, settings, progress=progress, say=announce or (lambda _: None))
+        result = audit_ablations(lens, examples, settings, checkpoint=folder / "checkpoint", progress=progress,
+                                 say=announce or (lambda _: None))  # fmt: skip
         result.save(folder)
         save_figures(audit_figures(result, folder), png=png)
         return result
