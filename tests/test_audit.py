@@ -297,3 +297,22 @@ def test_an_audit_that_cannot_apply_is_refused_in_one_line(tiny, examples, tmp_p
                           (["--alpha", "1.5"], "--alpha")):  # fmt: skip
         result = runner.invoke(app, ["audit", "--out", str(tmp_path / "out"), "--model", "no-such-model", *args])
         assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_interrupted_audit_resumes_from_its_checkpoint(tiny, examples, tmp_path, monkeypatch):
+    import workbench.experiments.audit as audit_module
+
+    settings = AuditSettings(kinds=("zero", "resample", "scaled"), alpha=0.5, top_k=2, resamples=50)
+    fresh = audit_ablations(tiny, examples, settings, checkpoint=tmp_path, progress=False)
+
+    def refuse(*args, **options):
+        raise AssertionError("a checkpointed score was computed again")
+
+    monkeypatch.setattr(audit_module, "exact_deltas", refuse)
+    monkeypatch.setattr(audit_module, "direct_effects", refuse)
+    resumed = audit_ablations(tiny, examples, settings, checkpoint=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(resumed.scores, fresh.scores)
+    pd.testing.assert_frame_equal(resumed.self_repair, fresh.self_repair)
+    with pytest.raises(AssertionError, match="computed again"):  # another α is another key
+        audit_ablations(tiny, examples, AuditSettings(kinds=("zero", "scaled"), alpha=0.25, top_k=2), checkpoint=tmp_path,
+                        progress=False)  # fmt: skip
