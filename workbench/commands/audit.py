@@ -98,4 +98,4 @@ def audit(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("audit", short_help="Compare ablation kinds: which heads matter under each way of removing one.")(audit)
+    app.command("audit", short_help="Compare ways of removing a head and the heads each picks.")(audit)
