@@ -284,7 +284,11 @@ def test_an_audit_that_cannot_apply_is_refused_in_one_line(tiny, examples, tmp_p
     with pytest.raises(InputError, match="at least 2"):
         donors(1, 0)
     with pytest.raises(InputError, match="top_k"):
-        check_audit(AuditSettings(top_k=12), 3, 12)
+        check_audit(AuditSettings(top_k=12), 3, 3, 4)
+    with pytest.raises(InputError, match="below the 4 heads scored"):
+        check_audit(AuditSettings(top_k=4, layers=(2,)), 3, 3, 4)
+    with pytest.raises(InputError, match="layer 3 of layers is out of range"):
+        check_audit(AuditSettings(top_k=2, layers=(1, 3)), 3, 3, 4)
     with pytest.raises(InputError, match="at least two"):
         AuditSettings(kinds=("zero",))
     sequence = TargetSequence(examples[0].prompt_ids, examples[0].target_ids)
@@ -294,7 +298,8 @@ def test_an_audit_that_cannot_apply_is_refused_in_one_line(tiny, examples, tmp_p
     runner = CliRunner()
     for args, message in ((["--limit", "1", "--kinds", "zero,resample"], "--limit: the audit needs at least 2 examples"),
                           (["--kinds", "zero,shuffle"], "--kinds: unknown ablation kind 'shuffle'"),
-                          (["--alpha", "1.5"], "--alpha")):  # fmt: skip
+                          (["--alpha", "1.5"], "--alpha"), (["--layers", "3-1"], "--layers: the range '3-1' runs backwards"),
+                          (["--layers", "a"], "--layers: 'a' is not a layer")):  # fmt: skip
         result = runner.invoke(app, ["audit", "--out", str(tmp_path / "out"), "--model", "no-such-model", *args])
         assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
 

@@ -25,7 +25,25 @@ KINDS_HELP = (
 )
 
 
-def audit_settings(kinds: str | None, alpha: float, top_k: int, resamples: int, seed: int, self_repair: bool, limit: int):
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """`--layers`: comma-separated layers and ranges (`20-29`, `0,5,10-12`); None for all."""
+    if not text:
+        return None
+    layers: list[int] = []
+    for part in text.split(","):
+        bounds = part.strip().split("-")
+        if len(bounds) > 2 or not all(bound.strip().isdigit() for bound in bounds):
+            raise InputError(f"--layers: {part.strip()!r} is not a layer or a range like 20-29 (layers count from 0)")
+        first, last = int(bounds[0]), int(bounds[-1])
+        if last < first:
+            raise InputError(f"--layers: the range {part.strip()!r} runs backwards")
+        layers += range(first, last + 1)
+    return tuple(sorted(set(layers)))
+
+
+def audit_settings(
+    kinds: str | None, alpha: float, top_k: int, resamples: int, seed: int, self_repair: bool, limit: int, layers: str | None
+):
     """The audit's settings from the command line; one line naming the flag when one is wrong."""
     from workbench.experiments.audit import KINDS, AuditSettings
 
@@ -46,7 +64,8 @@ def audit_settings(kinds: str | None, alpha: float, top_k: int, resamples: int, 
         why = "resample ablation takes a head's output from another example, and " if "resample" in chosen else ""
         raise InputError(f"--limit: the audit needs at least 2 examples, got {limit}: {why}each example's top-K heads are "
                          "chosen on the other examples")  # fmt: skip
-    return AuditSettings(kinds=chosen, alpha=alpha, top_k=top_k, seed=seed, resamples=resamples, self_repair=self_repair)
+    return AuditSettings(kinds=chosen, alpha=alpha, top_k=top_k, seed=seed, resamples=resamples, self_repair=self_repair,
+                         layers=parse_layers(layers))  # fmt: skip
 
 
 @friendly_errors
@@ -67,6 +86,14 @@ def audit(
     self_repair: Annotated[
         bool, typer.Option("--self-repair/--no-self-repair", help="Estimate self-repair: direct vs total effect of each head.")
     ] = True,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            "--layers",
+            help="Score only the heads of these layers (e.g. 20-29 or 0,5,10-12; default all): "
+            "a head in layer l costs the layers above it, so the top layers are the cheap ones.",
+        ),
+    ] = None,
     png: Annotated[bool, typer.Option("--png/--no-png", help="Also write the figures as PNG.")] = True,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
@@ -83,13 +110,16 @@ def audit(
     from workbench.pipeline.stage import data_digest
     from workbench.typed_config import flat_values
 
-    settings = audit_settings(kinds, alpha, top_k, resamples, seed, self_repair, limit)
+    settings = audit_settings(kinds, alpha, top_k, resamples, seed, self_repair, limit, layers)
     prompt = PromptConfig(format=prompt_format or "plain", profile_k=5 if profile_k is None else profile_k,
                           retriever=retriever or "bm25", seed=seed)  # fmt: skip
     task = check_source(data, task)
     lens = load_lens(model, device, dtype, device_map)
     examples = load_scoring_examples(lens, data, task, split, prompt, limit=limit)
-    check_audit(settings, len(examples), lens.geometry.n_total_heads)
+    try:
+        check_audit(settings, len(examples), lens.geometry.n_layers, lens.geometry.n_heads)
+    except InputError as error:
+        raise InputError(f"{str(error).removeprefix('audit: ')} (--layers, --top-k, --limit)") from None
     extra = {"data": str(data) if data else "demo", "task": task, "split": split, "limit": limit, **flat_values(prompt)}
     stage = audit_stage(lens, out, settings, data_hash=data_digest(examples), extra=extra)
     result = run_audit(lens, stage, examples, settings, png=png, announce=print)

@@ -66,7 +66,9 @@ FILES = (SCORES_FILE, AGREEMENT_FILE, CROSS_FILE, CROSS_ROWS_FILE, REPAIR_FILE, 
 @typed_config
 class AuditSettings:
     """What the audit compares: the ablation kinds, `scaled`'s α, the K of the top-K sets, the
-    seed of the resample donors and of the bootstrap, and whether self-repair is estimated."""
+    seed of the resample donors and of the bootstrap, whether self-repair is estimated, and the
+    layers whose heads are scored (a head in layer l costs the layers above it: the top layers
+    are the cheap ones)."""
 
     kinds: tuple[Literal[KINDS], ...] = KINDS  # type: ignore[valid-type]
     alpha: Fraction = 0.5
@@ -75,6 +77,7 @@ class AuditSettings:
     resamples: PositiveInt = 1000
     self_repair: bool = True
     max_rows: PositiveInt = 64
+    layers: tuple[NonNegativeInt, ...] | None = None  # the layers whose heads are scored (None: all)
 
     name = "audit"
 
@@ -85,14 +88,20 @@ class AuditSettings:
             raise InputError(f"audit: kinds must name at least two ablation kinds to compare, got {', '.join(self.kinds)}")
 
 
-def check_audit(settings: AuditSettings, n_examples: int, n_heads: int | None = None) -> None:
-    """Refuse, in one line, an audit the examples cannot support (before any model work)."""
+def check_audit(settings: AuditSettings, n_examples: int, n_layers: int | None = None, n_heads: int | None = None) -> None:
+    """Refuse, in one line, an audit the examples (and the model's `n_layers` x `n_heads`) cannot support."""
     if n_examples < 2:
         why = "resample ablation takes a head's output from another example, and " if "resample" in settings.kinds else ""
         raise InputError(f"audit needs at least 2 examples, got {n_examples}: {why}each example's top-K heads are "
                          "chosen on the other examples")  # fmt: skip
-    if n_heads is not None and settings.top_k >= n_heads:
-        raise InputError(f"audit: top_k ({settings.top_k}) must be below the model's {n_heads} heads")
+    if n_layers is None or n_heads is None:
+        return
+    outside = [layer for layer in settings.layers or () if layer >= n_layers]
+    if outside:
+        raise InputError(f"audit: layer {outside[0]} of layers is out of range: the model has {n_layers} layers (from 0)")
+    scored = len(settings.layers or range(n_layers)) * n_heads
+    if settings.top_k >= scored:
+        raise InputError(f"audit: top_k ({settings.top_k}) must be below the {scored} heads scored")
 
 
 def donors(n: int, seed: int) -> list[int]:
@@ -152,8 +161,8 @@ class KindAblations:
 
 
 def top_heads(grid: np.ndarray, k: int) -> list[Head]:
-    """The k heads of largest score of a `[layer, head]` grid (ties: the lower index first)."""
-    order = np.argsort(-grid.reshape(-1), kind="stable")[:k]
+    """The k heads of largest score of a `[layer, head]` grid (ties: the lower index first; NaN: not scored)."""
+    order = np.argsort(-np.nan_to_num(grid.reshape(-1), nan=-np.inf), kind="stable")[:k]
     return [(int(i) // grid.shape[1], int(i) % grid.shape[1]) for i in order]
 
 
@@ -215,11 +224,14 @@ def audit_ablations(
     With `checkpoint` (a folder), each example's scores under each kind and its direct effects are
     kept as soon as they are done, keyed by content, so an interrupted audit resumes."""
     geometry = lens.geometry
-    check_audit(settings, len(examples), geometry.n_total_heads)
+    check_audit(settings, len(examples), geometry.n_layers, geometry.n_heads)
+    layers = sorted(set(settings.layers)) if settings.layers else list(range(geometry.n_layers))
+    scored = [(layer, head) for layer, head in geometry.all_heads() if layer in layers]
     store = None if checkpoint is None else CheckpointStore(checkpoint, {"model": lens.name, "audit": "per-head scores"})
 
     def cached(key: str, compute: Callable[..., Any], *args: Any, **options: Any) -> np.ndarray:
         """`compute(*args, **options)` as an array, or what the checkpoint holds under `key`."""
+        key = digest(key, layers)
         if store is not None and key in store:
             return store.load(key)["grid"]
         grid = compute(*args, **options).numpy()
@@ -230,17 +242,17 @@ def audit_ablations(
     kinds, k, n = settings.kinds, settings.top_k, len(examples)
     sequences = condition_sequences(examples)
     ablations = {condition: KindAblations(lens, settings, sequences[condition]) for condition in CONDITIONS}
-    grids = {kind: np.zeros((n, geometry.n_layers, geometry.n_heads)) for kind in kinds}
+    grids = {kind: np.full((n, geometry.n_layers, geometry.n_heads), np.nan) for kind in kinds}
     score_rows = []
     steps = tqdm(list(product(range(n), kinds)), desc="audit: every head under every kind", disable=not progress)
     for index, kind in steps:
         with_profile = ablations["with-profile"]
         grid = cached(with_profile.key(kind, index), exact_deltas, lens, sequences["with-profile"][index],
-                      with_profile.of(kind, index), max_rows=settings.max_rows)  # fmt: skip
+                      with_profile.of(kind, index), scored, max_rows=settings.max_rows)  # fmt: skip
         grids[kind][index] = grid
         score_rows += [{"example_id": examples[index].example_id, "kind": kind, "layer": layer, "head": head,
-                        "delta": float(grid[layer, head])} for layer, head in geometry.all_heads()]  # fmt: skip
-    say(f"  scored {geometry.n_total_heads} heads x {len(kinds)} kinds on {n} examples")
+                        "delta": float(grid[layer, head])} for layer, head in scored]  # fmt: skip
+    say(f"  scored {len(scored)} heads x {len(kinds)} kinds on {n} examples")
 
     cross_rows = []
     for index in range(n):
@@ -259,11 +271,11 @@ def audit_ablations(
     if settings.self_repair:
         for index in tqdm(range(n), desc="audit: direct effects", disable=not progress):
             sequence = sequences["with-profile"][index]
-            total = grids["zero"][index] if "zero" in kinds else exact_deltas(lens, sequence, Ablation("zero")).numpy()
+            total = grids["zero"][index] if "zero" in kinds else exact_deltas(lens, sequence, Ablation("zero"), scored).numpy()
             direct = cached(digest(list(sequence.ids), "direct"), direct_effects, lens, sequence)
             repair_rows += [{"example_id": examples[index].example_id, "layer": layer, "head": head,
                              "total": float(total[layer, head]), "direct": float(direct[layer, head])}
-                            for layer, head in geometry.all_heads()]  # fmt: skip
+                            for layer, head in scored]  # fmt: skip
     repair_rows_frame = pd.DataFrame(repair_rows, columns=["example_id", "layer", "head", "total", "direct"])
 
     full_top = {kind: top_heads(grids[kind].mean(axis=0), k) for kind in kinds}
@@ -271,7 +283,7 @@ def audit_ablations(
         "settings": {"kinds": list(kinds), "alpha": settings.alpha, "top_k": k, "seed": settings.seed,
                      "resamples": settings.resamples, "self_repair": settings.self_repair},
         "n_examples": n, "example_ids": [e.example_id for e in examples], "model": lens.name,
-        "heads": geometry.n_total_heads,
+        "heads": geometry.n_total_heads, "layers_scored": layers, "heads_scored": len(scored),
         "top_k_heads": {kind: [list(head) for head in heads] for kind, heads in full_top.items()},
         "resample_donors": {condition: None if a.donor is None else [examples[d].example_id for d in a.donor]
                             for condition, a in ablations.items()},
@@ -317,7 +329,8 @@ def agreement_table(grids: dict[str, np.ndarray], k: int, resamples: int, seed: 
     """Every pair of kinds: Spearman of the heads' mean scores and the top-K they share, each with a
     percentile bootstrap interval over examples (the same draws for every pair)."""
     n = next(iter(grids.values())).shape[0]
-    flat = {kind: grid.reshape(n, -1) for kind, grid in grids.items()}
+    scored = np.all([np.isfinite(grid.reshape(n, -1)).all(axis=0) for grid in grids.values()], axis=0)  # heads every kind scored
+    flat = {kind: grid.reshape(n, -1)[:, scored] for kind, grid in grids.items()}
     draws = resampled_indices(n, resamples, seed)
     resampled = {kind: values[draws].mean(axis=1) for kind, values in flat.items()}  # [resample, heads]
     rows = []
