@@ -321,3 +321,15 @@ def test_an_interrupted_audit_resumes_from_its_checkpoint(tiny, examples, tmp_pa
     with pytest.raises(AssertionError, match="computed again"):  # another α is another key
         audit_ablations(tiny, examples, AuditSettings(kinds=("zero", "scaled"), alpha=0.25, top_k=2), checkpoint=tmp_path,
                         progress=False)  # fmt: skip
+
+
+def test_an_audit_of_some_layers_scores_their_heads_as_the_full_audit_does(tiny, examples, audit):
+    part = audit_ablations(tiny, examples, AuditSettings(top_k=3, resamples=200, layers=(1, 2)), progress=False)
+    assert set(part.scores["layer"]) == {1, 2}
+    full = audit.scores[audit.scores["layer"] >= 1].reset_index(drop=True)
+    np.testing.assert_allclose(part.scores["delta"].to_numpy(), full["delta"].to_numpy(), atol=1e-9)
+    for kind, heads in part.record["top_k_heads"].items():
+        assert all(layer >= 1 for layer, _ in heads), kind
+        grid = part.grids()[kind]
+        assert top_heads(grid, 3) == [tuple(head) for head in heads]
+    assert part.agreement["spearman"].notna().all() and set(part.self_repair["layer"]) == {1, 2}
