@@ -73,5 +73,5 @@ def kind_maps(
     """One layer × head map per ablation kind (mean over `n` examples), its top-K ringed."""
     panels = [HeatmapPanel(np.asarray(grid, dtype=float), f"<b>{kind}</b>", tuple((highlights or {}).get(kind, ())))
               for kind, grid in grids.items()]  # fmt: skip
-    subtitle = f"mean over {n} examples with the profile; ringed: each kind's top heads"
+    subtitle = f"mean over {n} examples with the profile; ringed: each kind's top heads; grey: heads not scored"
     return heatmap_panels(panels, title=title, subtitle=subtitle, value_label=DELTA_LABEL, columns=columns or min(len(panels), 3))
