@@ -22,6 +22,7 @@ import workbench.pipeline.run as pipeline
 from workbench.cli import app
 from workbench.engine.models import tiny_model
 from workbench.errors import InputError
+from workbench.pipeline.audit import RUN_AUDIT_EXAMPLES, RUN_AUDIT_KINDS
 from workbench.pipeline.plan import VARIANTS, RunConfig, run_config
 from workbench.pipeline.report import fmt
 from workbench.pipeline.run import run_pipeline
@@ -104,6 +105,18 @@ def test_every_number_of_the_report_equals_its_table(small_run):
         assert f"| {name} | rouge-L | {fmt(metrics['metrics']['rouge-L']['value'])} |" in report
     for key, value in json.loads(json.dumps(plan.report_options(config), default=list)).items():
         assert f"`{key}={value}`" in report  # every option that made the numbers
+
+
+def test_the_audit_section_equals_its_tables(small_run):
+    _, out, _ = small_run
+    agreement = pd.read_csv(out / "audit" / "audit_agreement.csv")
+    shown = next(t for t in markdown_tables((out / "report.md").read_text()) if "kinds" in t.columns)
+    assert shown["kinds"].tolist() == [f"{row.kind_a} vs {row.kind_b}" for row in agreement.itertuples()]
+    assert shown["Spearman ρ (95% CI)"].tolist() == [
+        f"{row.spearman:.2f} [{row.spearman_low:.2f}, {row.spearman_high:.2f}]" for row in agreement.itertuples()
+    ]
+    record = json.loads((out / "audit" / "audit.json").read_text())
+    assert record["settings"]["kinds"] == list(RUN_AUDIT_KINDS) and record["n_examples"] == RUN_AUDIT_EXAMPLES
 
 
 def test_sweep_k_of_k_equals_the_validation_of_the_top_k(small_run):

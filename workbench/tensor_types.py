@@ -15,6 +15,8 @@ Residual = Float[Tensor, "batch pos d_model"]
 HeadOutputs = Float[Tensor, "batch pos head d_head"]
 HeadScale = Float[Tensor, "rows layer head"]
 HeadReference = Float[Tensor, "layer head d_head"]
+# a reference per position (resample ablation: another sequence's head outputs)
+PositionalHeadReference = Float[Tensor, "layer pos head d_head"]
 HeadGrid = Float[Tensor, "layer head"]
 HeadSelection = Bool[Tensor, "layer head"]
 
@@ -27,6 +29,7 @@ __all__ = [
     "HeadScale",
     "HeadSelection",
     "Logits",
+    "PositionalHeadReference",
     "Residual",
     "StepLogits",
     "TokenIds",

@@ -49,7 +49,7 @@ def _site_hook(mask: HeadMask, layer: int, geometry: HeadGeometry, adapter: Mode
     the activation they meet (once per device and dtype): in a model split over several devices,
     layer l's activation lives on layer l's device."""
     scale_by_row = mask.scale[:, layer, :]  # [rows, head]
-    z_ref_of_layer = None if mask.z_ref is None else mask.z_ref[layer]  # [head, d_head]
+    z_ref_of_layer = None if mask.z_ref is None else mask.z_ref[layer]  # [head, d_head] or [pos, head, d_head]
     n_heads = geometry.n_heads
     # Heads lie on axis 2 of z ([batch, pos, head, d]); a normed query may be [batch, head, pos, d].
     head_axis = adapter.query_head_axis if mask.site == "query-scale" else 2
@@ -70,6 +70,13 @@ def _site_hook(mask: HeadMask, layer: int, geometry: HeadGeometry, adapter: Mode
         scale = scale_by_head[:, None, :, None] if head_axis == 2 else scale_by_head[:, :, None, None]
         if z_ref is None:
             return activation * scale
+        if z_ref.ndim == 3:  # one reference per position: it fits only a full forward of as many positions
+            if z_ref.shape[0] != activation.shape[1]:
+                raise InputError(
+                    f"the head mask's reference activation covers {z_ref.shape[0]} positions but the forward has "
+                    f"{activation.shape[1]} (a per-position reference needs a full forward of its own sequence)"
+                )
+            return activation * scale + z_ref[None] * (1 - scale)
         # z_ref + s·(z − z_ref), written so that s = 1 gives z and s = 0 gives z_ref bit-exactly
         # (identity rows beside masked rows must equal an unmasked run).
         return activation * scale + z_ref[None, None] * (1 - scale)

@@ -1,7 +1,9 @@
 """Head masks: what an intervention does to each attention head, row by row.
 
 A `HeadMask` holds `scale[row, layer, head]` (one row broadcasts over the batch) and an optional
-reference activation `z_ref[layer, head, d_head]`. At the head's output (`hook_z`, the input of
+reference activation `z_ref[layer, head, d_head]`, or one per position `z_ref[layer, pos, head,
+d_head]` (resample ablation: another sequence's outputs; it fits only a full forward of a sequence
+of exactly `pos` tokens). At the head's output (`hook_z`, the input of
 the output projection) the lens computes
 
     z' = z_ref + scale · (z − z_ref)
@@ -27,7 +29,7 @@ from typing import Literal
 import torch
 
 from workbench.errors import InputError
-from workbench.tensor_types import HeadGrid, HeadReference, HeadScale
+from workbench.tensor_types import HeadGrid, HeadReference, HeadScale, PositionalHeadReference
 
 Site = Literal["head-output", "query-scale", "resid-slice"]
 SITES: tuple[str, ...] = ("head-output", "query-scale", "resid-slice")
@@ -73,7 +75,7 @@ class HeadMask:
     """Per-row scales on every head, an optional reference activation, and the site they act on."""
 
     scale: HeadScale
-    z_ref: HeadReference | None = None
+    z_ref: HeadReference | PositionalHeadReference | None = None
     site: Site = "head-output"
 
     def __post_init__(self) -> None:
@@ -88,10 +90,11 @@ class HeadMask:
         if self.z_ref is not None:
             if self.site != "head-output":
                 raise InputError(f"a reference activation z_ref only applies at the head output, not {self.site!r}")
-            expected = (self.scale.shape[1], self.scale.shape[2])
-            if self.z_ref.ndim != 3 or tuple(self.z_ref.shape[:2]) != expected:
+            layers, heads = self.scale.shape[1], self.scale.shape[2]
+            if not (self.z_ref.ndim in (3, 4) and self.z_ref.shape[0] == layers and self.z_ref.shape[-2] == heads):
                 raise InputError(
-                    f"z_ref must be [layer, head, d_head] = [{expected[0]}, {expected[1]}, d_head], got {tuple(self.z_ref.shape)}"
+                    f"z_ref must be [layer, head, d_head] or [layer, pos, head, d_head] with {layers} layers and "
+                    f"{heads} heads, got {tuple(self.z_ref.shape)}"
                 )
             if not torch.isfinite(self.z_ref).all():
                 raise InputError("z_ref contains NaN or infinite values")
@@ -107,8 +110,8 @@ class HeadMask:
                 f"head mask is for {self.scale.shape[1]} layers x {self.scale.shape[2]} heads but the "
                 f"model has {geometry.n_layers} x {geometry.n_heads}"
             )
-        if self.z_ref is not None and self.z_ref.shape[2] != geometry.d_head:
-            raise InputError(f"z_ref has d_head {self.z_ref.shape[2]} but the model has {geometry.d_head}")
+        if self.z_ref is not None and self.z_ref.shape[-1] != geometry.d_head:
+            raise InputError(f"z_ref has d_head {self.z_ref.shape[-1]} but the model has {geometry.d_head}")
         if self.site == "resid-slice" and geometry.d_model % geometry.n_heads:
             raise InputError(f"resid-slice needs d_model ({geometry.d_model}) divisible by n_heads ({geometry.n_heads})")
 
@@ -132,14 +135,16 @@ class HeadMask:
         geometry: HeadGeometry,
         heads: Iterable[Head],
         *,
-        z_ref: HeadReference | None = None,
+        z_ref: HeadReference | PositionalHeadReference | None = None,
         site: Site = "head-output",
+        keep: float = 0.0,
     ) -> HeadMask:
-        """One row that ablates all `heads` together (zero, or mean when `z_ref` is given)."""
+        """One row that ablates all `heads` together (zero, or mean when `z_ref` is given); `keep`
+        is the factor left on each (0: removed, 1 − α: scaled down by α)."""
         scale = torch.ones(1, geometry.n_layers, geometry.n_heads)
         for layer, head in heads:
             layer, head = geometry.check_head(layer, head)
-            scale[0, layer, head] = 0.0
+            scale[0, layer, head] = keep
         return cls(scale, z_ref, site)
 
     @classmethod

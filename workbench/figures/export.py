@@ -32,7 +32,9 @@ def write_plotly_js(folder: Path) -> Path:
     return path
 
 
-def save_figures(figures: Mapping[str | Path, go.Figure], *, png: bool = True) -> list[Path]:
+def save_figures(
+    figures: Mapping[str, go.Figure] | Mapping[Path, go.Figure] | Mapping[str | Path, go.Figure], *, png: bool = True
+) -> list[Path]:
     """Write `stem.html` for every `stem: figure` (referencing the `plotly.min.js` written once into
     each folder) and, unless `png=False`, `stem.png`; returns the paths written."""
     stems = {Path(stem): figure for stem, figure in figures.items()}

@@ -206,11 +206,13 @@ class Plan:
     settings: dict[str, DiscoverSettings] = field(default_factory=dict)
     split_note: str | None = None  # how train and dev were cut from a single split (`RunData.split_note`)
     habits: tuple[str, ...] = ()
+    audit: Stage | None = None  # the ablation audit (`workbench.pipeline.audit`); None with fewer than 2 dev examples
 
     @property
     def stages(self) -> list[Stage]:
         return [self.profile_effect, *self.discovery.values(), self.clusters, self.cluster_discovery, self.validation,
-                *(stage for stage, _ in self.evaluations.values()), self.comparison, self.figures, self.report]  # fmt: skip
+                *([self.audit] if self.audit else []), *(stage for stage, _ in self.evaluations.values()), self.comparison,
+                self.figures, self.report]  # fmt: skip
 
 
 def evaluation_runs(config: RunConfig) -> dict[str, tuple[str, str | None, dict[str, Any], dict[str, Any]]]:

@@ -21,6 +21,7 @@ from workbench.data.tasks import task_spec
 from workbench.engine.lens import Lens
 from workbench.figures.overlap import jaccard
 from workbench.heads import HeadWeights
+from workbench.pipeline.audit import audit_section
 from workbench.pipeline.plan import CLUSTER_VARIANT, ROUTED, ROUTING_COMPARISON, Plan, RunConfig, report_options
 from workbench.pipeline.stage import model_identity
 from workbench.scores import PCSResult
@@ -200,6 +201,8 @@ def report_markdown(out: Path, config: RunConfig, lens: Lens, plan: Plan) -> str
                                       "n_examples"]]),
               "", "### Number of heads (`validation/sweep_k.csv`): Δ NLL with the profile of the top k heads", "",
               markdown_table(sweep[["group", "k", "value", "low", "high"]]), ""]  # fmt: skip
+    if plan.audit is not None:
+        lines += audit_section(plan.audit.folder, "### Ablation audit on dev users (`audit/`)")
 
     # 4. decoding
     metric_rows = []

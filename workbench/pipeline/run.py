@@ -60,6 +60,7 @@ from workbench.experiments.cost import (
 from workbench.experiments.discovery import DiscoverSettings
 from workbench.experiments.evaluation import EvalConfig
 from workbench.experiments.profile_effect import profile_nll
+from workbench.pipeline.audit import RUN_AUDIT_EXAMPLES, audit_stage, run_audit, run_audit_settings
 from workbench.pipeline.clusters import cluster_discovery_stage, clusters_stage, run_cluster_discovery, run_clusters
 from workbench.pipeline.discovery import discovery_stage, run_discovery
 from workbench.pipeline.evaluation import evaluation_stage, run_evaluation
@@ -136,19 +137,25 @@ def plan_run(lens: Lens, config: RunConfig, data: RunData, out: Path) -> Plan:
         heads_from = None if variant is None else cluster_discovery if routed else discovery[variant]
         stage = evaluation_stage(lens, out / "eval" / name, eval_config, data.dev_split, heads_from=heads_from)
         evaluations[name] = (stage, eval_config)
+    audit = None
+    if len(data.dev) >= 2:
+        audited = data.dev[:RUN_AUDIT_EXAMPLES]
+        audit = audit_stage(lens, out / "audit", run_audit_settings(config.top_k, config.seed, lens.geometry.n_total_heads),
+                            data_hash=data_digest(audited), extra={"data": config.data_label, "task": config.task,
+                                                                   "split": data.dev_label, **asdict(prompt)})  # fmt: skip
     eval_stages = {name: stage for name, (stage, _) in evaluations.items()}
     comparison = Stage("compare", out / "comparison", {"baseline": "greedy", "seed": config.seed},
                        outputs=(COMPARISON, CONTROL_COMPARISON, ROUTING_COMPARISON, *([GAMMA_SWEEP] if config.gammas else [])),
                        inputs=eval_stages)  # fmt: skip
     every = {"profile-effect": profile_effect, **discovery, "clusters": clusters, "discover-clusters": cluster_discovery,
-             "validation": validation, **eval_stages, "comparison": comparison}  # fmt: skip
+             "validation": validation, **({"audit": audit} if audit else {}), **eval_stages, "comparison": comparison}  # fmt: skip
     # PNG export is not part of what the figures and numbers are: the figures stage draws missing PNGs when asked
     figures = Stage("figures", out / "figures", {}, outputs=("index.md",), inputs=every)
     report = Stage(
         "report", out, {"config": report_options(config)}, outputs=("report.md",), inputs={**every, "figures": figures}
     )
     return Plan(out, profile_effect, discovery, clusters, cluster_discovery, validation, evaluations, comparison, figures, report,
-                settings, data.split_note, data.habits)  # fmt: skip
+                settings, data.split_note, data.habits, audit)  # fmt: skip
 
 
 def check_plan(plan: Plan, config: RunConfig) -> None:
@@ -253,6 +260,11 @@ def run_pipeline(
               "with and without the profile")  # fmt: skip
     dev = tokenized_examples(lens, data.dev, prompt, partners=data.dev_split)
     run_validation(lens, plan.validation, dev, heads, progress=progress, announce=say)
+    if plan.audit is not None:
+        audited = dev[:RUN_AUDIT_EXAMPLES]
+        say(f"  ablation audit: every head under {', '.join(plan.audit.options['kinds'])} on {len(audited)} dev examples")
+        run_audit(lens, plan.audit, audited, run_audit_settings(config.top_k, config.seed, lens.geometry.n_total_heads),
+                  png=config.figures_png, progress=progress, announce=say)  # fmt: skip
 
     header(5, f"decoding: {len(plan.evaluations)} runs on {len(data.dev)} dev examples")
     for name, (stage, eval_config) in plan.evaluations.items():
