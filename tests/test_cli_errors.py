@@ -242,7 +242,7 @@ def test_a_real_sigint_ends_with_one_line_and_status_130(tmp_path) -> None:
     model, tokenizer = tiny_hf_model(n_ctx=4096)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    data, out = lamp3_folder(tmp_path / "data", 15), tmp_path / "run"
+    data, out = lamp3_folder(tmp_path / "data", 60), tmp_path / "run"  # room for a slow, busy machine to send the signal
     command = [str(WORKBENCH), "evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--task", "LaMP-3",
                "--batch-size", "1", "--max-new-tokens", "2", "--profile-k", "1", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
