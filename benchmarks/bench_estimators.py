@@ -86,7 +86,9 @@ def commit_examples(lens, n: int, folder: Path):
     from workbench.data.prompts import PromptConfig, tokenized_examples
     from workbench.data.sources import load_examples
 
-    return tokenized_examples(lens, load_examples(folder, "LaMP-4", "train")[:n], PromptConfig(profile_k=24, max_prompt_tokens=1024))
+    return tokenized_examples(
+        lens, load_examples(folder, "LaMP-4", "train")[:n], PromptConfig(profile_k=24, max_prompt_tokens=1024)
+    )
 
 
 def set_examples(lens, name: str, args):
@@ -133,15 +135,20 @@ def timed(function):
 def estimator_grids(lens, sequence, ablation, names) -> dict:
     """Every estimator's grids of one sequence, each with its seconds and those of plain
     attribution run just before it (the cost baseline measured in the same process)."""
-    from workbench.scores.estimators import Estimator, attribution
+    from workbench.scores.estimators import Estimator, attribution, estimate_heads
 
     grids = {}
     for name in names:
         estimator = Estimator.parse(name)
         _, baseline = timed(lambda: attribution(lens, sequence, ablation))
-        found, seconds = timed(lambda: estimator(lens, sequence, ablation))
+        found, seconds = timed(lambda estimator=estimator: estimate_heads(lens, sequence, ablation, estimator))
         print(f"  {name}: {seconds:.1f} s (attribution {baseline:.1f} s)", flush=True)
-        grids[name] = {"estimate": found.estimate, "magnitude": found.magnitude, "seconds": seconds, "attribution_seconds": baseline}
+        grids[name] = {
+            "estimate": found.estimate,
+            "magnitude": found.magnitude,
+            "seconds": seconds,
+            "attribution_seconds": baseline,
+        }
     return grids
 
 

@@ -10,15 +10,18 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from workbench.data.prompt_jsonl import tokenize_pair
+from workbench.engine.adapters import FAMILIES
 from workbench.engine.interventions import Recording
 from workbench.engine.masks import HeadMask
-from workbench.engine.adapters import FAMILIES
 from workbench.engine.models import tiny_model
 from workbench.errors import InputError
+from workbench.scores import score_heads
 from workbench.scores.ablation import make_ablation
 from workbench.scores.attribution import attribution_terms, head_gradients
 from workbench.scores.estimators import (
     Estimator,
+    estimate_heads,
     graddrop,
     integrated_gradients,
     shared_path_gradients,
@@ -27,6 +30,7 @@ from workbench.scores.estimators import (
 )
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence, mean_nll
+from workbench.scores.pcs import hybrid_candidates
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +188,42 @@ def test_gradient_estimators_are_bit_equal_at_any_thread_count(family):
     results = {}
     for count in (1, 2, 3):
         with threads(count):
-            results[count] = [Estimator.parse(name)(lens, sequence, ablation) for name in names]
+            results[count] = [estimate_heads(lens, sequence, ablation, Estimator.parse(name)) for name in names]
     for count in (2, 3):
         for name, first, other in zip(names, results[1], results[count]):
             assert torch.equal(first.estimate, other.estimate) and torch.equal(first.magnitude, other.magnitude), (name, count)
+
+
+@pytest.fixture(scope="module")
+def examples(tiny):
+    return [
+        tokenize_pair(tiny, f"e{i}", f"u{i}", f"Profile: likes {topic}. Write a post.", f"All about {topic}!")
+        for i, topic in enumerate(["cats", "rain", "jazz"])
+    ]
+
+
+def test_attribution_and_hybrid_scans_score_heads_by_the_chosen_estimator(tiny, examples, tmp_path):
+    """The scan's estimates are the estimator's (reference: the estimator called on each example
+    with the scan's mean-ablation reference), the hybrid takes its candidates from them, and a
+    checkpoint made with one estimator refuses another."""
+    estimator = Estimator("target-exact")
+    ablation = make_ablation(tiny, "mean", [[*e.prompt_ids, *e.target_ids] for e in examples])
+    found = [estimate_heads(tiny, TargetSequence(e.prompt_ids, e.target_ids), ablation, estimator) for e in examples]
+    scan = score_heads(tiny, examples, method="attribution", ablation="mean", estimator="target-exact", progress=False)
+    torch.testing.assert_close(scan.per_example, torch.stack([f.estimate for f in found]))
+    assert scan.metadata["estimator"] == "target-exact"
+    hybrid = score_heads(tiny, examples, method="hybrid", ablation="mean", estimator="target-exact", top_m=4,
+                         checkpoint=tmp_path / "scan", progress=False)  # fmt: skip
+    estimate, magnitude = (torch.stack([getattr(f, name) for f in found]).mean(dim=0) for name in ("estimate", "magnitude"))
+    assert set(map(tuple, hybrid.exact.nonzero().tolist())) == set(hybrid_candidates(estimate, magnitude, 4))
+    assert set(hybrid_candidates(estimate, magnitude, 4)) != set(
+        hybrid_candidates(*attribution_mean(tiny, examples, ablation), 4)
+    )
+    with pytest.raises(InputError, match="estimator"):
+        score_heads(tiny, examples, method="hybrid", ablation="mean", estimator="graddrop", top_m=4,
+                    checkpoint=tmp_path / "scan", progress=False)  # fmt: skip
+
+
+def attribution_mean(lens, examples, ablation):
+    grids = [attribution_terms(lens, TargetSequence(e.prompt_ids, e.target_ids), ablation) for e in examples]
+    return torch.stack([g[0] for g in grids]).mean(dim=0), torch.stack([g[1] for g in grids]).mean(dim=0)

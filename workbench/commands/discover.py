@@ -91,6 +91,12 @@ METHOD_HELP = (
     "our checks). attribution: one forward and backward per example (about 1 s; an estimate, Spearman 0.88 against "
     "exact). exact: every head ablated (about 30 s per example on 2 idle cores, many minutes under load)."
 )
+ESTIMATOR_HELP = (
+    "What attribution and the hybrid's candidates score heads by (docs/estimators.md): attribution (default; one "
+    "forward and backward), graddrop (AtP*'s GradDrop magnitude for the hybrid's screen), target-exact (exact at the "
+    "scored positions), ig (integrated gradients along each head's path, --ig-steps; costlier than exact, a check) or "
+    "eap-ig (one path shared by all heads)."
+)
 
 
 @friendly_errors
@@ -117,6 +123,10 @@ def discover(
         str | None, typer.Option("--variant", help="standard (default), profile-contrast or swap-contrast.")
     ] = None,
     ablation: AblationOption = None,
+    estimator: Annotated[str | None, typer.Option("--estimator", help=ESTIMATOR_HELP)] = None,
+    ig_steps: Annotated[
+        int | None, typer.Option("--ig-steps", help="Points on the path of the ig and eap-ig estimators (default 2).")
+    ] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Number of heads to select (default 10).")] = None,
     top_percent: Annotated[
         float | None, typer.Option("--top-percent", help="Select this fraction of all heads instead (the authors': 0.04).")
@@ -155,7 +165,8 @@ def discover(
         raise InputError("give --top-k or --top-percent, not both")
     given = {
         "score": score, "format": prompt_format, "retriever": retriever, "profile_k": profile_k, "sample": sample,
-        "method": method, "variant": variant, "ablation": ablation, "top_k": top_k, "top_percent": top_percent,
+        "method": method, "variant": variant, "ablation": ablation, "estimator": estimator, "ig_steps": ig_steps,
+        "top_k": top_k, "top_percent": top_percent,
         "norm": norm, "min_pcs": min_pcs,
     }  # fmt: skip
     values = preset_values(preset, "discover", given)

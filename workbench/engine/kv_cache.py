@@ -135,7 +135,9 @@ class GrowingKVCache:
         (a shared layer's buffers are written there, with what every group computes alike)."""
         if self.groups != 1:
             raise ValueError("only a cache of one row group can be fanned out")
-        fanned = GrowingKVCache(self.n_layers, self.rows * groups, CacheSpec(self.capacity, groups, shared_below if groups > 1 else 0))
+        fanned = GrowingKVCache(
+            self.n_layers, self.rows * groups, CacheSpec(self.capacity, groups, shared_below if groups > 1 else 0)
+        )
         fanned.length = self.length
         for layer in range(self.n_layers):
             keys, values = self.keys[layer], self.values[layer]

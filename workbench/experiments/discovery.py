@@ -13,7 +13,7 @@ from pydantic import Field
 from workbench.data.prompts import PromptConfig
 from workbench.errors import InputError
 from workbench.heads import NORMS, HeadWeights
-from workbench.scores import ABLATIONS, METHODS, VARIANTS, PCSResult, ScanOptions, score_heads
+from workbench.scores import ABLATIONS, ESTIMATORS, METHODS, VARIANTS, PCSResult, ScanOptions, score_heads
 from workbench.typed_config import Fraction, PositiveInt, typed_config
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ class DiscoverSettings:
     method: Literal[METHODS] = "hybrid"  # type: ignore[valid-type]
     variant: Literal[tuple(VARIANTS)] = "standard"  # type: ignore[misc]
     ablation: Literal[ABLATIONS] = "zero"  # type: ignore[valid-type]
+    estimator: Literal[ESTIMATORS] = "attribution"  # type: ignore[valid-type]
+    ig_steps: PositiveInt = 2
     top_k: PositiveInt | None = 10
     top_percent: Fraction | None = None
     norm: Literal[NORMS] = "max"  # type: ignore[valid-type]
@@ -76,6 +78,7 @@ def scan_options(lens: Lens, settings: DiscoverSettings, **values: Any) -> ScanO
     """How `settings` score: their method, variant and ablation, the hybrid's candidates made for
     their selection size; `values` set the scan's other options (`top_m`, `max_rows`, `seed`, `task`)."""
     return ScanOptions(method=settings.method, variant=settings.variant, ablation=settings.ablation,
+                       estimator=settings.estimator, ig_steps=settings.ig_steps,
                        top_k=settings.selection_size(lens.geometry.n_total_heads), **values)  # fmt: skip
 
 

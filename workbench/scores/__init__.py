@@ -3,9 +3,20 @@ variants), retrieval and induction scores. All return `[layer, head]` grids (PCS
 that `workbench.heads.HeadWeights.from_scores` turns into head weights."""
 
 from workbench.scores.ablation import ABLATIONS
+from workbench.scores.estimators import ESTIMATORS
 from workbench.scores.induction import induction_scores
 from workbench.scores.pcs import METHODS, VARIANTS, ScanOptions, score_heads
 from workbench.scores.results import PCSResult
 from workbench.scores.retrieval import retrieval_scores
 
-__all__ = ["ABLATIONS", "METHODS", "VARIANTS", "PCSResult", "ScanOptions", "induction_scores", "retrieval_scores", "score_heads"]
+__all__ = [
+    "ABLATIONS",
+    "ESTIMATORS",
+    "METHODS",
+    "VARIANTS",
+    "PCSResult",
+    "ScanOptions",
+    "induction_scores",
+    "retrieval_scores",
+    "score_heads",
+]

@@ -25,6 +25,7 @@ from workbench.scores.ablation import Ablation
 from workbench.scores.nll import TargetSequence, mean_nll
 from workbench.tensor_types import HeadGrid, HeadOutputs, HeadScale
 
+
 def head_gradients(
     lens: Lens, sequence: TargetSequence, ablation: Ablation, hooks: Sequence[Hook] = (), *, scale: HeadScale | None = None
 ) -> tuple[list[HeadOutputs], list[HeadOutputs]]:

@@ -225,6 +225,11 @@ def target_ablation_deltas(
     return deltas
 
 
+def _check_steps(steps: int) -> None:
+    if steps < 1:
+        raise InputError(f"integrated gradients need at least 1 step, got {steps}")
+
+
 @dataclass(frozen=True)
 class Estimator:
     """An estimator by name, with the step count of the path estimators: what attribution and
@@ -248,23 +253,21 @@ class Estimator:
             raise InputError(f"estimator {text!r}: only {' and '.join(PATH_ESTIMATORS)} take a step count")
         return cls(name, int(steps)) if steps else cls(name)
 
-    def __call__(self, lens: Lens, sequence: TargetSequence, ablation: Ablation, hooks: Sequence[Hook] = ()) -> Estimate:
-        if self.name == "ig":
-            return integrated_gradients(lens, sequence, ablation, self.steps, hooks)
-        if self.name == "eap-ig":
-            return shared_path_gradients(lens, sequence, ablation, self.steps, hooks)
-        return {"attribution": attribution, "graddrop": graddrop, "target-exact": target_exact}[self.name](
-            lens, sequence, ablation, hooks
-        )
-
     def describe(self) -> str:
         """The name, with the step count of a path estimator (`ig:4`): what results record."""
         return f"{self.name}:{self.steps}" if self.name in PATH_ESTIMATORS else self.name
 
 
-def _check_steps(steps: int) -> None:
-    if steps < 1:
-        raise InputError(f"integrated gradients need at least 1 step, got {steps}")
+def estimate_heads(
+    lens: Lens, sequence: TargetSequence, ablation: Ablation, estimator: Estimator = Estimator(), hooks: Sequence[Hook] = ()
+) -> Estimate:
+    """Every head's estimate and magnitude by `estimator`, with `hooks` acting in every forward."""
+    if estimator.name == "ig":
+        return integrated_gradients(lens, sequence, ablation, estimator.steps, hooks)
+    if estimator.name == "eap-ig":
+        return shared_path_gradients(lens, sequence, ablation, estimator.steps, hooks)
+    plain = {"attribution": attribution, "graddrop": graddrop, "target-exact": target_exact}[estimator.name]
+    return plain(lens, sequence, ablation, hooks)
 
 
 def _per_head(tensor: torch.Tensor, n_heads: int) -> HeadOutputs:
