@@ -5,10 +5,9 @@ only by a hand-written hook (target-exact), and bit-equal results at 1, 2 and 3 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 import torch
+from test_numerics import threads
 
 from workbench.data.prompt_jsonl import tokenize_pair
 from workbench.engine.adapters import FAMILIES
@@ -164,16 +163,6 @@ def test_estimator_names_and_steps_are_checked():
                        ("ig:x", "whole number")]:  # fmt: skip
         with pytest.raises(InputError, match=words):
             Estimator.parse(bad)
-
-
-@contextmanager
-def threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
