@@ -20,7 +20,8 @@ measurements and the decision for every computation):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,6 +63,19 @@ def invariant_grad(
             handle.remove()
         if saved:  # an exception inside a serial node: give the threads back
             torch.set_num_threads(saved[0])
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread, then restore the thread count: for forwards of few rows
+    (KV-cached steps), whose products take another summation order on one thread than on several,
+    so that what they compute is the same at any thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _graph_nodes(roots: Sequence[Any]) -> Iterable[Any]:
