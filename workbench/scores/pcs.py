@@ -179,10 +179,6 @@ class PCSScan:
         self.lens, self.options, self.top_m, self.progress, self.hooks = lens, options, top_m, progress, tuple(hooks)
         self.method, self.variant, self.max_rows = options.method, options.variant, options.max_rows
         self.estimator = Estimator(options.estimator, options.ig_steps)
-        if self.estimator.name == "target-exact" and options.method != "exact":
-            refusal = lens.fast_path_refusal(None, hooks)
-            if refusal:
-                raise InputError(f"the target-exact estimator runs on the fast path, which cannot run this scan: {refusal}")
         self.ablation = ablation
         self.workers = workers if workers is not None else LocalWorkers(lens)
         hybrid = options.method == "hybrid"
