@@ -44,7 +44,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     lens = load_model(device="cpu")
     examples = tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[: args.examples]
-    spent = {"attribution_terms": 0.0, "exact_deltas": 0.0}
+    spent = {"estimate_heads": 0.0, "exact_deltas": 0.0}
     for name in spent:
         original = getattr(pcs, name)
 
@@ -69,7 +69,7 @@ def worker(args) -> None:
                 "code": args.worker,
                 "workbench": str(Path(pcs.__file__).parents[2]),
                 "seconds": seconds,
-                "attribution_seconds": spent["attribution_terms"],
+                "attribution_seconds": spent["estimate_heads"],
                 "exact_seconds": spent["exact_deltas"],
                 "top_m": int(result.exact.sum()),
                 "top": ranked_heads(result.mean())[: args.top_k],

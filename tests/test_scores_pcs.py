@@ -177,7 +177,7 @@ def test_a_hybrid_entry_for_other_candidates_is_completed_not_recomputed(tiny, e
     new_heads = candidates_of(tiny, [*first, third], 5)
     assert new_heads != old_heads  # the third example changes the candidates: the first two entries need completing
     score_heads(tiny, first, method="hybrid", top_m=5, checkpoint=tmp_path, progress=False)
-    attribution_calls = counting(monkeypatch, "attribution_terms")
+    attribution_calls = counting(monkeypatch, "estimate_heads")
     exact_calls = counting(monkeypatch)
     extended = score_heads(tiny, [*first, third], method="hybrid", top_m=5, checkpoint=tmp_path, progress=False)
     assert len(attribution_calls) == 1  # attribution of the first two examples was kept

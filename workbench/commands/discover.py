@@ -99,6 +99,12 @@ METHOD_HELP = (
     "our checks). attribution: one forward and backward per example (about 1 s; an estimate, Spearman 0.88 against "
     "exact). exact: every head ablated (about 30 s per example on 2 idle cores, many minutes under load). Default: hybrid."
 )
+ESTIMATOR_HELP = (
+    "What attribution and the hybrid's candidates score heads by (docs/estimators.md): attribution (one forward "
+    "and backward), graddrop (AtP*'s GradDrop magnitude for the hybrid's screen), target-exact (exact at the "
+    "scored positions), ig (integrated gradients along each head's path, --ig-steps; costlier than exact, a check) or "
+    "eap-ig (one path shared by all heads). Default: attribution."
+)
 
 
 @friendly_errors
@@ -126,6 +132,10 @@ def discover(
         str | None, typer.Option("--variant", help="standard, profile-contrast or swap-contrast. Default: standard.")
     ] = None,
     ablation: AblationOption = None,
+    estimator: Annotated[str | None, typer.Option("--estimator", help=ESTIMATOR_HELP)] = None,
+    ig_steps: Annotated[
+        int | None, typer.Option("--ig-steps", min=1, help="Points on the path of the ig and eap-ig estimators. Default: 2.")
+    ] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Number of heads to select. Default: 10.")] = None,
     top_percent: Annotated[
         float | None, typer.Option("--top-percent", help="Select this fraction of all heads instead (the authors': 0.04).")
@@ -187,8 +197,9 @@ def discover(
         data = data.resolve()  # recorded with the heads as an absolute path: `workbench studio --run` finds it from anywhere
     given = {
         "score": score, "format": prompt_format, "retriever": retriever, "profile_k": profile_k, "sample": sample,
-        "method": method, "variant": variant, "ablation": ablation, "top_k": top_k, "top_percent": top_percent,
-        "norm": norm, "min_pcs": min_pcs, "miss_rate": miss_rate, "racing": racing, "confidence": confidence,
+        "method": method, "variant": variant, "ablation": ablation, "estimator": estimator, "ig_steps": ig_steps,
+        "top_k": top_k, "top_percent": top_percent, "norm": norm, "min_pcs": min_pcs, "miss_rate": miss_rate,
+        "racing": racing, "confidence": confidence,
     }  # fmt: skip
     values = preset_values(preset, "discover", given)
     if values.get("top_percent") is not None and top_k is None:

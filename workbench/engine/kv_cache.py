@@ -128,6 +128,24 @@ class GrowingKVCache:
         self.rows = len(rows)
         return self
 
+    def fanned_out(self, groups: int, shared_below: int) -> GrowingKVCache:
+        """A new cache whose `groups` row groups each continue this one-group cache: layers below
+        `shared_below` keep (and share) these buffers, the others get one copy per group. A step on
+        the new cache writes only past `length`, so the positions filled here stay as they are
+        (a shared layer's buffers are written there, with what every group computes alike)."""
+        if self.groups != 1:
+            raise ValueError("only a cache of one row group can be fanned out")
+        fanned = GrowingKVCache(
+            self.n_layers, self.rows * groups, CacheSpec(self.capacity, groups, shared_below if groups > 1 else 0)
+        )
+        fanned.length = self.length
+        for layer in range(self.n_layers):
+            keys, values = self.keys[layer], self.values[layer]
+            if layer >= fanned.shared_below and keys is not None and values is not None:
+                keys, values = keys.repeat(groups, 1, 1, 1), values.repeat(groups, 1, 1, 1)
+            fanned.keys[layer], fanned.values[layer] = keys, values
+        return fanned
+
     @staticmethod
     def join(caches: Sequence[GrowingKVCache]) -> GrowingKVCache:
         """One cache holding the rows of `caches` (row chunks of one padded batch) in order; the

@@ -20,7 +20,8 @@ measurements and the decision for every computation):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -30,9 +31,17 @@ import torch
 SERIAL_BACKWARD_NODES = frozenset({"SoftmaxBackward0"})
 
 
-def invariant_grad(output: torch.Tensor, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """`torch.autograd.grad(output, inputs)` with the same result at any CPU thread count: the
-    graph's `SERIAL_BACKWARD_NODES` run on one thread (their share of the time is small)."""
+def invariant_grad(
+    output: torch.Tensor | Sequence[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    *,
+    grad_outputs: Sequence[torch.Tensor] | None = None,
+    retain_graph: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """`torch.autograd.grad(output, inputs, grad_outputs, retain_graph)` with the same result at
+    any CPU thread count: the graph's `SERIAL_BACKWARD_NODES` run on one thread (their share of
+    the time is small). `output` may be several tensors (then with their `grad_outputs`)."""
+    outputs = [output] if isinstance(output, torch.Tensor) else list(output)
     handles = []
     saved: list[int] = []
 
@@ -43,12 +52,12 @@ def invariant_grad(output: torch.Tensor, inputs: Sequence[torch.Tensor]) -> tupl
     def restore(grad_inputs: Any, grad_outputs: Any) -> None:
         torch.set_num_threads(saved.pop())
 
-    if output.device.type == "cpu":
-        for node in _graph_nodes(output.grad_fn):
+    if outputs[0].device.type == "cpu":
+        for node in _graph_nodes([tensor.grad_fn for tensor in outputs]):
             if type(node).__name__ in SERIAL_BACKWARD_NODES:
                 handles += [node.register_prehook(serial), node.register_hook(restore)]
     try:
-        return torch.autograd.grad(output, list(inputs))
+        return torch.autograd.grad(outputs, list(inputs), grad_outputs=grad_outputs, retain_graph=retain_graph)
     finally:
         for handle in handles:
             handle.remove()
@@ -56,10 +65,23 @@ def invariant_grad(output: torch.Tensor, inputs: Sequence[torch.Tensor]) -> tupl
             torch.set_num_threads(saved[0])
 
 
-def _graph_nodes(root: Any) -> Iterable[Any]:
-    """Every node of the autograd graph below `root`, each once."""
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread, then restore the thread count: for forwards of few rows
+    (KV-cached steps), whose products take another summation order on one thread than on several,
+    so that what they compute is the same at any thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _graph_nodes(roots: Sequence[Any]) -> Iterable[Any]:
+    """Every node of the autograd graph below `roots`, each once."""
     seen: set[Any] = set()
-    stack = [root]
+    stack = list(roots)
     while stack:
         node = stack.pop()
         if node is None or node in seen:

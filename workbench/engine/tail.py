@@ -109,7 +109,7 @@ def run_tail(
     hidden = context.residuals[start] if restart.residual is None else restart.residual
     hidden = (hidden.expand(rows, -1, -1) if hidden.shape[0] == 1 and rows > 1 else hidden).contiguous()
     last = n_layers - 1
-    with torch.no_grad(), _hooked(bridge, hooks):
+    with _hooked(bridge, hooks):  # the caller's grad mode (`Lens.run`): integrated gradients differentiate a tail
         if head_outputs is not None and finished:
             if head_outputs.shape[0] == 1 and rows > 1:
                 head_outputs = head_outputs.expand(rows, -1, -1, -1)

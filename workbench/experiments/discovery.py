@@ -14,7 +14,7 @@ from pydantic import Field
 from workbench.data.prompts import PromptConfig
 from workbench.errors import InputError
 from workbench.heads import NORMS, HeadWeights
-from workbench.scores import AblationKind, Method, PCSResult, ScanOptions, Variant, score_heads
+from workbench.scores import AblationKind, EstimatorName, Method, PCSResult, ScanOptions, Variant, score_heads
 from workbench.typed_config import Fraction, PositiveInt, typed_config
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class DiscoverSettings:
     method: Method = "hybrid"
     variant: Variant = "standard"
     ablation: AblationKind = "zero"
+    estimator: EstimatorName = "attribution"
+    ig_steps: PositiveInt = 2
     top_k: PositiveInt | None = 10
     top_percent: Fraction | None = None
     norm: Literal[NORMS] = "max"  # type: ignore[valid-type]
@@ -81,6 +83,7 @@ def scan_options(lens: Lens, settings: DiscoverSettings, **values: Any) -> ScanO
     their selection size (certified, raced); `values` set the scan's other options (`top_m`,
     `max_rows`, `seed`, `task`)."""
     return ScanOptions(method=settings.method, variant=settings.variant, ablation=settings.ablation,
+                       estimator=settings.estimator, ig_steps=settings.ig_steps,
                        top_k=settings.selection_size(lens.geometry.n_total_heads), miss_rate=settings.miss_rate,
                        racing=settings.racing, confidence=settings.confidence, **values)  # fmt: skip
 

@@ -10,8 +10,9 @@ Variants (what a positive score means):
   the profile being present at all and for prompt length, so what remains is *this* user's.
 
 Methods: `exact` ablates every head (`workbench.scores.exact`), `attribution` estimates all heads
-from one backward pass (`workbench.scores.attribution`), `hybrid` estimates all heads and then
-re-scores `top_m` candidates exactly; `PCSResult.exact` says which. Half of the candidates (rounded
+(by default from one backward pass, `workbench.scores.attribution`; `estimator` picks another of
+`workbench.scores.estimators`), `hybrid` estimates all heads the same way and then re-scores `top_m`
+candidates exactly; `PCSResult.exact` says which. Half of the candidates (rounded
 up) are the best by mean estimate, the rest the largest by mean attribution magnitude: a head whose
 effect is far from linear can get an estimate of the wrong sign, but not a small magnitude
 (benchmarks/RESULTS.md, "Head scores", measures the recall of the exact top-K both ways).
@@ -55,8 +56,8 @@ from workbench.engine.masks import Head
 from workbench.engine.workers import LocalWorkers, Workers
 from workbench.errors import InputError
 from workbench.scores.ablation import Ablation, AblationKind, make_ablation
-from workbench.scores.attribution import attribution_terms
 from workbench.scores.certificate import candidate_order, certify
+from workbench.scores.estimators import Estimator, EstimatorName, estimate_heads
 from workbench.scores.exact import exact_deltas
 from workbench.scores.nll import TargetSequence, reference_sequences
 from workbench.scores.racing import filled_with_means, race
@@ -83,8 +84,10 @@ class ScanOptions:
     cluster; shards record it). `top_k`: how many heads the caller will select, for which the
     hybrid makes `top_m` candidates (default 3·top_k, `default_top_m`); `seed` seeds the result's
     bootstrap intervals (the scores themselves are deterministic) and the hybrid's certificate
-    sample and race order; `task` is recorded only. `miss_rate`, `racing`, `confidence`: the
-    hybrid's certified candidates and raced exact phase (module docstring)."""
+    sample and race order; `task` is recorded only. `estimator` (with `ig_steps` for the path
+    estimators): what attribution and the hybrid's candidates score heads by
+    (`workbench.scores.estimators`). `miss_rate`, `racing`, `confidence`: the hybrid's certified
+    candidates and raced exact phase (module docstring)."""
 
     method: Method = "exact"
     variant: Variant = "standard"
@@ -97,6 +100,8 @@ class ScanOptions:
     miss_rate: Fraction | None = None
     racing: bool = False
     confidence: Fraction = 0.95
+    estimator: EstimatorName = "attribution"
+    ig_steps: PositiveInt = 2
 
     name = "scan"
 
@@ -202,6 +207,7 @@ class PCSScan:
             raise InputError("a scan with hooks cannot be checkpointed: a hook function has no fingerprint")
         self.lens, self.options, self.top_m, self.progress, self.hooks = lens, options, top_m, progress, tuple(hooks)
         self.method, self.variant, self.max_rows = options.method, options.variant, options.max_rows
+        self.estimator = Estimator(options.estimator, options.ig_steps)
         self.ablation = ablation
         self.workers = workers if workers is not None else LocalWorkers(lens)
         hybrid = options.method == "hybrid"
@@ -218,6 +224,7 @@ class PCSScan:
             "top_m": top_m if hybrid else None,
             "screen": SCREEN if hybrid else None,
             **verification,
+            "estimator": self.estimator.describe() if options.method != "exact" else None,
         }
         self.store = None
         if checkpoint is not None:
@@ -230,6 +237,8 @@ class PCSScan:
                 "max_rows": options.max_rows,
                 "reference": ablation.reference_digest,
                 **verification,
+                # the default estimator adds nothing, so checkpoints made before the option stay valid
+                **({"estimator": self.metadata["estimator"]} if self.metadata["estimator"] not in (None, "attribution") else {}),
             }
             self.store = CheckpointStore(checkpoint, fingerprint)
 
@@ -358,9 +367,9 @@ def _run_phase(phase: str, parts: Sequence[tuple[PCSScan, Sequence[TokenizedExam
     if not parts:
         return []
     first = parts[0][0]
-    if any((scan.lens, scan.variant, scan.max_rows, scan.hooks) != (first.lens, first.variant, first.max_rows, first.hooks)
-           for scan, _, _ in parts):  # fmt: skip
-        raise ValueError("scans run together must share their model, variant, max_rows and hooks")
+    if any((scan.lens, scan.variant, scan.max_rows, scan.hooks, scan.estimator)
+           != (first.lens, first.variant, first.max_rows, first.hooks, first.estimator) for scan, _, _ in parts):  # fmt: skip
+        raise ValueError("scans run together must share their model, variant, max_rows, hooks and estimator")
     plans, tasks, owners = [], [], []
     for which, (scan, examples, heads) in enumerate(parts):
         keys = [f"{phase}/{_content_key(example, scan.variant)}" for example in examples]
@@ -372,7 +381,7 @@ def _run_phase(phase: str, parts: Sequence[tuple[PCSScan, Sequence[TokenizedExam
                 owners.append((which, index))
         plans.append((keys, entries))
     total = sum(len(examples) for _, examples, _ in parts)
-    shared = (tuple(scan.ablation for scan, _, _ in parts), first.variant, first.max_rows, first.hooks)
+    shared = (tuple(scan.ablation for scan, _, _ in parts), first.variant, first.max_rows, first.hooks, first.estimator)
     with tqdm(total=total, initial=total - len(tasks), desc=f"{phase} PCS", unit="example", disable=not first.progress) as bar:
         for position, computed in first.workers.map(part_example_scores, tasks, shared=shared):
             which, index = owners[position]
@@ -394,13 +403,14 @@ def part_example_scores(
     variant: str,
     max_rows: int,
     hooks: tuple[Hook, ...],
+    estimator: Estimator,
     which: int,
     phase: str,
     example: TokenizedExample,
     heads: list[Head],
 ) -> dict[str, HeadGrid]:
     """`example_scores` with the ablation of scan `which` of those run together (the unit of work a worker runs)."""
-    return example_scores(lens, ablations[which], variant, max_rows, phase, example, heads, hooks)
+    return example_scores(lens, ablations[which], variant, max_rows, phase, example, heads, hooks, estimator)
 
 
 def example_scores(
@@ -412,17 +422,18 @@ def example_scores(
     example: TokenizedExample,
     heads: list[Head],
     hooks: Sequence[Hook] = (),
+    estimator: Estimator = Estimator(),
 ) -> dict[str, HeadGrid]:
     """One example's grids of one phase: the signed sum over the variant's sequences of the
-    score (`pcs`), and for attribution the unsigned sum of the magnitudes (`magnitude`); the
-    unit of work a worker runs."""
+    score (`pcs`), and for attribution (by `estimator`) the unsigned sum of the magnitudes
+    (`magnitude`); the unit of work a worker runs."""
     computed: dict[str, torch.Tensor] = {}
     for sign, sequence in variant_sequences(example, variant):
         if phase == "exact":
             grids = {"pcs": exact_deltas(lens, sequence, ablation, heads, max_rows=max_rows, hooks=hooks)}
         else:
-            estimate, magnitude = attribution_terms(lens, sequence, ablation, hooks=hooks)
-            grids = {"pcs": estimate, "magnitude": magnitude}
+            found = estimate_heads(lens, sequence, ablation, estimator, hooks)
+            grids = {"pcs": found.estimate, "magnitude": found.magnitude}
         for name, grid in grids.items():
             computed[name] = computed.get(name, 0) + (sign * grid if name == "pcs" else grid)
     return computed
