@@ -245,7 +245,10 @@ def test_a_real_sigint_ends_with_one_line_and_status_130(tmp_path) -> None:
     data, out = lamp3_folder(tmp_path / "data", 60), tmp_path / "run"  # room for a slow, busy machine to send the signal
     command = [str(WORKBENCH), "evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--task", "LaMP-3",
                "--batch-size", "1", "--max-new-tokens", "2", "--profile-k", "1", "--out", str(out)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child gets the default SIGINT disposition whatever an earlier test left in this process
+    # (a library that ignores SIGINT would make the child ignore it too).
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     predictions = out / "predictions.jsonl"
     while process.poll() is None and not (predictions.is_file() and predictions.read_text().count("\n")):
         time.sleep(0.05)

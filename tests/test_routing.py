@@ -340,7 +340,7 @@ def test_bad_clustering_and_routing_input_gives_one_line_errors(cli, tiny, embed
     (tmp_path / "broken.json").write_text(json.dumps(record))
     evaluate = ("evaluate", "--task", "LaMP-7", "--split", "dev", "--limit", 2, "--method", "dps", "--out", tmp_path / "o")
     one_line_error(cli(*evaluate, "--clusters", clusters, "--cluster-heads", heads, "--temperature", -1),
-                   "routing: temperature must be")  # fmt: skip
+                   "--temperature must be a number > 0, got -1.0")  # fmt: skip
     one_line_error(cli(*evaluate, "--clusters", clusters, "--cluster-heads", heads, "--routing", "hard", "--temperature", 1),
                    "--temperature applies to soft routing only")  # fmt: skip
     one_line_error(cli(*evaluate, "--clusters", clusters), "give --clusters and --cluster-heads together")
