@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dash import Input, State
+from dash import Input, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from workbench.engine.masks import Head
@@ -122,3 +122,10 @@ def non_negative(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
         raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
     return int(value)
+
+
+def gamma_slider(component_id: str, width: int) -> html.Div:
+    """A DPS γ slider, 0 to 3 in steps of 0.1, starting at 1 (the generations and the trace cards)."""
+    slider = dcc.Slider(id=component_id, min=0, max=3, step=0.1, value=1.0, marks={0: "0", 1: "1", 2: "2", 3: "3"},
+                        tooltip={"placement": "bottom"})  # fmt: skip
+    return html.Div(slider, style={"width": f"{width}px"})

@@ -15,6 +15,7 @@ from workbench.studio.cards.common import (
     ablation,
     current,
     example_states,
+    gamma_slider,
     head_set,
     names,
     positive,
@@ -50,18 +51,7 @@ def layout(state: StudioState) -> html.Div:
                 style={**ROW, "alignItems": "center"},
                 children=[
                     html.Span("DPS γ"),
-                    html.Div(
-                        dcc.Slider(
-                            id="gamma",
-                            min=0,
-                            max=3,
-                            step=0.1,
-                            value=1.0,
-                            marks={0: "0", 1: "1", 2: "2", 3: "3"},
-                            tooltip={"placement": "bottom"},
-                        ),
-                        style={"width": "260px"},
-                    ),
+                    gamma_slider("gamma", width=260),
                     html.Span("new tokens"),
                     dcc.Input(
                         id="new-tokens", type="number", min=1, max=MAX_NEW_TOKENS, step=1, value=24, style={"width": "70px"}

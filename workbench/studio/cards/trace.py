@@ -22,7 +22,7 @@ from workbench.figures import head_heatmap
 from workbench.figures.heatmaps import SELECTED as RINGED_NAME
 from workbench.studio import views
 from workbench.studio.cards import common
-from workbench.studio.cards.common import CARD, StudioState, current, example_states
+from workbench.studio.cards.common import CARD, StudioState, current, example_states, gamma_slider
 from workbench.studio.traces import StudioTraces, TraceSettings
 
 ROW = {**common.ROW, "alignItems": "center"}
@@ -56,18 +56,7 @@ def layout(state: StudioState) -> html.Div:
                 style={**ROW, "marginTop": "6px"},
                 children=[
                     html.Span("γ"),
-                    html.Div(
-                        dcc.Slider(
-                            id="trace-gamma",
-                            min=0,
-                            max=3,
-                            step=0.1,
-                            value=1.0,
-                            marks={0: "0", 1: "1", 2: "2", 3: "3"},
-                            tooltip={"placement": "bottom"},
-                        ),
-                        style={"width": "220px"},
-                    ),
+                    gamma_slider("trace-gamma", width=220),
                     dcc.Checklist(
                         id="trace-adaptive", options=[{"label": " γ = entropy of the full pass", "value": "entropy"}], value=[]
                     ),
