@@ -119,6 +119,13 @@ def test_the_audit_section_equals_its_tables(small_run):
     assert record["settings"]["kinds"] == list(RUN_AUDIT_KINDS) and record["n_examples"] == RUN_AUDIT_EXAMPLES
 
 
+def test_the_report_describes_the_pcs_method_that_ran(small_run):
+    config, out, _ = small_run
+    report = (out / "report.md").read_text()
+    assert f"PCS method `{config.method}` (every head estimated from one forward and one backward pass" in report
+    assert "hybrid:" not in report and "exact PCS for" not in report
+
+
 def test_sweep_k_of_k_equals_the_validation_of_the_top_k(small_run):
     config, out, _ = small_run
     sweep = pd.read_csv(out / "validation" / "sweep_k.csv").set_index(["group", "k"])

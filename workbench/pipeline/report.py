@@ -61,6 +61,14 @@ def excludes_zero(low: float, high: float) -> bool:
     return not (math.isnan(low) or math.isnan(high)) and (low > 0 or high < 0)
 
 
+# How the report describes the PCS method that made its numbers (and no other).
+METHOD_READING = {
+    "exact": "every head ablated exactly on every example",
+    "attribution": "every head estimated from one forward and one backward pass per example",
+    "hybrid": "attribution for every head, then exact PCS for 3 x K candidates",
+}
+
+
 def profile_effect_table(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Mean reference NLL per condition and its paired difference to "with the profile"."""
     rows = []
@@ -152,7 +160,7 @@ def report_markdown(out: Path, config: RunConfig, lens: Lens, plan: Plan) -> str
         + "; discovery and validation use zero ablation at",
         "  `hook_z`; PCS method `"
         + config.method
-        + "` (hybrid: attribution for every head, then exact PCS for 3 x K candidates"
+        + f"` ({METHOD_READING[config.method]}"
         + (f"; certified to a miss-rate bound of {config.miss_rate:g}" if config.miss_rate is not None else "")
         + ("; raced" if config.racing else "")
         + (f" at confidence {config.confidence:g}" if config.miss_rate is not None or config.racing else "")
