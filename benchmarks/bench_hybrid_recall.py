@@ -14,10 +14,14 @@ sequence). Rules:
 Sets: `synthetic` (the `bench_scores.py` chat examples, about 128 prompt and 16 target tokens, with a
 short no-profile request as control) and `demo` (the first `--demo-examples` LaMP-4 `train`
 examples of the shipped demo set, tokenized as `workbench discover` does, plain few-shot prompts
-of about 290 tokens). Variants: standard and profile-contrast (`--variants`). Per-sequence grids
+of about 290 tokens); with `--data DIR --sets data`, the first `--demo-examples` `train` examples of
+a LaMP-4-schema folder (e.g. the commit-message set of `workbench/data/commits/`) with the ~1k-token
+recipe of its data card (`--profile-k 24 --max-prompt-tokens 1024`). Variants: standard and
+profile-contrast (`--variants`). Per-sequence grids
 are cached in `--cache` by content, so a rerun (or another variant) costs only what is missing.
 
     .venv/bin/python benchmarks/bench_hybrid_recall.py [--examples 16] [--demo-examples 16] [--markdown]
+        [--sets synthetic demo data --data DIR]
 """
 
 from __future__ import annotations
@@ -128,6 +132,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "workbench-hybrid-recall")
     parser.add_argument("--json", type=Path, help="Also write every curve point to this file.")
+    parser.add_argument("--sets", nargs="+", default=["synthetic", "demo"], choices=["synthetic", "demo", "data"])
+    parser.add_argument("--data", default=None, help="a LaMP-4-schema folder for the `data` set")
+    parser.add_argument("--profile-k", type=int, default=24)
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -143,11 +151,21 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     lens = load_model(device="cpu")
     zero = make_ablation(lens, "zero")
-    sets = {
-        "synthetic": synthetic_examples(lens, args.examples, 128, 16, 0),
+    makers = {
+        "synthetic": lambda: synthetic_examples(lens, args.examples, 128, 16, 0),
         # as `workbench discover --limit N` does: swap partners drawn among all examples, then the first N
-        "demo": tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[: args.demo_examples],
+        "demo": lambda: tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[
+            : args.demo_examples
+        ],
+        "data": lambda: tokenized_examples(
+            lens,
+            load_examples(args.data, "LaMP-4", "train"),
+            PromptConfig(seed=0, profile_k=args.profile_k, max_prompt_tokens=args.max_prompt_tokens),
+        )[: args.demo_examples],
     }
+    if "data" in args.sets and args.data is None:
+        parser.error("the data set needs --data DIR")
+    sets = {name: makers[name]() for name in args.sets}
     table = []
     for name, examples in sets.items():
         for variant in args.variants:

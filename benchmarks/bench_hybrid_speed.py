@@ -9,7 +9,12 @@ engine changes alone) and with its default rule for `top_k = K` (`current`). Run
 reports its wall time, the time inside attribution and exact scoring, and its top-K, whose recall
 of the exact top-K is computed when `bench_hybrid_recall.py` has cached the exact truth.
 
+With `--data DIR` (a LaMP-4-schema folder, e.g. the commit-message set of
+`workbench/data/commits/`) the examples are that folder's `train` examples with the ~1k-token
+recipe of its data card (`--profile-k 24 --max-prompt-tokens 1024`); `--codes` picks the runs.
+
     .venv/bin/python benchmarks/bench_hybrid_speed.py [--baseline 39185c3] [--variant profile-contrast] [--repeats 1]
+        [--data DIR --profile-k 24 --max-prompt-tokens 1024] [--codes baseline current-3k]
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ def worker(args) -> None:
     import transformers
 
     import workbench.scores.pcs as pcs
-    from workbench.data.prompts import PromptConfig, tokenized_examples
+    from workbench.data.prompts import tokenized_examples
     from workbench.data.sources import load_examples
     from workbench.engine.models import load_model
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     lens = load_model(device="cpu")
-    examples = tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[: args.examples]
+    examples = tokenized_examples(lens, load_examples(args.data, "LaMP-4", "train"), prompt_config(args))[: args.examples]
     spent = {"estimate_heads": 0.0, "exact_deltas": 0.0}
     for name in spent:
         original = getattr(pcs, name)
@@ -72,6 +77,7 @@ def worker(args) -> None:
                 "attribution_seconds": spent["estimate_heads"],
                 "exact_seconds": spent["exact_deltas"],
                 "top_m": int(result.exact.sum()),
+                "mean_tokens": sum(len(example.prompt_ids) + len(example.target_ids) for example in examples) / len(examples),
                 "top": ranked_heads(result.mean())[: args.top_k],
                 "load_before": load,
                 "load_after": os.getloadavg()[0],
@@ -80,12 +86,21 @@ def worker(args) -> None:
     )
 
 
+def prompt_config(args):
+    """How the examples are prompted: as `workbench discover` does, or with the long-prompt recipe."""
+    from workbench.data.prompts import PromptConfig
+
+    if args.data is None:
+        return PromptConfig(seed=0)
+    return PromptConfig(seed=0, profile_k=args.profile_k, max_prompt_tokens=args.max_prompt_tokens)
+
+
 def exact_truth(args) -> torch.Tensor | None:
     """The exact mean PCS of every head, if `bench_hybrid_recall.py` has cached every sequence."""
     import transformers
     from bench_hybrid_recall import sequence_grids
 
-    from workbench.data.prompts import PromptConfig, tokenized_examples
+    from workbench.data.prompts import tokenized_examples
     from workbench.data.sources import load_examples
     from workbench.engine.models import load_model
     from workbench.scores.ablation import make_ablation
@@ -94,7 +109,7 @@ def exact_truth(args) -> torch.Tensor | None:
     transformers.utils.logging.disable_progress_bar()
     lens = load_model(device="cpu")
     zero = make_ablation(lens, "zero")
-    examples = tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[: args.examples]
+    examples = tokenized_examples(lens, load_examples(args.data, "LaMP-4", "train"), prompt_config(args))[: args.examples]
     total = 0
     try:
         for example in examples:
@@ -114,6 +129,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--truth-cache", type=Path, default=Path(tempfile.gettempdir()) / "workbench-hybrid-recall")
+    parser.add_argument("--data", default=None, help="a LaMP-4-schema folder (default: the demo set)")
+    parser.add_argument("--profile-k", type=int, default=24)
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    parser.add_argument("--codes", nargs="+", choices=CODES, default=list(CODES))
     parser.add_argument("--worker", choices=CODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -129,14 +148,16 @@ def main() -> None:
         str(args.top_k),
         "--threads",
         str(args.threads),
-    ]
+        *(["--data", str(Path(args.data).resolve()), "--profile-k", str(args.profile_k), "--max-prompt-tokens",
+           str(args.max_prompt_tokens)] if args.data else []),
+    ]  # fmt: skip
     runs = []
     with tempfile.TemporaryDirectory() as baseline:
         archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", args.baseline], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", baseline], input=archive, check=True)
         paths = {"baseline": baseline, "current-3k": str(REPOSITORY), "current": str(REPOSITORY)}
         for _ in range(args.repeats):
-            for code in CODES:
+            for code in args.codes:
                 environment = {**os.environ, "PYTHONPATH": paths[code]}
                 done = subprocess.run(
                     [sys.executable, __file__, "--worker", code, *common],
@@ -156,25 +177,26 @@ def main() -> None:
 def summarize(runs: list[dict], truth: torch.Tensor | None, k: int) -> dict:
     from workbench.scores.ranking import ranked_heads
 
-    best = {code: min(run["seconds"] for run in runs if run["code"] == code) for code in CODES}
+    codes = [code for code in CODES if any(run["code"] == code for run in runs)]
+    best = {code: min(run["seconds"] for run in runs if run["code"] == code) for code in codes}
     recalls = {}
     if truth is not None:
         top = set(ranked_heads(truth)[:k])
-        for code in CODES:
+        for code in codes:
             found = next(run["top"] for run in runs if run["code"] == code)
             recalls[code] = len(top & {tuple(head) for head in found}) / k
-    speedups = {code: best["baseline"] / best[code] for code in CODES[1:]}
+    speedups = {code: best["baseline"] / best[code] for code in codes if code != "baseline"}
     return {"best_seconds": best, "speedup": speedups, "recall": recalls}
 
 
 def markdown(args, runs: list[dict], summary: dict) -> str:
     lines = [
-        "| run | code | top_m | seconds | attribution s | exact s | load average before / after |",
-        "|---|---|---|---|---|---|---|",
+        "| run | code | top_m | mean tokens | seconds | attribution s | exact s | load average before / after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for index, run in enumerate(runs, start=1):
         lines.append(
-            f"| {index} | {run['code']} | {run['top_m']} | {run['seconds']:.0f} | {run['attribution_seconds']:.0f} | "
+            f"| {index} | {run['code']} | {run['top_m']} | {run.get('mean_tokens', 0):.0f} | {run['seconds']:.0f} | {run['attribution_seconds']:.0f} | "
             f"{run['exact_seconds']:.0f} | {run['load_before']:.1f} / {run['load_after']:.1f} |"
         )
     recall = summary["recall"]

@@ -11,6 +11,7 @@ from workbench.experiments.cost import (
     Calibration,
     Passes,
     StagePlan,
+    audit_passes,
     cluster_discovery_passes,
     decoding_passes,
     discovery_passes,
@@ -49,6 +50,13 @@ def test_validation_and_decoding_passes_by_hand() -> None:
     assert decoding_passes("dps", 10) == Passes(forwards=2, steps=20)
 
 
+def test_audit_passes_by_hand() -> None:
+    # 2 layers of 3 heads, 3 kinds: each kind's exact scan (clean + 3 + 1.5), the cross-ablation
+    # (2 conditions x 3 ablated-as kinds x (clean + 3 selected-by sets)), one forward for direct effects
+    assert audit_passes(3, 2, 3).forwards == 3 * 5.5 + 2 * 3 * 4 + 1
+    assert audit_passes(1, 2, 3, self_repair=False).forwards == 5.5 + 2 * 1 * 2
+
+
 def test_plan_lines_add_the_stages_and_skip_finished_ones() -> None:
     calibration = Calibration(tokens=100, forward=2.0, step=0.5)
     stages = [StagePlan("a", 3, Passes(forwards=10)), StagePlan("b", 2, Passes(forwards=1, steps=4)),
@@ -77,6 +85,9 @@ def test_the_run_plan_counts_each_stage_by_hand_and_finished_ones_as_nothing(tmp
     # greedy x3 (with, without, swapped profile) one row; cad, dps x2, dps gamma 3, random heads, routed x2: two rows
     rows_per_step = 3 * 1 + 7 * 2
     assert rows["decoding"].passes == Passes(forwards=2 * rows_per_step, steps=2 * rows_per_step * 3)
+    # the audit: 2 dev examples, 3 kinds each scanning every head, the 3 x 3 cross-ablation in both conditions, direct effects
+    assert rows["ablation audit"].passes == Passes(forwards=2 * (3 * exact + 2 * 3 * 4 + 1))
+    assert rows["ablation audit"].examples == 2
     stage = plan.profile_effect
     stage.run(lambda: (stage.folder / "profile_effect.parquet").write_text("done"), lambda: None)
     rows = {row.name.split(" (")[0]: row for row in stage_plans(plan, config, data, lens)}

@@ -9,9 +9,10 @@ import torch
 from reference_twin import ablated, intervention, tiny_twin, twin_token_nll
 
 from workbench.engine.adapters import FAMILIES
+from workbench.engine.fast_path import FastPath
 from workbench.engine.masks import HeadMask
 from workbench.engine.models import tiny_model
-from workbench.engine.tail import finish_block
+from workbench.engine.tail import Restart, finish_block
 from workbench.errors import InputError
 from workbench.scores.engine import sequence_nll
 from workbench.scores.nll import TargetSequence
@@ -68,7 +69,7 @@ def test_restart_at_positions_equals_whole_blocks_and_the_twin(tiny, twin, seque
         context, start_layer, rows=3, mask=mask, positions=positions, head_outputs=z[start_layer] if reuse_z else None
     )
     replaced = tiny.run_tail(context, start_layer, rows=3, mask=mask)[:, positions]  # every block whole
-    torch.testing.assert_close(fast, replaced, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast, replaced, atol=TOLERANCE, rtol=0)  # the start block: the bridge's, or the fast path's
     for row, row_heads in enumerate(heads):
         with torch.no_grad(), intervention(twin, ablated(row_heads)):
             expected = twin(ids).logits[0, positions]
@@ -197,3 +198,24 @@ def test_fast_tail_and_engine_equal_plain_forwards_on_the_default_model(default_
         expected = -logits.log_softmax(-1)[torch.arange(len(sequence.targets)), sequence.targets]
         torch.testing.assert_close(result.masked[row], expected, atol=1e-4, rtol=0)
     assert result.deltas.abs().max() > 1e-3
+
+
+def test_restarts_run_on_the_fast_path_unless_padded_or_differentiated(tiny, twin, sequence, monkeypatch):
+    """A restart of an unpadded sequence runs its blocks on the fast path (SDPA), and still equals
+    the hand-ablated twin; a padded batch and a differentiated tail stay on the bridge."""
+    calls = []
+    tail = FastPath.tail
+    monkeypatch.setattr(FastPath, "tail", lambda self, *args, **kwargs: calls.append(args[1]) or tail(self, *args, **kwargs))
+    masks = [HeadMask.ablate(tiny.geometry, [head]) for head in [(0, 2), (1, 1)]]
+    result = sequence_nll(tiny, sequence, masks)
+    assert calls == [1, 2]  # layer 0's head restarts at 0 and finishes it on the bridge; layer 1's likewise
+    prompt, target = sequence.ids[: sequence.prompt_len], sequence.ids[sequence.prompt_len :]
+    for row, head in enumerate([(0, 2), (1, 1)]):
+        torch.testing.assert_close(
+            result.masked[row], twin_token_nll(twin, prompt, target, ablated([head])), atol=TOLERANCE, rtol=0
+        )
+    calls.clear()
+    batch, attention = tiny.pad_left([tiny.encode("a b c", add_bos=True), tiny.encode("a", add_bos=True)])
+    tiny.run_tail(tiny.tail_context(batch, attention_mask=attention), 1)
+    tiny.run(start=Restart(tiny.tail_context(list(sequence.ids)), 1), grad=True)
+    assert calls == []

@@ -49,7 +49,7 @@ def test_subset_of_heads_in_any_order_leaves_others_nan(tiny):
 def test_tail_runner_from_cached_residual_equals_full_forward(tiny, start_layer):
     tokens = tiny.encode_chat("The tail runner must be exact.")
     context = tiny.tail_context(tokens)
-    torch.testing.assert_close(tiny.run_tail(context, start_layer), tiny.forward(tokens), atol=1e-6, rtol=0)
+    torch.testing.assert_close(tiny.run_tail(context, start_layer), tiny.forward(tokens), atol=1e-5, rtol=0)  # SDPA vs eager
     mask = HeadMask.one_head_per_row(tiny.geometry, [(2, 0), (2, 3)])
     full = torch.cat([tiny.forward(tokens, mask=HeadMask.ablate(tiny.geometry, [head])) for head in [(2, 0), (2, 3)]])
     tail = tiny.run_tail(context, start_layer, rows=2, mask=mask)

@@ -270,8 +270,10 @@ class Lens:
             if start is not None:
                 self.geometry.check_head(start.layer, 0)
                 changes_pattern = mask is not None and mask.site == "query-scale"
+                padded = start.context.attention is not None and not bool(start.context.attention.all())
+                twin = None if grad or padded or self.fast_path.refusal(None, every) else self.fast_path
                 logits = run_tail(self.bridge, self.adapter, start, every, positions=positions, softcap=self.final_logit_softcap,
-                                  site_changes_pattern=changes_pattern)  # fmt: skip
+                                  site_changes_pattern=changes_pattern, twin=twin)  # fmt: skip
                 return Forward(logits, None, recording.store)
             if tokens is None:
                 raise ValueError("a run needs tokens unless it restarts from a layer (start=...)")

@@ -12,6 +12,8 @@ Passes are counted per example, in *forward equivalents* of a typical prompt:
 - hybrid: attribution, then exact PCS for the `top_m` candidates, at the average head's share;
 - validation: the clean run and every head set ablated together, with and without the profile;
 - the profile effect: three forwards (with, without and with a swapped profile);
+- the ablation audit: exact PCS of every head under each kind, each kind's top-K ablated under
+  every kind with and without the profile (a clean run each), and one forward for direct effects;
 - decoding: one prefill and one cached step per new token, for each row of the decoder (two
   for the contrastive ones: DPS, CAD, random heads, routed DPS).
 
@@ -92,6 +94,13 @@ def validation_passes(n_sets: int) -> Passes:
 
 
 PROFILE_EFFECT = Passes(forwards=3)
+
+
+def audit_passes(n_kinds: int, n_layers: int, n_heads: int, *, self_repair: bool = True) -> Passes:
+    """One example of the ablation audit (`workbench.experiments.audit`) with `n_kinds` kinds."""
+    every_head = n_kinds * (1 + exact_head_forwards(n_layers, n_heads))
+    cross = 2 * n_kinds * (1 + n_kinds)
+    return Passes(forwards=every_head + cross + self_repair)
 
 
 def decoding_passes(method: str, new_tokens: int) -> Passes:

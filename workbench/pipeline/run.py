@@ -49,6 +49,7 @@ from workbench.experiments.cost import (
     PROFILE_EFFECT,
     Passes,
     StagePlan,
+    audit_passes,
     calibrate,
     cluster_discovery_passes,
     decoding_passes,
@@ -60,7 +61,7 @@ from workbench.experiments.cost import (
 from workbench.experiments.discovery import DiscoverSettings
 from workbench.experiments.evaluation import EvalConfig
 from workbench.experiments.profile_effect import profile_nll
-from workbench.pipeline.audit import RUN_AUDIT_EXAMPLES, audit_stage, run_audit, run_audit_settings
+from workbench.pipeline.audit import RUN_AUDIT_EXAMPLES, RUN_AUDIT_KINDS, audit_stage, run_audit, run_audit_settings
 from workbench.pipeline.clusters import cluster_discovery_stage, clusters_stage, run_cluster_discovery, run_clusters
 from workbench.pipeline.discovery import discovery_stage, run_discovery
 from workbench.pipeline.evaluation import evaluation_stage, run_evaluation
@@ -189,6 +190,10 @@ def stage_plans(plan: Plan, config: RunConfig, data: RunData, lens: Lens) -> lis
     sweeps = sum(1 for k in config.sweep_k if k < config.top_k)  # the sweep's k = top_k is the preference set itself
     n_sets = len(VARIANTS) * (1 + sweeps) + config.n_random + 2  # random and pattern sets are shared by both head sets
     rows.append(StagePlan(f"validation ({n_sets} head sets)", n_dev, validation_passes(n_sets), plan.validation.check()))
+    if plan.audit is not None:
+        passes = audit_passes(len(RUN_AUDIT_KINDS), n_layers, n_heads)
+        label = f"ablation audit ({len(RUN_AUDIT_KINDS)} kinds, every head)"
+        rows.append(StagePlan(label, min(n_dev, RUN_AUDIT_EXAMPLES), passes, plan.audit.check()))
     tokens = config.max_new_tokens or task_spec(config.task).max_new_tokens
     pending = [eval_config.decoder.name for stage, eval_config in plan.evaluations.values() if not stage.check()]
     passes = sum((decoding_passes(method, tokens) for method in pending), Passes())
