@@ -39,9 +39,9 @@ def threads(count: int):
         torch.set_num_threads(before)
 
 
-def at_each_thread_count(compute):
+def at_each_thread_count(compute, counts=THREAD_COUNTS):
     results = {}
-    for count in THREAD_COUNTS:
+    for count in counts:
         with threads(count):
             results[count] = compute()
     return results
@@ -175,6 +175,16 @@ def test_the_default_model_scores_and_decodes_alike_at_1_and_2_threads(default_l
     assert torch.equal(scores_1.per_example, scores_2.per_example) and torch.equal(scores_1.exact, scores_2.exact)
     assert decoded_1[0].token_ids == decoded_2[0].token_ids
     assert (step_scores(decoded_1) - step_scores(decoded_2)).abs().max() <= STEP_SCORE_BOUND
+
+
+@pytest.mark.slow
+def test_exact_scores_at_1000_tokens_on_the_fast_path_are_the_same_at_1_and_2_threads(default_lens):
+    """Long restarts run on the fast path's causal SDPA, whose blocks of queries the threads share."""
+    ids = torch.randint(100, 40000, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    sequence = TargetSequence(tuple(ids[:-12]), tuple(ids[-12:]))
+    heads = [(14, head) for head in range(9)] + [(28, 0), (28, 5)]
+    grids = at_each_thread_count(lambda: exact_deltas(default_lens, sequence, make_ablation(default_lens, "zero"), heads), (1, 2))
+    assert torch.equal(grids[1], grids[2]) and not grids[1].isnan().all()
 
 
 @pytest.mark.slow  # loads the embedding model

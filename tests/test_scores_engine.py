@@ -208,7 +208,8 @@ def test_restarts_run_on_the_fast_path_unless_padded_or_differentiated(tiny, twi
     monkeypatch.setattr(FastPath, "tail", lambda self, *args, **kwargs: calls.append(args[1]) or tail(self, *args, **kwargs))
     masks = [HeadMask.ablate(tiny.geometry, [head]) for head in [(0, 2), (1, 1)]]
     result = sequence_nll(tiny, sequence, masks)
-    assert calls == [1, 2]  # layer 0's head restarts at 0 and finishes it on the bridge; layer 1's likewise
+    # the clean run from layer 0; layer 0's head restarts at 0 and finishes that block from its recorded z, layer 1's likewise
+    assert calls == [0, 1, 2]
     prompt, target = sequence.ids[: sequence.prompt_len], sequence.ids[sequence.prompt_len :]
     for row, head in enumerate([(0, 2), (1, 1)]):
         torch.testing.assert_close(
@@ -219,3 +220,6 @@ def test_restarts_run_on_the_fast_path_unless_padded_or_differentiated(tiny, twi
     tiny.run_tail(tiny.tail_context(batch, attention_mask=attention), 1)
     tiny.run(start=Restart(tiny.tail_context(list(sequence.ids)), 1), grad=True)
     assert calls == []
+    recorded_fast = tiny.tail_context(list(sequence.ids), fast=True)
+    with pytest.raises(InputError, match="recorded on the fast path.*does not differentiate"):
+        tiny.run(start=Restart(recorded_fast, 1), grad=True)

@@ -283,9 +283,9 @@ def test_clicks_restart_at_the_clicked_layer_and_stay_exact(lens, twin, train):
     reference = train[2]
     example = session.example("train", reference.example_id)
     calls = []
-    hooks = [  # a block runs when its input hook point fires (a whole block, or the last one at the target positions)
-        block.hook_in.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
-        for index, block in enumerate(lens.bridge.blocks)
+    hooks = [  # the restarts run their blocks on the fast path (`workbench.engine.tail`)
+        block.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+        for index, block in enumerate(lens.fast_path.blocks)
     ]
     steps = [
         ({(0, 1)}, "zero", None),

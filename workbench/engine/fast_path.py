@@ -293,11 +293,14 @@ class FastPath:
         hooks: Sequence[Hook],
         *,
         positions: Tensor | None = None,
+        inputs: list[Tensor] | None = None,
     ) -> Float[Tensor, "rows kept vocab"]:
         """Logits of blocks `start` and up run on `hidden` (block `start`'s input for rows without
         padding; no KV cache), at `positions` (all when None), with bridge-style `hooks` of the
         served kinds active (in the order given): what a restart of the tail runner runs
-        (`workbench.engine.tail`), with this path's attention (SDPA for the whole sequence)."""
+        (`workbench.engine.tail`), with this path's attention (SDPA for the whole sequence).
+        `inputs`: a list to which each block's input is appended (before its `resid_pre` hooks,
+        as the bridge's clean run records it)."""
         refusal = self.refusal(None, hooks)
         if refusal:
             raise InputError(f"the fast path cannot run this tail: {refusal}")
@@ -307,6 +310,8 @@ class FastPath:
         embeddings: dict[str, Any] = {}
         with self._installed(hooks) as resid_hooks:
             for layer in range(start, len(self.blocks)):
+                if inputs is not None:
+                    inputs.append(hidden.detach())
                 hidden = resid_hooks.apply("resid_pre", layer, hidden)
                 layer_type = self.layer_types[layer]
                 if layer_type not in embeddings:

@@ -271,7 +271,16 @@ class Lens:
                 self.geometry.check_head(start.layer, 0)
                 changes_pattern = mask is not None and mask.site == "query-scale"
                 padded = start.context.attention is not None and not bool(start.context.attention.all())
-                twin = None if grad or padded or self.fast_path.refusal(None, every) else self.fast_path
+                refusal = (
+                    "it does not differentiate"
+                    if grad
+                    else "the tokens are padded"
+                    if padded
+                    else self.fast_path.refusal(None, every)
+                )
+                twin = None if refusal else self.fast_path
+                if twin is None and not start.context.block_kwargs:
+                    raise InputError(f"this context was recorded on the fast path, which cannot run the restart: {refusal}")
                 logits = run_tail(self.bridge, self.adapter, start, every, positions=positions, softcap=self.final_logit_softcap,
                                   site_changes_pattern=changes_pattern, twin=twin)  # fmt: skip
                 return Forward(logits, None, recording.store)
@@ -456,11 +465,27 @@ class Lens:
         return (total / count).float()
 
     def tail_context(
-        self, tokens: TokenIds | Sequence[int], *, attention_mask: AttentionMask | None = None, hooks: Sequence[Hook] = ()
+        self,
+        tokens: TokenIds | Sequence[int],
+        *,
+        attention_mask: AttentionMask | None = None,
+        hooks: Sequence[Hook] = (),
+        fast: bool = False,
     ) -> TailContext:
         """Run one clean forward (`hooks` active, e.g. recorders) and record every block's input
-        residual and keyword arguments: what `Restart` starts from."""
-        return record_context(self.bridge, self.adapter, self.as_batch(tokens), attention_mask, hooks)
+        residual and keyword arguments: what `Restart` starts from. `fast`: run it on the fast path
+        (SDPA; unpadded tokens, hooks it serves), so that the clean run and the restarts, which run
+        there too, are one computation; restarts from such a context must run on the fast path."""
+        tokens = self.as_batch(tokens)
+        if not fast:
+            return record_context(self.bridge, self.adapter, tokens, attention_mask, hooks)
+        refusal = self.fast_path.refusal(None, hooks)
+        if refusal or (attention_mask is not None and not bool(attention_mask.all())):
+            raise InputError(f"the fast path cannot record this clean run: {refusal or 'the tokens are padded'}")
+        inputs: list[Residual] = []
+        with torch.no_grad():
+            logits = self.fast_path.tail(self.fast_path.embed(tokens), 0, hooks, inputs=inputs)
+        return TailContext(inputs, [], logits)
 
     def run_tail(
         self,

@@ -18,7 +18,8 @@ instead: the same weights and hook points, with PyTorch's SDPA attention instead
 eager one, which at 1,000 tokens nearly halves a restart's time (benchmarks/RESULTS.md, "Restarts
 on the fast path"). Its last block runs at every position (the unembedding still only at the
 positions asked for). The logits agree with the bridge's to float rounding, not bit for bit; both
-are thread-count invariant.
+are thread-count invariant. `Lens.tail_context(..., fast=True)` records the clean run there as
+well (no block keyword arguments: restarts from it must run on the fast path).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ changes only `z` (head-output and residual-slice masks leave the attention patte
 block l reruns only its output projection and MLP from the recorded `z`; blocks above l rerun in
 full, except the last, whose MLP and unembedding run only at the target positions. Masks that
 start at the same layer are the rows of one batch (chunks of `max_rows`); a mask that changes
-nothing is the clean pass itself.
+nothing is the clean pass itself. Where the lens's fast path serves the caller's hooks, the clean
+forward and the restarts all run there (SDPA attention, `workbench.engine.tail`), so that a
+score is the difference of two runs of one implementation.
 `masked_logits` is this computation up to the logits (what `sequence_nll` reduces to NLL, and
 what the DPS decoding trace reads its passes from).
 
@@ -96,7 +98,8 @@ def masked_logits(
     reuse_z = all(mask.site != "query-scale" for mask in masks)
     record_layers = sorted({start for start in starts if start is not None}) if reuse_z else []
     recording = Recording([lens.hook_name("z", layer) for layer in record_layers])
-    context = lens.tail_context(list(ids), hooks=[*hooks, *recording.hooks])
+    clean_hooks = [*hooks, *recording.hooks]
+    context = lens.tail_context(list(ids), hooks=clean_hooks, fast=lens.fast_path_refusal(None, clean_hooks) is None)
     positions = positions.to(lens.device)
     yield [], context.logits[:, positions]
     pending = sorted((start, index) for index, start in enumerate(starts) if start is not None)
@@ -118,7 +121,7 @@ class MaskedNLL:
 
     def __init__(self, lens: Lens, sequence: TargetSequence, *, hooks: Sequence[Hook] = ()):
         self.lens, self.sequence, self.hooks = lens, sequence, tuple(hooks)
-        context = lens.tail_context(list(sequence.ids), hooks=self.hooks)
+        context = lens.tail_context(list(sequence.ids), hooks=self.hooks, fast=lens.fast_path_refusal(None, self.hooks) is None)
         self.context = replace(context, logits=context.logits[:, sequence.positions.to(context.logits.device)])
         self.clean = token_nll(self.context.logits, sequence.targets)[0].cpu()
         self._last: tuple[HeadMask, dict[int, torch.Tensor], Tensor] | None = None  # mask, block inputs by layer, NLL
