@@ -4,7 +4,8 @@ Both run `score_heads(method="hybrid")` on the first `--examples` LaMP-4 `train`
 demo set (tokenized as `workbench discover` does), each in its own subprocess: the baseline from a
 `git archive` of `--baseline` put first on `PYTHONPATH`, with the candidate count `workbench
 discover` used there (`top_m = 3·K`); this code with the same count (`current-3k`: what the
-engine changes alone) and with its default rule for `top_k = K` (`current`). Runs alternate
+engine changes alone) and with its default rule for `top_k = K` (`current`; `--top-m M` gives it M
+candidates instead). Runs alternate
 (baseline, current-3k, current, baseline, ...) so that a changing machine load hits all; each
 reports its wall time, the time inside attribution and exact scoring, and its top-K, whose recall
 of the exact top-K is computed when `bench_hybrid_recall.py` has cached the exact truth.
@@ -61,7 +62,7 @@ def worker(args) -> None:
                 spent[_name] += time.perf_counter() - start
 
         setattr(pcs, name, timed)
-    options = {"top_k": args.top_k} if args.worker == "current" else {"top_m": 3 * args.top_k}
+    options = {"top_k": args.top_k, "top_m": args.top_m} if args.worker == "current" else {"top_m": 3 * args.top_k}
     load = os.getloadavg()[0]
     start = time.perf_counter()
     result = pcs.score_heads(lens, examples, method="hybrid", variant=args.variant, progress=False, **options)
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--profile-k", type=int, default=24)
     parser.add_argument("--max-prompt-tokens", type=int, default=1024)
     parser.add_argument("--codes", nargs="+", choices=CODES, default=list(CODES))
+    parser.add_argument("--top-m", type=int, default=None, help="the `current` run's candidates (default: its rule for K)")
     parser.add_argument("--worker", choices=CODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -148,6 +150,7 @@ def main() -> None:
         str(args.top_k),
         "--threads",
         str(args.threads),
+        *(["--top-m", str(args.top_m)] if args.top_m else []),
         *(["--data", str(Path(args.data).resolve()), "--profile-k", str(args.profile_k), "--max-prompt-tokens",
            str(args.max_prompt_tokens)] if args.data else []),
     ]  # fmt: skip

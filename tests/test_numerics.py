@@ -178,11 +178,12 @@ def test_the_default_model_scores_and_decodes_alike_at_1_and_2_threads(default_l
 
 
 @pytest.mark.slow
-def test_exact_scores_at_1000_tokens_on_the_fast_path_are_the_same_at_1_and_2_threads(default_lens):
-    """Long restarts run on the fast path's causal SDPA, whose blocks of queries the threads share."""
-    ids = torch.randint(100, 40000, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+def test_long_exact_scores_on_the_fast_path_are_the_same_at_1_and_2_threads(default_lens):
+    """Restarts of a 640-token sequence run on the fast path's causal SDPA, whose blocks of queries
+    the threads share out."""
+    ids = torch.randint(100, 40000, (640,), generator=torch.Generator().manual_seed(0)).tolist()
     sequence = TargetSequence(tuple(ids[:-12]), tuple(ids[-12:]))
-    heads = [(14, head) for head in range(9)] + [(28, 0), (28, 5)]
+    heads = [(22, head) for head in range(9)] + [(28, 0)]
     grids = at_each_thread_count(lambda: exact_deltas(default_lens, sequence, make_ablation(default_lens, "zero"), heads), (1, 2))
     rows, columns = zip(*heads)
     assert torch.equal(grids[1][rows, columns], grids[2][rows, columns])
