@@ -11,6 +11,9 @@ sequence). Rules:
 - `magnitude`: the largest M by mean attribution magnitude `Σ |(z_ref − z) ⊙ ∂NLL/∂z|`;
 - `half`: ⌈M/2⌉ by estimate, the rest by magnitude (`workbench.scores.pcs.hybrid_candidates`).
 
+With `--estimator NAME` another estimator of `workbench.scores.estimators` gives the estimate and
+magnitude the rules rank by (cached beside the exact truth, which is shared).
+
 Sets: `synthetic` (the `bench_scores.py` chat examples, about 128 prompt and 16 target tokens, with a
 short no-profile request as control) and `demo` (the first `--demo-examples` LaMP-4 `train`
 examples of the shipped demo set, tokenized as `workbench discover` does, plain few-shot prompts
@@ -41,9 +44,12 @@ RULES = ("estimate", "magnitude", "half")
 MULTIPLES = (1, 1.5, 2, 3, 4, 6)
 
 
-def sequence_grids(lens, sequence, ablation, cache: Path, *, compute: bool = True) -> dict[str, torch.Tensor]:
+def sequence_grids(
+    lens, sequence, ablation, cache: Path, *, compute: bool = True, estimator: str = "attribution"
+) -> dict[str, torch.Tensor]:
     """Exact ΔNLL of every head, attribution estimate and magnitude of one sequence (cached;
-    with `compute=False` a missing entry raises FileNotFoundError)."""
+    with `compute=False` a missing entry raises FileNotFoundError). Another `estimator`
+    (`workbench.scores.estimators`) replaces the estimate and magnitude (cached beside the entry)."""
     from workbench.scores.attribution import attribution_terms
     from workbench.scores.exact import exact_deltas
 
@@ -53,25 +59,40 @@ def sequence_grids(lens, sequence, ablation, cache: Path, *, compute: bool = Tru
     path = cache / f"{key}.pt"
     if path.exists():
         stored = torch.load(path)
-        return {name: stored[name] for name in ("exact", "estimate", "magnitude")}
-    if not compute:
+        grids = {name: stored[name] for name in ("exact", "estimate", "magnitude")}
+    elif not compute:
         raise FileNotFoundError(path)
-    start = time.perf_counter()
-    estimate, magnitude = attribution_terms(lens, sequence, ablation)
-    grids = {"exact": exact_deltas(lens, sequence, ablation), "estimate": estimate, "magnitude": magnitude}
-    torch.save(grids, path)
-    print(f"  {len(sequence.ids)} tokens scored in {time.perf_counter() - start:.0f} s", flush=True)
+    else:
+        start = time.perf_counter()
+        estimate, magnitude = attribution_terms(lens, sequence, ablation)
+        grids = {"exact": exact_deltas(lens, sequence, ablation), "estimate": estimate, "magnitude": magnitude}
+        torch.save(grids, path)
+        print(f"  {len(sequence.ids)} tokens scored in {time.perf_counter() - start:.0f} s", flush=True)
+    if estimator != "attribution":
+        grids.update(other_estimate(lens, sequence, ablation, estimator, cache / f"{key}-{estimator}.pt"))
     return grids
 
 
-def variant_means(lens, examples, variant, ablation, cache: Path) -> dict[str, torch.Tensor]:
+def other_estimate(lens, sequence, ablation, estimator: str, path: Path) -> dict[str, torch.Tensor]:
+    """`estimator`'s estimate and magnitude of one sequence (cached in `path`)."""
+    from workbench.scores.estimators import Estimator, estimate_heads
+
+    if not path.exists():
+        start = time.perf_counter()
+        found = estimate_heads(lens, sequence, ablation, Estimator(estimator))
+        torch.save({"estimate": found.estimate, "magnitude": found.magnitude}, path)
+        print(f"  {estimator}: {len(sequence.ids)} tokens in {time.perf_counter() - start:.1f} s", flush=True)
+    return torch.load(path)
+
+
+def variant_means(lens, examples, variant, ablation, cache: Path, estimator: str = "attribution") -> dict[str, torch.Tensor]:
     """Mean over examples of the variant's signed exact and estimate sums and unsigned magnitudes."""
     from workbench.scores.pcs import variant_sequences
 
     totals: dict[str, torch.Tensor] = {}
     for example in examples:
         for sign, sequence in variant_sequences(example, variant):
-            grids = sequence_grids(lens, sequence, ablation, cache)
+            grids = sequence_grids(lens, sequence, ablation, cache, estimator=estimator)
             for name, grid in grids.items():
                 totals[name] = totals.get(name, 0) + (grid if name == "magnitude" else sign * grid)
     return {name: total / len(examples) for name, total in totals.items()}
@@ -136,6 +157,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="a LaMP-4-schema folder for the `data` set")
     parser.add_argument("--profile-k", type=int, default=24)
     parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    parser.add_argument("--estimator", default="attribution", help="what ranks the candidates (workbench.scores.estimators)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -170,7 +192,7 @@ def main() -> None:
     for name, examples in sets.items():
         for variant in args.variants:
             print(f"{name} / {variant}: {len(examples)} examples", flush=True)
-            for row in curves(variant_means(lens, examples, variant, zero, args.cache), args.ks):
+            for row in curves(variant_means(lens, examples, variant, zero, args.cache, args.estimator), args.ks):
                 table.append({"set": name, "variant": variant, "n": len(examples), **row})
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
