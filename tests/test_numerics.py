@@ -183,7 +183,7 @@ def test_long_exact_scores_on_the_fast_path_are_the_same_at_1_and_2_threads(defa
     the threads share out."""
     ids = torch.randint(100, 40000, (640,), generator=torch.Generator().manual_seed(0)).tolist()
     sequence = TargetSequence(tuple(ids[:-12]), tuple(ids[-12:]))
-    heads = [(22, head) for head in range(9)] + [(28, 0)]
+    heads = [(22, head) for head in range(9)] + [(28, 0), (29, 4)]
     grids = at_each_thread_count(lambda: exact_deltas(default_lens, sequence, make_ablation(default_lens, "zero"), heads), (1, 2))
     rows, columns = zip(*heads)
     assert torch.equal(grids[1][rows, columns], grids[2][rows, columns])

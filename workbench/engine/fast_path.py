@@ -294,16 +294,13 @@ class FastPath:
         *,
         positions: Tensor | None = None,
         inputs: list[Tensor] | None = None,
-        pre_norm: bool = False,
     ) -> Float[Tensor, "rows kept vocab"]:
         """Logits of blocks `start` and up run on `hidden` (block `start`'s input for rows without
         padding; no KV cache), at `positions` (all when None), with bridge-style `hooks` of the
         served kinds active (in the order given): what a restart of the tail runner runs
         (`workbench.engine.tail`), with this path's attention (SDPA for the whole sequence).
         `inputs`: a list to which each block's input is appended (before its `resid_pre` hooks,
-        as the bridge's clean run records it). `pre_norm`: the blocks are `h = x + attn(ln1(x))`,
-        `out = h + mlp(ln2(h))` (`workbench.engine.tail.FINISHED_BLOCK_FAMILIES`), so the last
-        block's MLP runs at `positions` only (its `resid_post` hooks see those positions)."""
+        as the bridge's clean run records it)."""
         refusal = self.refusal(None, hooks)
         if refusal:
             raise InputError(f"the fast path cannot run this tail: {refusal}")
@@ -320,14 +317,6 @@ class FastPath:
                 if layer_type not in embeddings:
                     embeddings[layer_type] = self._position_embeddings(hidden, ids, layer_type)
                 block = self.blocks[layer]
-                if pre_norm and positions is not None and layer == len(self.blocks) - 1:
-                    attention, _ = block.self_attn(hidden_states=block.input_layernorm(hidden), attention_mask=keys,
-                                                   position_ids=ids, position_embeddings=embeddings[layer_type])  # fmt: skip
-                    kept = positions.to(hidden.device)
-                    middle = hidden[:, kept] + attention[:, kept]
-                    hidden = resid_hooks.apply("resid_post", layer, middle + block.mlp(block.post_attention_layernorm(middle)))
-                    positions = None  # kept already
-                    break
                 hidden = self.adapter.block_output(
                     block(hidden, attention_mask=keys, position_ids=ids, position_embeddings=embeddings[layer_type])
                 )

@@ -16,9 +16,10 @@ Where the lens's fast path serves the hooks of a restart (`workbench.engine.fast
 run had no padding and nothing is differentiated, the whole blocks run on its unwrapped twin
 instead: the same weights and hook points, with PyTorch's SDPA attention instead of the bridge's
 eager one, which at 1,000 tokens nearly halves a restart's time (benchmarks/RESULTS.md, "Restarts
-on the fast path"); for pre-norm families its last block's MLP, too, runs at the positions asked
-for only. The logits agree with the bridge's to float rounding, not bit for bit; both
-are thread-count invariant. `Lens.tail_context(..., fast=True)` records the clean run there as
+on the fast path"). Its last block runs at every position (the unembedding still only at the
+positions asked for): its MLP at the few scored positions alone is a skinny product whose sums
+depend on the thread count (tests/test_numerics.py caught it). The logits agree with the bridge's
+to float rounding, not bit for bit; both are thread-count invariant. `Lens.tail_context(..., fast=True)` records the clean run there as
 well (no block keyword arguments: restarts from it must run on the fast path).
 """
 
@@ -137,7 +138,7 @@ def run_tail(
         if twin is not None:
             if context.attention is not None and not bool(context.attention.all()):
                 raise InputError("the fast path runs restarts of unpadded sequences only")
-            return twin.tail(hidden, start, hooks, positions=positions, pre_norm=finished)
+            return twin.tail(hidden, start, hooks, positions=positions)
         stop = last if finished and positions is not None else n_layers
         for layer in range(start, stop):
             block = bridge.blocks[layer]
