@@ -135,9 +135,7 @@ def run_tail(
             if start == last:
                 return unembed(bridge, hidden, softcap)
             start += 1
-        if twin is not None:
-            if context.attention is not None and not bool(context.attention.all()):
-                raise InputError("the fast path runs restarts of unpadded sequences only")
+        if twin is not None:  # `Lens.run` passes one only for unpadded contexts
             return twin.tail(hidden, start, hooks, positions=positions)
         stop = last if finished and positions is not None else n_layers
         for layer in range(start, stop):
