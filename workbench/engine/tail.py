@@ -6,19 +6,19 @@ records each block's input residual and the keyword arguments it received (`Tail
 sliding-window layer's own attention mask, each layer type's own position embeddings). A restart
 at layer l feeds block l the recorded residual (or another one), then runs the blocks above.
 
-Pre-norm families (`FINISHED_BLOCK_FAMILIES`: `h = x + attn(ln1(x))`, `out = h + mlp(ln2(h))`)
-do less work where a caller allows it (`finish_block`): the last block's MLP and the unembedding
-run only at the positions asked for, and with the start block's recorded head outputs `z` its
-attention is not recomputed (only its output projection runs, so hooks at `hook_z` and after still
-act). Other families (Gemma's extra norms) replay whole blocks.
+The unembedding runs only at the positions asked for; every block runs at every position (a
+block's MLP at a few scored positions alone is a skinny product whose sums depend on the thread
+count: tests/test_numerics.py caught it on both paths). Pre-norm families
+(`FINISHED_BLOCK_FAMILIES`: `h = x + attn(ln1(x))`, `out = h + mlp(ln2(h))`) restarted with the
+start block's recorded head outputs `z` do not recompute its attention (`finish_block`: only its
+output projection runs, so hooks at `hook_z` and after still act). Other families (Gemma's extra
+norms) replay whole blocks.
 
 Where the lens's fast path serves the hooks of a restart (`workbench.engine.fast_path`), the clean
 run had no padding and nothing is differentiated, the whole blocks run on its unwrapped twin
 instead: the same weights and hook points, with PyTorch's SDPA attention instead of the bridge's
 eager one, which at 1,000 tokens nearly halves a restart's time (benchmarks/RESULTS.md, "Restarts
-on the fast path"). Its last block runs at every position (the unembedding still only at the
-positions asked for): its MLP at the few scored positions alone is a skinny product whose sums
-depend on the thread count (tests/test_numerics.py caught it). The logits agree with the bridge's
+on the fast path"). The logits agree with the bridge's
 to float rounding, not bit for bit; both are thread-count invariant. `Lens.tail_context(..., fast=True)` records the clean run there as
 well (no block keyword arguments: restarts from it must run on the fast path).
 """
@@ -125,26 +125,19 @@ def run_tail(
     finished = adapter.family in FINISHED_BLOCK_FAMILIES
     hidden = context.residuals[start] if restart.residual is None else restart.residual
     hidden = (hidden.expand(rows, -1, -1) if hidden.shape[0] == 1 and rows > 1 else hidden).contiguous()
-    last = n_layers - 1
     with _hooked(bridge, hooks):  # the caller's grad mode (`Lens.run`): integrated gradients differentiate a tail
         if head_outputs is not None and finished:
             if head_outputs.shape[0] == 1 and rows > 1:
                 head_outputs = head_outputs.expand(rows, -1, -1, -1)
-            kept = positions if start == last else None
-            hidden = finish_block(bridge, context, start, hidden, head_outputs=head_outputs, positions=kept)
-            if start == last:
-                return unembed(bridge, hidden, softcap)
+            hidden = finish_block(bridge, context, start, hidden, head_outputs=head_outputs)
             start += 1
         if twin is not None:  # `Lens.run` passes one only for unpadded contexts
             return twin.tail(hidden, start, hooks, positions=positions)
-        stop = last if finished and positions is not None else n_layers
-        for layer in range(start, stop):
+        for layer in range(start, n_layers):
             block = bridge.blocks[layer]
             device = parameter_device(block)
             kwargs = {key: moved(value, device) for key, value in context.block_kwargs[layer].items()}
             hidden = adapter.block_output(block(hidden.to(device), **kwargs))
-        if stop == last:
-            return unembed(bridge, finish_block(bridge, context, last, hidden, positions=positions), softcap)
         if positions is not None:
             hidden = hidden[:, positions.to(hidden.device)]
         return unembed(bridge, hidden, softcap)
@@ -157,13 +150,10 @@ def finish_block(
     hidden: Residual,
     *,
     head_outputs: HeadOutputs | None = None,
-    positions: torch.Tensor | None = None,
-) -> Float[torch.Tensor, "batch kept d_model"]:
-    """Block `layer`'s output residual from its input `hidden` (pre-norm families only), only at
-    `positions` when given. With `head_outputs` (the block's per-head `z`) the attention is not
-    recomputed, only its output projection. The block's hook points fire as in a whole block
-    (`hook_resid_pre` on every position; after the attention, on the kept positions only). Call
-    inside the hooks' context."""
+) -> Residual:
+    """Block `layer`'s output residual from its input `hidden` (pre-norm families only). With
+    `head_outputs` (the block's per-head `z`) the attention is not recomputed, only its output
+    projection. The block's hook points fire as in a whole block. Call inside the hooks' context."""
     block = bridge.blocks[layer]
     device = parameter_device(block)
     hidden = block.hook_in(hidden.to(device))
@@ -174,9 +164,6 @@ def finish_block(
         attention, _ = block.attn(hidden_states=block.ln1(hidden), **kwargs)
     else:
         attention = block.attn.hook_out(block.attn.o(head_outputs.to(device).flatten(-2)))
-    if positions is not None:
-        positions = positions.to(device)
-        hidden, attention = hidden[:, positions], attention[:, positions]
     middle = hidden + attention
     return block.hook_out(middle + block.mlp(block.ln2(middle)))
 

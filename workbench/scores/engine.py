@@ -6,7 +6,7 @@ every block's input residual and per-head outputs `z` (`Lens.tail_context`). A m
 from its own lowest active layer l (a `Restart` of `Lens.run`): below l it changes nothing, and at l it
 changes only `z` (head-output and residual-slice masks leave the attention pattern alone), so
 block l reruns only its output projection and MLP from the recorded `z`; blocks above l rerun in
-full, except the last, whose MLP and unembedding run only at the target positions. Masks that
+full, and the unembedding runs only at the target positions. Masks that
 start at the same layer are the rows of one batch (chunks of `max_rows`); a mask that changes
 nothing is the clean pass itself. Where the lens's fast path serves the caller's hooks, the clean
 forward and the restarts all run there (SDPA attention, `workbench.engine.tail`), so that a
