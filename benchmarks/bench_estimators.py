@@ -20,7 +20,7 @@ Sets (`--sets`):
   the first `--examples` large styles;
 - `commits`: the first `--examples` `train` examples of a LaMP-4-schema folder (`--commits PATH`,
   e.g. the commit-message set built by `workbench.data.commits`, which is not in git), with the
-  ~1k-token recipe of its data card (`profile_k=24`, `max_prompt_tokens=1024`).
+  ~1k-token recipe of its data card (`long_prompts.py`).
 
 Exact grids are cached in `--cache` by content (`exact/`), so a rerun costs only the estimators.
 
@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from long_prompts import folder_examples, prompt_config
 from scipy.stats import spearmanr
 
 LARGE_STYLES = ("lowercase", "caps", "titlecase", "question", "exclaim", "short", "quoted")
@@ -57,7 +58,7 @@ def demo_examples(lens, n: int):
 def long_examples(lens, n: int, tokens: int):
     """`n` demo LaMP-4 examples (one per large style) whose profiles pool every same-style demo
     user's items, tokenized with 24 BM25 items under a cap of `tokens` prompt-plus-reference tokens."""
-    from workbench.data.prompts import PromptConfig, build_prompt, target_text
+    from workbench.data.prompts import build_prompt, target_text
     from workbench.data.sources import load_examples
     from workbench.data.tasks import task_spec
     from workbench.data.tokenized import TokenizedExample
@@ -75,20 +76,10 @@ def long_examples(lens, n: int, tokens: int):
         pooled = [item for key, item in sorted(pools[example.style].items()) if item["text"].strip() != article]
         long = dataclasses.replace(example, profile=tuple(pooled))
         target = lens.encode(target_text(long, "plain"))
-        config = PromptConfig(profile_k=24, max_prompt_tokens=tokens - len(target))
+        config = prompt_config(max_prompt_tokens=tokens - len(target))
         prompt = build_prompt(lens, long, config, answer_room=len(target))
         tokenized.append(TokenizedExample(long.example_id, long.user_id, prompt, target))
     return tokenized
-
-
-def commit_examples(lens, n: int, folder: Path):
-    """The first `n` `train` examples of a LaMP-4-schema folder, with the data card's ~1k-token recipe."""
-    from workbench.data.prompts import PromptConfig, tokenized_examples
-    from workbench.data.sources import load_examples
-
-    return tokenized_examples(
-        lens, load_examples(folder, "LaMP-4", "train")[:n], PromptConfig(profile_k=24, max_prompt_tokens=1024)
-    )
 
 
 def set_examples(lens, name: str, args):
@@ -98,7 +89,7 @@ def set_examples(lens, name: str, args):
         return long_examples(lens, args.examples, args.long_tokens)
     if args.commits is None:
         raise SystemExit("the commits set needs --commits PATH (a LaMP-4-schema folder)")
-    return commit_examples(lens, args.examples, args.commits)
+    return folder_examples(lens, args.commits, args.examples)
 
 
 def cached(cache: Path, parts: list, compute):

@@ -12,19 +12,21 @@ sequence). Rules:
 - `half`: ⌈M/2⌉ by estimate, the rest by magnitude (`workbench.scores.pcs.hybrid_candidates`).
 
 With `--estimator NAME` another estimator of `workbench.scores.estimators` gives the estimate and
-magnitude the rules rank by (cached beside the exact truth, which is shared).
+magnitude the rules rank by (cached beside the exact truth, which is shared). With `--race
+CONFIDENCE` every rule's candidates are also raced (`workbench discover --racing`) on the cached
+per-example truth: which heads the race would have stopped re-scoring, its recall and its cost.
 
 Sets: `synthetic` (the `bench_scores.py` chat examples, about 128 prompt and 16 target tokens, with a
 short no-profile request as control) and `demo` (the first `--demo-examples` LaMP-4 `train`
 examples of the shipped demo set, tokenized as `workbench discover` does, plain few-shot prompts
 of about 290 tokens); with `--data DIR --sets data`, the first `--demo-examples` `train` examples of
 a LaMP-4-schema folder (e.g. the commit-message set of `workbench/data/commits/`) with the ~1k-token
-recipe of its data card (`--profile-k 24 --max-prompt-tokens 1024`). Variants: standard and
+recipe of its data card (`long_prompts.py`: `--profile-k 24 --max-prompt-tokens 1024`). Variants: standard and
 profile-contrast (`--variants`). Per-sequence grids
 are cached in `--cache` by content, so a rerun (or another variant) costs only what is missing.
 
     .venv/bin/python benchmarks/bench_hybrid_recall.py [--examples 16] [--demo-examples 16] [--markdown]
-        [--sets synthetic demo data --data DIR]
+        [--sets synthetic demo data --data DIR] [--estimator target-exact] [--race 0.95]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import long_prompts
 import torch
 from bench_scores import synthetic_examples
 
@@ -85,17 +88,21 @@ def other_estimate(lens, sequence, ablation, estimator: str, path: Path) -> dict
     return torch.load(path)
 
 
-def variant_means(lens, examples, variant, ablation, cache: Path, estimator: str = "attribution") -> dict[str, torch.Tensor]:
-    """Mean over examples of the variant's signed exact and estimate sums and unsigned magnitudes."""
+def variant_grids(lens, examples, variant, ablation, cache: Path, estimator: str = "attribution") -> dict[str, torch.Tensor]:
+    """Per example (`[example, layer, head]`): the variant's signed exact and estimate sums and
+    unsigned magnitudes."""
     from workbench.scores.pcs import variant_sequences
 
-    totals: dict[str, torch.Tensor] = {}
+    rows: dict[str, list[torch.Tensor]] = {}
     for example in examples:
+        totals: dict[str, torch.Tensor] = {}
         for sign, sequence in variant_sequences(example, variant):
             grids = sequence_grids(lens, sequence, ablation, cache, estimator=estimator)
             for name, grid in grids.items():
                 totals[name] = totals.get(name, 0) + (grid if name == "magnitude" else sign * grid)
-    return {name: total / len(examples) for name, total in totals.items()}
+        for name, total in totals.items():
+            rows.setdefault(name, []).append(total)
+    return {name: torch.stack(values) for name, values in rows.items()}
 
 
 def candidates(rule: str, estimate: torch.Tensor, magnitude: torch.Tensor, m: int) -> list[tuple[int, int]]:
@@ -109,11 +116,14 @@ def candidates(rule: str, estimate: torch.Tensor, magnitude: torch.Tensor, m: in
     return hybrid_candidates(estimate, magnitude, m)
 
 
-def curves(means: dict[str, torch.Tensor], ks: list[int]) -> list[dict]:
+def curves(grids: dict[str, torch.Tensor], ks: list[int], race_confidence: float | None = None) -> list[dict]:
     """Per K, rule and M = multiple·K: recall of the exact top-K and the exact phase's cost in
-    forward passes per sequence; plus the smallest M reaching recall 0.9 and 1.0 per rule."""
+    forward passes per sequence; plus the smallest M reaching recall 0.9 and 1.0 per rule. With
+    `race_confidence`, also what the raced exact phase (`workbench.scores.racing`) would have
+    scored of the same candidates on these examples, replayed from the cached per-example truth."""
     from workbench.scores.ranking import ranked_heads
 
+    means = {name: grid.mean(dim=0) for name, grid in grids.items()}
     n_layers = means["exact"].shape[0]
     rows = []
     for k in ks:
@@ -128,20 +138,37 @@ def curves(means: dict[str, torch.Tensor], ks: list[int]) -> list[dict]:
             for multiple in MULTIPLES:
                 m = math.ceil(multiple * k)
                 chosen = candidates(rule, means["estimate"], means["magnitude"], m)
-                cost = sum(n_layers - layer for layer, _ in chosen) / n_layers
-                recall = len(top & set(chosen)) / k
-                rows.append(
-                    {
-                        "k": k,
-                        "rule": rule,
-                        "multiple": multiple,
-                        "m": m,
-                        "recall": recall,
-                        "cost": cost,
-                        **{f"m_{g}": v for g, v in reach.items()},
-                    }
-                )
+                row = {
+                    "k": k,
+                    "rule": rule,
+                    "multiple": multiple,
+                    "m": m,
+                    "recall": len(top & set(chosen)) / k,
+                    "cost": sum(n_layers - layer for layer, _ in chosen) / n_layers,
+                    **{f"m_{g}": v for g, v in reach.items()},
+                }
+                if race_confidence is not None:
+                    row["raced_recall"], row["raced_cost"] = replayed_race(grids["exact"], chosen, top, race_confidence)
+                rows.append(row)
     return rows
+
+
+def replayed_race(exact: torch.Tensor, chosen: list[tuple[int, int]], top: set, confidence: float) -> tuple[float, float]:
+    """Recall of the exact top-K and forwards per sequence of racing `chosen` over the examples of
+    `exact` (`[example, layer, head]`), each head's score read from the truth instead of computed."""
+    from workbench.scores.racing import race, race_order
+    from workbench.scores.ranking import ranked_heads
+
+    n, n_layers = exact.shape[0], exact.shape[1]
+    k = len(top)
+    counts = race(chosen, n, top_k=min(k, len(chosen)), confidence=confidence, seed=0, score=lambda example, _: exact[example])
+    order = race_order(n, 0)  # the examples a head raced on are the first of this order
+    raced = torch.full_like(exact[0], -math.inf)
+    for head, count in counts.items():
+        raced[head] = exact[order[:count], head[0], head[1]].mean()
+    found = set(ranked_heads(raced)[:k])
+    cost = sum((n_layers - layer) * counts[(layer, head)] for layer, head in chosen) / n_layers / n
+    return len(found & top) / k, cost
 
 
 def main() -> None:
@@ -155,9 +182,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write every curve point to this file.")
     parser.add_argument("--sets", nargs="+", default=["synthetic", "demo"], choices=["synthetic", "demo", "data"])
     parser.add_argument("--data", default=None, help="a LaMP-4-schema folder for the `data` set")
-    parser.add_argument("--profile-k", type=int, default=24)
-    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    long_prompts.add_options(parser)
     parser.add_argument("--estimator", default="attribution", help="what ranks the candidates (workbench.scores.estimators)")
+    parser.add_argument(
+        "--race",
+        type=float,
+        default=None,
+        metavar="CONFIDENCE",
+        help="also replay the raced exact phase at this confidence from the cached truth",
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
 
@@ -179,11 +212,9 @@ def main() -> None:
         "demo": lambda: tokenized_examples(lens, load_examples(None, "LaMP-4", "train"), PromptConfig(seed=0))[
             : args.demo_examples
         ],
-        "data": lambda: tokenized_examples(
-            lens,
-            load_examples(args.data, "LaMP-4", "train"),
-            PromptConfig(seed=0, profile_k=args.profile_k, max_prompt_tokens=args.max_prompt_tokens),
-        )[: args.demo_examples],
+        "data": lambda: long_prompts.folder_examples(
+            lens, args.data, args.demo_examples, long_prompts.prompt_config(args.profile_k, args.max_prompt_tokens)
+        ),
     }
     if "data" in args.sets and args.data is None:
         parser.error("the data set needs --data DIR")
@@ -192,7 +223,7 @@ def main() -> None:
     for name, examples in sets.items():
         for variant in args.variants:
             print(f"{name} / {variant}: {len(examples)} examples", flush=True)
-            for row in curves(variant_means(lens, examples, variant, zero, args.cache, args.estimator), args.ks):
+            for row in curves(variant_grids(lens, examples, variant, zero, args.cache, args.estimator), args.ks, args.race):
                 table.append({"set": name, "variant": variant, "n": len(examples), **row})
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
@@ -200,6 +231,8 @@ def main() -> None:
         print(json.dumps(row))
     if args.markdown:
         print(markdown(table))
+        if args.race is not None:
+            print(raced_markdown(table, args.race))
 
 
 def markdown(table: list[dict]) -> str:
@@ -215,6 +248,17 @@ def markdown(table: list[dict]) -> str:
         recalls = ", ".join(f"{row['recall']:.2f}" for row in rows)
         costs = f"{by_multiple[2]['cost']:.1f} / {by_multiple[3]['cost']:.1f}"
         lines.append(f"| {name} | {variant} | {k} | {rule} | {recalls} | {costs} | {rows[0]['m_0.9']} / {rows[0]['m_1.0']} |")
+    return "\n".join(lines)
+
+
+def raced_markdown(table: list[dict], confidence: float) -> str:
+    lines = [
+        f"| set | variant | K | rule | M | recall | raced recall (confidence {confidence}) | forwards per sequence | raced |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table:
+        lines.append(f"| {row['set']} | {row['variant']} | {row['k']} | {row['rule']} | {row['m']} | {row['recall']:.2f} "
+                     f"| {row['raced_recall']:.2f} | {row['cost']:.1f} | {row['raced_cost']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ of the exact top-K is computed when `bench_hybrid_recall.py` has cached the exac
 
 With `--data DIR` (a LaMP-4-schema folder, e.g. the commit-message set of
 `workbench/data/commits/`) the examples are that folder's `train` examples with the ~1k-token
-recipe of its data card (`--profile-k 24 --max-prompt-tokens 1024`); `--codes` picks the runs.
+recipe of its data card (`long_prompts.py`: `--profile-k 24 --max-prompt-tokens 1024`); `--codes` picks the runs.
 
     .venv/bin/python benchmarks/bench_hybrid_speed.py [--baseline 39185c3] [--variant profile-contrast] [--repeats 1]
         [--data DIR --profile-k 24 --max-prompt-tokens 1024] [--codes baseline current-3k]
@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import long_prompts
 import torch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -91,9 +92,7 @@ def prompt_config(args):
     """How the examples are prompted: as `workbench discover` does, or with the long-prompt recipe."""
     from workbench.data.prompts import PromptConfig
 
-    if args.data is None:
-        return PromptConfig(seed=0)
-    return PromptConfig(seed=0, profile_k=args.profile_k, max_prompt_tokens=args.max_prompt_tokens)
+    return PromptConfig(seed=0) if args.data is None else long_prompts.prompt_config(args.profile_k, args.max_prompt_tokens)
 
 
 def exact_truth(args) -> torch.Tensor | None:
@@ -131,8 +130,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--truth-cache", type=Path, default=Path(tempfile.gettempdir()) / "workbench-hybrid-recall")
     parser.add_argument("--data", default=None, help="a LaMP-4-schema folder (default: the demo set)")
-    parser.add_argument("--profile-k", type=int, default=24)
-    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    long_prompts.add_options(parser)
     parser.add_argument("--codes", nargs="+", choices=CODES, default=list(CODES))
     parser.add_argument("--top-m", type=int, default=None, help="the `current` run's candidates (default: its rule for K)")
     parser.add_argument("--worker", choices=CODES, help=argparse.SUPPRESS)
