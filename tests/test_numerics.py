@@ -16,7 +16,13 @@ from workbench.data.sources import load_examples
 from workbench.decoding import DPS, generate
 from workbench.engine.adapters import FAMILIES
 from workbench.engine.models import tiny_model
-from workbench.engine.numerics import invariant_grad, mixed_threads_note, numerics_record
+from workbench.engine.numerics import (
+    invariant_grad,
+    mixed_threads_note,
+    numerics_record,
+    serial_product,
+    serialize_small_products,
+)
 from workbench.experiments.evaluation import eval_config, evaluate
 from workbench.heads import HeadWeights
 from workbench.scores import score_heads
@@ -64,6 +70,56 @@ def test_invariant_grad_is_the_softmax_gradient_by_hand_and_restores_the_thread_
     with threads(2):
         gradient()
         assert torch.get_num_threads() == 2
+
+
+def test_a_small_linear_product_runs_on_one_thread_and_gives_the_threads_back_even_when_it_fails():
+    """The MLP's down projection of the default model's size (a reduction of 1,536 into 576): 20
+    rows are a small product, 2,000 rows a large one; a failing forward still restores the count."""
+    layer = torch.nn.Linear(1536, 576, bias=False)
+    seen: list[int] = []
+    serialize_small_products(layer)
+    layer.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    assert serial_product(20, 1536, 576) and not serial_product(2000, 1536, 576)
+    with threads(2), torch.no_grad():
+        layer(torch.randn(1, 20, 1536))
+        layer(torch.randn(2000, 1536))
+        layer.weight.data = layer.weight.data[:, :10]  # the next forward fails inside the product
+        with pytest.raises(RuntimeError):
+            layer(torch.randn(20, 1536))
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 2, 1]
+
+
+def test_scores_run_small_products_on_one_thread_and_decoding_keeps_every_thread(tiny):
+    """The tiny model's products are all small: a restart on the fast path runs them on one thread,
+    decoding (which records its thread count instead) on every thread."""
+    sequence = TargetSequence(tuple(tiny.encode_chat("Tell me about hiking.")), tuple(tiny.encode("I love trails!")))
+    seen: list[int] = []
+    tiny.fast_path.blocks[1].mlp.down_proj.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    with threads(2):
+        exact_deltas(tiny, sequence, make_ablation(tiny, "zero"), [(1, 0)])
+        scored, seen[:] = list(seen), []
+        generate(tiny, [list(sequence.ids)[:6]], max_new_tokens=2)
+        assert torch.get_num_threads() == 2
+    assert scored and set(scored) == {1} and seen and set(seen) == {2}
+
+
+def test_invariant_grad_of_a_small_product_equals_the_one_thread_gradient():
+    """The input gradient of a linear layer for 20 rows, `grad @ W` with a reduction of 1,536 into
+    576, is the one-thread product at every thread count (plain autograd shared its reduction out
+    between 2 threads on the pinned build)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 576, generator=generator, requires_grad=True)
+    weight, upstream = torch.randn(1536, 576, generator=generator), torch.randn(20, 1536, generator=generator)
+
+    def gradient(grad):
+        return grad((torch.nn.functional.linear(x, weight) * upstream).sum(), [x])[0]
+
+    with threads(1):
+        expected = gradient(torch.autograd.grad)
+    torch.testing.assert_close(expected, upstream @ weight, atol=1e-4, rtol=1e-5)
+    results = at_each_thread_count(lambda: gradient(invariant_grad))
+    assert all(torch.equal(results[count], expected) for count in THREAD_COUNTS)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -188,6 +244,29 @@ def test_long_exact_scores_on_the_fast_path_are_the_same_at_1_and_2_threads(defa
     grids = at_each_thread_count(lambda: exact_deltas(default_lens, sequence, make_ablation(default_lens, "zero"), heads), (1, 2))
     rows, columns = zip(*heads)
     assert torch.equal(grids[1][rows, columns], grids[2][rows, columns])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("length, targets", [(100, 12), (150, 24)])
+def test_short_sequences_score_alike_at_1_and_2_threads(default_lens, length, targets):
+    """Lengths at which the default model's products are small (`serial_product`): the forward's
+    down projection (57 to 192 rows), the backward through the up and gate projections, and through
+    the unembedding for 16 or more target tokens."""
+    generator = torch.Generator().manual_seed(length)
+    ids = torch.randint(100, 40000, (length,), generator=generator).tolist()
+    sequence = TargetSequence(tuple(ids[:-targets]), tuple(ids[-targets:]))
+    zero = make_ablation(default_lens, "zero")
+    heads = [(0, 0), (15, 3), (29, 4)]
+
+    def scores():
+        return attribution_terms(default_lens, sequence, zero), exact_deltas(default_lens, sequence, zero, heads)
+
+    results = at_each_thread_count(scores, (1, 2))
+    (estimate_1, magnitude_1), exact_1 = results[1]
+    (estimate_2, magnitude_2), exact_2 = results[2]
+    rows, columns = zip(*heads)
+    assert torch.equal(estimate_1, estimate_2) and torch.equal(magnitude_1, magnitude_2)
+    assert torch.equal(exact_1[rows, columns], exact_2[rows, columns])
 
 
 @pytest.mark.slow  # loads the embedding model

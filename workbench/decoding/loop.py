@@ -29,6 +29,7 @@ from workbench.decoding.greedy import Greedy
 from workbench.decoding.sampling import Sampling, choose_tokens
 from workbench.engine.kv_cache import CacheSpec, GrowingKVCache
 from workbench.engine.masks import HeadMask
+from workbench.engine.numerics import products_on_every_thread
 from workbench.errors import InputError
 from workbench.tensor_types import AttentionMask, ContextMask, StepLogits, TokenIds
 
@@ -89,7 +90,9 @@ def generate(
     stop_ids = lens.stop_token_ids if stop_at_eos else set()
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # less padding per batch
     results: list[Generation | None] = [None] * len(prompts)
-    with tqdm(total=len(prompts), desc=f"decoding ({decoder.name})", unit="prompt", disable=not progress) as bar:
+    # decoding records its thread count instead of paying for thread-invariant few-row products (docs/numerics.md)
+    with products_on_every_thread(), tqdm(total=len(prompts), desc=f"decoding ({decoder.name})", unit="prompt",
+                                          disable=not progress) as bar:  # fmt: skip
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = _Batch(lens, run, indices, max_new_tokens, sampling, stop_ids, tuple(stop_strings), diagnostics, hooks)

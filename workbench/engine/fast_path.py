@@ -49,6 +49,7 @@ from workbench.engine.adapters import ModelAdapter
 from workbench.engine.interventions import Hook, mask_hooks
 from workbench.engine.kv_cache import CacheSpec, GrowingKVCache
 from workbench.engine.masks import HeadGeometry, HeadMask
+from workbench.engine.numerics import serialize_small_products
 from workbench.errors import InputError
 from workbench.tensor_types import ContextMask, TokenIds
 
@@ -164,6 +165,7 @@ class FastPath:
         AttentionInterface.register(ATTENTION, grouped_attention)
         self.adapter, self.geometry, self.softcap = adapter, geometry, softcap
         self.model: Any = unwrapped(original)
+        serialize_small_products(self.model)  # the twin's modules are copies without the original's hooks
         fast_config = copy.copy(original.config)
         fast_config._attn_implementation_internal = ATTENTION
         for module in self.model.modules():

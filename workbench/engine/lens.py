@@ -36,6 +36,7 @@ from workbench.engine.fast_path import FastPath
 from workbench.engine.interventions import Hook, Recording, mask_hooks, site_hook_name
 from workbench.engine.kv_cache import CacheSpec, GrowingKVCache
 from workbench.engine.masks import HeadGeometry, HeadMask
+from workbench.engine.numerics import serialize_small_products
 from workbench.engine.tail import Restart, TailContext, record_context, run_tail, unembed
 from workbench.errors import InputError
 from workbench.tensor_types import AttentionMask, ContextMask, HeadOutputs, Logits, Residual, TokenIds
@@ -84,6 +85,7 @@ class Lens:
             d_vocab=text_config.vocab_size,
         )
         self.final_logit_softcap = self.adapter.final_logit_softcap(text_config)
+        serialize_small_products(bridge.original_model)  # the same sums at any CPU thread count (`workbench.engine.numerics`)
 
     @classmethod
     def from_hf(cls, hf_model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, name: str) -> Lens:
