@@ -5,7 +5,7 @@ demo set (tokenized as `workbench discover` does), each in its own subprocess: t
 `git archive` of `--baseline` put first on `PYTHONPATH`, with the candidate count `workbench
 discover` used there (`top_m = 3·K`); this code with the same count (`current-3k`: what the
 engine changes alone) and with its default rule for `top_k = K` (`current`; `--top-m M` gives it M
-candidates instead). Runs alternate
+candidates instead, `--estimator NAME` ranks them by another estimator). Runs alternate
 (baseline, current-3k, current, baseline, ...) so that a changing machine load hits all; each
 reports its wall time, the time inside attribution and exact scoring, and its top-K, whose recall
 of the exact top-K is computed when `bench_hybrid_recall.py` has cached the exact truth.
@@ -16,6 +16,7 @@ recipe of its data card (`long_prompts.py`: `--profile-k 24 --max-prompt-tokens 
 
     .venv/bin/python benchmarks/bench_hybrid_speed.py [--baseline 39185c3] [--variant profile-contrast] [--repeats 1]
         [--data DIR --profile-k 24 --max-prompt-tokens 1024] [--codes baseline current-3k]
+        [--codes current --top-m 41 --estimator target-exact]
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def worker(args) -> None:
 
         setattr(pcs, name, timed)
     options = {"top_k": args.top_k, "top_m": args.top_m} if args.worker == "current" else {"top_m": 3 * args.top_k}
+    if args.worker == "current" and args.estimator:
+        options["estimator"] = args.estimator
     load = os.getloadavg()[0]
     start = time.perf_counter()
     result = pcs.score_heads(lens, examples, method="hybrid", variant=args.variant, progress=False, **options)
@@ -133,6 +136,7 @@ def main() -> None:
     long_prompts.add_options(parser)
     parser.add_argument("--codes", nargs="+", choices=CODES, default=list(CODES))
     parser.add_argument("--top-m", type=int, default=None, help="the `current` run's candidates (default: its rule for K)")
+    parser.add_argument("--estimator", default=None, help="what ranks the `current` run's candidates (default: attribution)")
     parser.add_argument("--worker", choices=CODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -149,6 +153,7 @@ def main() -> None:
         "--threads",
         str(args.threads),
         *(["--top-m", str(args.top_m)] if args.top_m else []),
+        *(["--estimator", args.estimator] if args.estimator else []),
         *(["--data", str(Path(args.data).resolve()), "--profile-k", str(args.profile_k), "--max-prompt-tokens",
            str(args.max_prompt_tokens)] if args.data else []),
     ]  # fmt: skip
