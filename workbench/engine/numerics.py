@@ -24,9 +24,9 @@ measurements and the decision for every computation):
 - a decoding step multiplies only a few rows, and MKL picks a different kernel for few rows on one
   thread than on several: step logits differ by about 2e-5 (of values around 10-30). Running those
   products on one thread as well would cost decoding about 1.2x (`products_on_every_thread` keeps
-  them on every thread), so decoding is *recorded*: every prediction carries the thread count it was decoded at
-  (`numerics_record`), and a run, resume, merge or comparison that mixes thread counts says so
-  (`mixed_threads_note`).
+  them on every thread), so decoding is *recorded*: every prediction carries the thread count it
+  was decoded at (`numerics_record`), and a run, resume, merge or comparison that mixes thread
+  counts says so (`mixed_threads_note`).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ records each block's input residual and the keyword arguments it received (`Tail
 sliding-window layer's own attention mask, each layer type's own position embeddings). A restart
 at layer l feeds block l the recorded residual (or another one), then runs the blocks above.
 
-The unembedding runs only at the positions asked for; every block runs at every position (a
-block's MLP at a few scored positions alone is a skinny product whose sums depend on the thread
-count: tests/test_numerics.py caught it on both paths). Pre-norm families
+The unembedding runs only at the positions asked for; every block runs at every position (the
+last block's MLP at the few scored positions alone is a small product, whose sums depended on the
+thread count before `numerics.serial_product`; tests/test_numerics.py caught it). Pre-norm families
 (`FINISHED_BLOCK_FAMILIES`: `h = x + attn(ln1(x))`, `out = h + mlp(ln2(h))`) restarted with the
 start block's recorded head outputs `z` do not recompute its attention (`finish_block`: only its
 output projection runs, so hooks at `hook_z` and after still act). Other families (Gemma's extra
@@ -18,9 +18,9 @@ Where the lens's fast path serves the hooks of a restart (`workbench.engine.fast
 run had no padding and nothing is differentiated, the whole blocks run on its unwrapped twin
 instead: the same weights and hook points, with PyTorch's SDPA attention instead of the bridge's
 eager one, which at 1,000 tokens nearly halves a restart's time (benchmarks/RESULTS.md, "Restarts
-on the fast path"). The logits agree with the bridge's
-to float rounding, not bit for bit; both are thread-count invariant. `Lens.tail_context(..., fast=True)` records the clean run there as
-well (no block keyword arguments: restarts from it must run on the fast path).
+on the fast path"). The logits agree with the bridge's to float rounding, not bit for bit; both
+are thread-count invariant. `Lens.tail_context(..., fast=True)` records the clean run there as well
+(no block keyword arguments: restarts from it must run on the fast path).
 """
 
 from __future__ import annotations
