@@ -283,7 +283,7 @@ def test_clicks_restart_at_the_clicked_layer_and_stay_exact(lens, twin, train):
     reference = train[2]
     example = session.example("train", reference.example_id)
     calls = []
-    hooks = [  # restarts run their blocks on the fast path; a block runs when its attention does (the last one's MLP at the targets)
+    hooks = [  # restarts run their blocks on the fast path; a block runs when its attention does
         block.self_attn.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
         for index, block in enumerate(lens.fast_path.blocks)
     ]

@@ -46,7 +46,18 @@ PRODUCT_BACKWARD_NODES = frozenset({"MmBackward0", "AddmmBackward0"})
 # A product runs on one thread when its output has fewer than this many elements per reduction step
 # (on the default model: below 683 rows for the MLP's projections, below 21,845 for the unembedding's gradient).
 SERIAL_OUTPUT_PER_REDUCTION = 256
-_saved_threads = threading.local()
+
+
+class _ThreadState(threading.local):
+    """Per Python thread: the thread counts to restore as serial sections end (None: nothing to
+    restore), and whether linear layers keep every thread (`products_on_every_thread`)."""
+
+    def __init__(self) -> None:
+        self.saved: list[int | None] = []
+        self.every_thread = False
+
+
+_state = _ThreadState()
 
 
 def serial_product(rows: int, reduction: int, width: int) -> bool:
@@ -58,28 +69,25 @@ def serial_product(rows: int, reduction: int, width: int) -> bool:
 
 def _serial_enter(serial: bool) -> None:
     """Go down to one thread when `serial` (and not there already); remember what to restore."""
-    stack = _saved_threads.__dict__.setdefault("stack", [])
     before = torch.get_num_threads()
-    stack.append(before if serial and before > 1 else None)
-    if stack[-1] is not None:
+    _state.saved.append(before if serial and before > 1 else None)
+    if _state.saved[-1] is not None:
         torch.set_num_threads(1)
 
 
 def _serial_exit() -> None:
-    before = _saved_threads.stack.pop()
+    before = _state.saved.pop()
     if before is not None:
         torch.set_num_threads(before)
 
 
-def serialize_small_products(model: torch.nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+def serialize_small_products(model: torch.nn.Module) -> None:
     """Hooks on every linear layer of `model` that run its product on one thread when
     `serial_product` says so (on the CPU; a GPU kernel's order does not depend on it)."""
-    handles = []
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
-            handles += [module.register_forward_pre_hook(_serial_linear(module.in_features, module.out_features)),
-                        module.register_forward_hook(lambda *_: _serial_exit(), always_call=True)]  # fmt: skip
-    return handles
+            module.register_forward_pre_hook(_serial_linear(module.in_features, module.out_features))
+            module.register_forward_hook(lambda *_: _serial_exit(), always_call=True)
 
 
 def _serial_linear(reduction: int, width: int) -> Callable[[torch.nn.Module, tuple], None]:
@@ -87,7 +95,7 @@ def _serial_linear(reduction: int, width: int) -> Callable[[torch.nn.Module, tup
 
     def enter(module: torch.nn.Module, args: tuple) -> None:
         x = args[0] if args else None  # (a layer called with its input by keyword is left as it is)
-        if x is None or x.device.type != "cpu" or getattr(_saved_threads, "every_thread", False):
+        if x is None or x.device.type != "cpu" or _state.every_thread:
             _serial_enter(False)
         else:
             _serial_enter(serial_product(x.numel() // max(1, x.shape[-1]), reduction, width))
@@ -100,12 +108,11 @@ def products_on_every_thread() -> Iterator[None]:
     """Inside, linear layers keep every thread whatever their size: for decoding, whose few-row
     steps would cost about 1.2x on one thread and which records its thread count instead
     (benchmarks/RESULTS.md, "Numerics")."""
-    before = getattr(_saved_threads, "every_thread", False)
-    _saved_threads.every_thread = True
+    before, _state.every_thread = _state.every_thread, True
     try:
         yield
     finally:
-        _saved_threads.every_thread = before
+        _state.every_thread = before
 
 
 def invariant_grad(
@@ -121,7 +128,7 @@ def invariant_grad(
     time is small). `output` may be several tensors (then with their `grad_outputs`)."""
     outputs = [output] if isinstance(output, torch.Tensor) else list(output)
     handles = []
-    depth = len(_saved_threads.__dict__.setdefault("stack", []))
+    depth = len(_state.saved)
 
     def serial(grad_outputs: Any) -> None:
         _serial_enter(True)
@@ -151,7 +158,7 @@ def invariant_grad(
     finally:
         for handle in handles:
             handle.remove()
-        while len(_saved_threads.stack) > depth:  # an exception inside a node: give the threads back
+        while len(_state.saved) > depth:  # an exception inside a node: give the threads back
             _serial_exit()
 
 
@@ -160,12 +167,11 @@ def one_thread() -> Iterator[None]:
     """Run the block on one CPU thread, then restore the thread count: for forwards of few rows
     (KV-cached steps), whose products take another summation order on one thread than on several,
     so that what they compute is the same at any thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    _serial_enter(True)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        _serial_exit()
 
 
 def _graph_nodes(roots: Sequence[Any]) -> Iterable[Any]:
